@@ -1,0 +1,233 @@
+"""TOML node config -> frozen, validated dataclasses.
+
+One file describes one node of a cluster.  Every key is documented in README.md ("Config
+reference").  Unknown keys are errors, so a typo never passes silently; every error is a
+``ConfigError`` whose message names the file and the key.  ``SyncObjConf`` is built from this in
+exactly one place: ``consensus_store.node.raft.syncobj_conf``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from consensus_store.errors import ConfigError
+
+MAX_KEY_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    raft_address: Address
+    api_address: Address
+
+
+@dataclass(frozen=True)
+class RaftTiming:
+    heartbeat_interval_s: float = 0.05
+    election_timeout_min_s: float = 0.5
+    election_timeout_max_s: float = 1.2
+    leader_fallback_timeout_s: float = 0.5
+    connection_timeout_s: float = 1.5
+    connection_retry_s: float = 0.5
+    log_compaction_min_entries: int = 20_000
+    log_compaction_min_time_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_value_bytes: int = 1024 * 1024
+    request_timeout_s: float = 10.0
+    session_read_wait_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    id: str
+    raft_address: Address
+    api_address: Address
+    data_dir: Path
+    secret: str
+    peers: tuple[Peer, ...]
+    raft: RaftTiming = field(default_factory=RaftTiming)
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "info"
+
+    @property
+    def api_endpoints(self) -> list[str]:
+        """Every node's client API URL, this node's first."""
+        return [f"http://{self.api_address}"] + [f"http://{p.api_address}" for p in self.peers]
+
+    def with_data_dir(self, data_dir: Path) -> "NodeConfig":
+        return replace(self, data_dir=data_dir)
+
+
+_TOP_KEYS = {"id", "raft_address", "api_address", "data_dir", "secret", "secret_file",
+             "log_level", "peers", "raft", "limits"}
+_PEER_KEYS = {"id", "raft_address", "api_address"}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Reader:
+    """Typed access to one table of the file, with errors naming file and key."""
+
+    def __init__(self, path: Path, table: dict[str, Any], prefix: str = "") -> None:
+        self.path, self.table, self.prefix = path, table, prefix
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.prefix}{key}: {problem}")
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.table:
+            if key not in allowed:
+                raise self.fail(key, "unknown key")
+
+    def str(self, key: str, default: str | None = None) -> str:
+        value = self.table.get(key, default)
+        if value is None:
+            raise self.fail(key, "missing")
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def address(self, key: str) -> Address:
+        return parse_address(self.str(key), lambda msg: self.fail(key, msg))
+
+    def number(self, key: str, default: float | int, *, integer: bool = False) -> Any:
+        value = self.table.get(key, default)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+            raise self.fail(key, f"must be a positive {'integer' if integer else 'number'}")
+        return value
+
+
+def parse_address(text: str, fail: Any) -> Address:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise fail(f"{text!r} is not HOST:PORT with a port from 1 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise fail(f"{text!r}: host must be an IP address or localhost") from None
+    return Address(host, int(port_text))
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
+    top = _Reader(path, raw)
+    top.check_keys(_TOP_KEYS)
+    node_id = top.str("id")
+    config = NodeConfig(
+        path=path, id=node_id, raft_address=top.address("raft_address"),
+        api_address=top.address("api_address"),
+        data_dir=_resolve(path, top.str("data_dir")),
+        secret=_read_secret(top, path), peers=_read_peers(top, path),
+        raft=_read_table(top, "raft", RaftTiming), limits=_read_table(top, "limits", Limits),
+        log_level=top.str("log_level", "info"),
+    )
+    if config.log_level not in _LOG_LEVELS:
+        raise top.fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    _check_cluster(config, top)
+    _check_timing(config.raft, _Reader(path, {}, "raft."))
+    return config
+
+
+def _resolve(config_path: Path, text: str) -> Path:
+    candidate = Path(text).expanduser()
+    return candidate if candidate.is_absolute() else (config_path.parent / candidate).resolve()
+
+
+def _read_secret(top: _Reader, path: Path) -> str:
+    has_inline, has_file = "secret" in top.table, "secret_file" in top.table
+    if has_inline == has_file:
+        raise top.fail("secret", "give exactly one of 'secret' or 'secret_file'")
+    if has_inline:
+        secret = top.str("secret")
+    else:
+        secret_path = _resolve(path, top.str("secret_file"))
+        try:
+            secret = secret_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise top.fail("secret_file", f"cannot read {secret_path}: {exc.__class__.__name__}") from None
+    if len(secret) < 16:
+        raise top.fail("secret_file" if has_file else "secret", "must be at least 16 characters")
+    return secret
+
+
+def _read_peers(top: _Reader, path: Path) -> tuple[Peer, ...]:
+    peers_raw = top.table.get("peers")
+    if not isinstance(peers_raw, list) or not peers_raw:
+        raise top.fail("peers", "missing: give at least one [[peers]] table")
+    peers = []
+    for position, table in enumerate(peers_raw):
+        reader = _Reader(path, table if isinstance(table, dict) else {}, f"peers[{position}].")
+        if not isinstance(table, dict):
+            raise reader.fail("", "must be a table")
+        reader.check_keys(_PEER_KEYS)
+        peers.append(Peer(reader.str("id"), reader.address("raft_address"),
+                          reader.address("api_address")))
+    return tuple(peers)
+
+
+def _read_table(top: _Reader, name: str, cls: type) -> Any:
+    table = top.table.get(name, {})
+    reader = _Reader(top.path, table if isinstance(table, dict) else {}, f"{name}.")
+    if not isinstance(table, dict):
+        raise top.fail(name, "must be a table")
+    reader.check_keys({f.name for f in fields(cls)})
+    values = {f.name: reader.number(f.name, f.default, integer=isinstance(f.default, int))
+              for f in fields(cls)}
+    return cls(**values)
+
+
+def _check_cluster(config: NodeConfig, top: _Reader) -> None:
+    ids = [config.id] + [p.id for p in config.peers]
+    for position, peer_id in enumerate(ids[1:]):
+        if ids.count(peer_id) > 1:
+            raise top.fail(f"peers[{position}].id", f"duplicate node id {peer_id!r}")
+    seen: dict[Address, str] = {}
+    owners = [("raft_address", config.raft_address), ("api_address", config.api_address)]
+    for position, peer in enumerate(config.peers):
+        owners += [(f"peers[{position}].raft_address", peer.raft_address),
+                   (f"peers[{position}].api_address", peer.api_address)]
+    for key, address in owners:
+        if address in seen:
+            raise top.fail(key, f"address {address} is already used by {seen[address]}")
+        seen[address] = key
+
+
+def _check_timing(timing: RaftTiming, reader: _Reader) -> None:
+    if timing.election_timeout_min_s <= 3 * timing.heartbeat_interval_s:
+        raise reader.fail("election_timeout_min_s", "must exceed 3 x heartbeat_interval_s")
+    if timing.election_timeout_max_s < timing.election_timeout_min_s:
+        raise reader.fail("election_timeout_max_s", "must be >= election_timeout_min_s")
+    if timing.leader_fallback_timeout_s <= timing.heartbeat_interval_s:
+        raise reader.fail("leader_fallback_timeout_s", "must exceed heartbeat_interval_s")
+    if timing.connection_timeout_s < timing.election_timeout_max_s:
+        raise reader.fail("connection_timeout_s", "must be >= election_timeout_max_s")

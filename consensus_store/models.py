@@ -1,0 +1,92 @@
+"""Frozen data shared by the node, the client and the CLI (no behaviour, no I/O)."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+
+class Consistency(str, enum.Enum):
+    """Read levels; the same words are used in the HTTP API and the CLI."""
+
+    LOCAL = "local"                # this replica's memory: fastest, may be stale
+    SESSION = "session"            # read-your-writes and monotonic reads for one client
+    LINEARIZABLE = "linearizable"  # confirmed through the leader's log (a batched no-op barrier)
+
+
+class Role(str, enum.Enum):
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    DOWN = "down"
+
+
+class KeyValue(NamedTuple):
+    """One key with etcd-style metadata (revisions are Raft indexes).
+
+    A NamedTuple rather than a dataclass: embedded reads build one per call, and a tuple is
+    several times cheaper to make.
+    """
+
+    key: str
+    value: Any
+    create_revision: int
+    mod_revision: int
+    version: int
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "KeyValue":
+        return cls(body["key"], body["value"], body["create_revision"], body["mod_revision"],
+                   body["version"])
+
+    @classmethod
+    def maybe(cls, body: dict[str, Any] | None) -> "KeyValue | None":
+        return cls.from_json(body) if body else None
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    kvs: tuple[KeyValue, ...]
+    count: int              # keys matching the prefix (kvs may be cut by the limit)
+
+    @property
+    def more(self) -> bool:
+        return self.count > len(self.kvs)
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    results: tuple[dict[str, Any], ...]
+    revision: int
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    id: str
+    endpoint: str
+    role: Role
+    term: int = 0
+    commit_index: int = 0
+    applied_index: int = 0
+    log_length: int = 0
+    leader: str | None = None
+    connected_peers: tuple[str, ...] = ()
+    keys: int = 0
+    revision: int = 0
+    error: str | None = None     # why the node is DOWN, when it is
+
+    @classmethod
+    def from_json(cls, endpoint: str, body: dict[str, Any]) -> "NodeStatus":
+        return cls(id=body["id"], endpoint=endpoint, role=Role(body["role"]), term=body["term"],
+                   commit_index=body["commit_index"], applied_index=body["applied_index"],
+                   log_length=body["log_length"], leader=body.get("leader"),
+                   connected_peers=tuple(body.get("connected_peers", ())), keys=body["keys"],
+                   revision=body["revision"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "endpoint": self.endpoint, "role": self.role.value,
+                "term": self.term, "commit_index": self.commit_index,
+                "applied_index": self.applied_index, "log_length": self.log_length,
+                "leader": self.leader, "connected_peers": list(self.connected_peers),
+                "keys": self.keys, "revision": self.revision, "error": self.error}

@@ -1,0 +1,122 @@
+"""HTTP/JSON client API (aiohttp): a thin layer over ``KVService``.
+
+Every request but ``GET /health`` needs ``Authorization: Bearer <cluster secret>``.  Every
+answer is JSON with a ``header`` (answering node, its applied index, the leader, the revision);
+errors are ``{"error": code, "message": ...}`` with a 4xx/5xx status, never a traceback.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest, NotFound,
+                                    PayloadTooLarge)
+from consensus_store.node.service import KVService
+
+log = logging.getLogger("consensus_store.api")
+
+SERVICE: web.AppKey[KVService] = web.AppKey("service", KVService)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_WRITE_OPS = ("put", "delete", "cas", "txn")
+
+
+def create_app(service: KVService) -> web.Application:
+    limit = service.config.limits.max_value_bytes + 64 * 1024   # room for key and fields
+    app = web.Application(client_max_size=limit, middlewares=[_errors_as_json, _require_token])
+    app[SERVICE] = service
+    app.router.add_get("/health", _health)
+    app.router.add_get("/v1/status", _status)
+    for op in _WRITE_OPS:
+        app.router.add_post(f"/v1/kv/{op}", _write_handler(op))
+    app.router.add_post("/v1/kv/get", _get)
+    app.router.add_post("/v1/kv/range", _range)
+    return app
+
+
+def _reply(request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
+    body["header"] = request.app[SERVICE].header()
+    return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
+                        content_type="application/json")
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ConsensusStoreError as exc:
+        return _reply(request, exc.to_json(), exc.http_status)
+    except web.HTTPRequestEntityTooLarge:
+        error = PayloadTooLarge("request body is larger than the node accepts")
+        return _reply(request, error.to_json(), error.http_status)
+    except web.HTTPNotFound:
+        error = NotFound(f"no route {request.method} {request.path}")
+        return _reply(request, error.to_json(), error.http_status)
+    except web.HTTPMethodNotAllowed as exc:
+        body = {"error": "method_not_allowed", "message": f"{request.method} not allowed here; "
+                f"use {', '.join(sorted(exc.allowed_methods))}"}
+        return _reply(request, body, 405)
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug must not become a traceback for the client
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _reply(request, {"error": "internal", "message": type(exc).__name__}, 500)
+
+
+@web.middleware
+async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path != "/health":
+        secret = request.app[SERVICE].config.secret.encode()
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(supplied, secret):
+            raise AuthError("missing or wrong cluster token (Authorization: Bearer <token>)")
+    return await handler(request)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return body
+
+
+def _timeout(body: dict[str, Any]) -> float | None:
+    timeout = body.get("timeout")
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
+        raise InvalidRequest("'timeout' must be a number of seconds in (0, 300]")
+    return float(timeout)
+
+
+async def _health(request: web.Request) -> web.Response:
+    return _reply(request, {"ok": True})
+
+
+async def _status(request: web.Request) -> web.Response:
+    return _reply(request, await request.app[SERVICE].status())
+
+
+def _write_handler(op: str) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        body = await _body(request)
+        return _reply(request, await request.app[SERVICE].write(op, body, _timeout(body)))
+    return handle
+
+
+async def _get(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return _reply(request, await request.app[SERVICE].get(body, _timeout(body)))
+
+
+async def _range(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return _reply(request, await request.app[SERVICE].range(body, _timeout(body)))

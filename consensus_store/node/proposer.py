@@ -1,0 +1,168 @@
+"""The asyncio side of the raft bridge: writes with retries, read barriers, applied-index waits.
+
+Results come back from the raft thread through one coalesced ``call_soon_threadsafe`` per batch
+(a wake-up per result would cost a syscall each).  Writes carry a (client id, request id) pair;
+writes that arrive without one get this node's own pair, so the node may retry any write after an
+ambiguous failure (``LEADER_CHANGED``, a lost callback) without applying it twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import uuid
+from typing import Any
+
+from pysyncobj import FAIL_REASON
+
+from consensus_store.errors import Timeout, Unavailable, error_from_json
+from consensus_store.node.raft import RaftRunner
+from consensus_store.state import encode_command
+
+ATTEMPT_TIMEOUT_S = 2.0     # no callback by then: assume it was lost, propose again (deduplicated)
+RETRY_BACKOFF_S = 0.05
+
+
+class Proposer:
+    def __init__(self, runner: RaftRunner, loop: asyncio.AbstractEventLoop) -> None:
+        self._runner = runner
+        self._loop = loop
+        self._completions: collections.deque[tuple[asyncio.Future, Any, int]] = collections.deque()
+        self._delivery_scheduled = False
+        self._node_client_id = f"node-{uuid.uuid4().hex}"
+        self._node_request_ids = itertools.count(1)
+        self._pending_node_requests: set[int] = set()
+        self._applied = 0
+        self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []
+        self._waiter_order = itertools.count()
+        self._next_barrier: asyncio.Future | None = None
+        self._barrier_running = False
+
+    # ---- raft thread -> loop ----------------------------------------------------------------
+    def _complete(self, future: asyncio.Future, result: Any, error: int) -> None:
+        self._completions.append((future, result, error))
+        self._schedule_delivery()
+
+    def on_applied(self, index: int) -> None:
+        """Called on the raft thread whenever the applied index moved."""
+        self._applied = max(self._applied, index)
+        self._schedule_delivery()
+
+    def _schedule_delivery(self) -> None:
+        if not self._delivery_scheduled:
+            self._delivery_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:
+                pass  # loop closed: the node is stopping
+
+    def _deliver(self) -> None:
+        self._delivery_scheduled = False   # first, so a completion racing with us re-schedules
+        while self._completions:
+            future, result, error = self._completions.popleft()
+            if not future.done():
+                future.set_result((result, error))
+        waiters = self._applied_waiters
+        while waiters and waiters[0][0] <= self._applied:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)
+
+    # ---- writes -------------------------------------------------------------------------------
+    async def write(self, command: dict[str, Any], timeout: float,
+                    deduplicate: bool = True) -> tuple[int, dict[str, Any]]:
+        """Replicate ``command``; returns (index, result) or raises a typed error."""
+        own_request = None
+        if deduplicate and "cid" not in command:
+            own_request = next(self._node_request_ids)
+            self._pending_node_requests.add(own_request)
+            command = {**command, "cid": self._node_client_id, "rid": own_request,
+                       "done": min(self._pending_node_requests)}
+        data = encode_command(command)
+        try:
+            return await self._propose_until_done(data, timeout)
+        finally:
+            if own_request is not None:
+                self._pending_node_requests.discard(own_request)
+
+    async def _propose_until_done(self, data: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
+        deadline = self._loop.time() + timeout
+        last_error = "no attempt finished"
+        while (remaining := deadline - self._loop.time()) > 0:
+            future = self._loop.create_future()
+            self._runner.propose(data, lambda res, err, f=future: self._complete(f, res, err))
+            try:
+                result, error = await asyncio.wait_for(future, min(ATTEMPT_TIMEOUT_S, remaining))
+            except asyncio.TimeoutError:
+                last_error = "no answer from the raft layer"
+                continue
+            if error == FAIL_REASON.SUCCESS:
+                index, outcome = result
+                if "error" in outcome:
+                    raise error_from_json(400, outcome)
+                return index, outcome
+            last_error = _FAIL_NAMES.get(error, str(error))
+            await asyncio.sleep(min(RETRY_BACKOFF_S, max(0.0, deadline - self._loop.time())))
+        raise Timeout(f"write not confirmed within {timeout:g}s ({last_error}); "
+                      "it may still be applied", outcome="unknown")
+
+    # ---- reads ----------------------------------------------------------------------------------
+    @property
+    def applied_index(self) -> int:
+        store = self._runner.store
+        return store.raftLastApplied if store is not None else 0
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Wait until this replica applied ``index`` (session reads)."""
+        if self.applied_index >= index:
+            return
+        future = self._loop.create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._waiter_order), future))
+        self._applied = max(self._applied, self.applied_index)
+        self._deliver()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"replica has applied {self.applied_index}, not {index}, after "
+                              f"{timeout:g}s; retry on another node") from None
+
+    async def barrier(self, timeout: float) -> int:
+        """An index such that every write acknowledged before this call is applied here.
+
+        Reads arriving while a barrier is in flight share the next one, never the current one:
+        a barrier proposed before a read began could miss writes acknowledged just before it.
+        """
+        if self._next_barrier is None:
+            self._next_barrier = self._loop.create_future()
+        group = self._next_barrier
+        if not self._barrier_running:
+            self._loop.create_task(self._run_barriers(timeout))
+        return await asyncio.wait_for(asyncio.shield(group), timeout)
+
+    async def _run_barriers(self, timeout: float) -> None:
+        self._barrier_running = True
+        try:
+            while self._next_barrier is not None:
+                group, self._next_barrier = self._next_barrier, None
+                try:
+                    index, _ = await self.write({"op": "noop"}, timeout, deduplicate=False)
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting reader
+                    _settle(group, exception=exc)
+                else:
+                    _settle(group, result=index)
+        finally:
+            self._barrier_running = False
+
+
+_FAIL_NAMES = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}
+
+
+def _settle(future: asyncio.Future, result: Any = None, exception: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exception is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exception)
+        future.exception()  # mark retrieved: readers that gave up must not log a warning

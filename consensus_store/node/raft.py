@@ -1,0 +1,252 @@
+"""The Raft adapter: the only module that touches pysyncobj.
+
+One thread (``RaftRunner``) constructs the ``SyncObj`` and drives it with ``doTick``.  Everything
+pysyncobj does (socket I/O, apply, callbacks) therefore runs on that thread; other threads talk
+to it only through ``propose`` (pysyncobj's queue is thread-safe) and ``call_on_raft_thread``.
+
+Timing ("hybrid flush", see shared/notes/performance.md): batching stays on, and right before
+each poll we send AppendEntries at once if the log grew or the commit index moved, so a commit
+costs one round trip instead of waiting for the 50 ms heartbeat.  A pipe registered with
+pysyncobj's poller wakes the tick when a command or job is queued.
+
+Private pysyncobj names used here (pinned to 0.3.17 in pyproject.toml):
+``_SyncObj__sendAppendEntries``, ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``, ``_poller``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.transport import TCPTransport
+
+from consensus_store.config import NodeConfig
+from consensus_store.errors import ConfigError
+from consensus_store.state import StateMachine
+
+log = logging.getLogger("consensus_store.raft")
+
+ApplyCallback = Callable[[Any, int], None]   # (result or None, FAIL_REASON code)
+
+# FAIL_REASONs after which the command may still have been applied (or may apply later).
+MAYBE_APPLIED = frozenset({FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME})
+
+
+def syncobj_conf(config: NodeConfig) -> SyncObjConf:
+    """The single translation from our config to pysyncobj's."""
+    timing = config.raft
+    data = config.data_dir
+    return SyncObjConf(
+        autoTick=False,
+        bindAddress=str(config.raft_address),       # pysyncobj would bind 0.0.0.0
+        password=config.secret,
+        journalFile=str(data / "raft.journal"),
+        fullDumpFile=str(data / "raft.snapshot"),   # a journal without a dump loses state
+        useFork=False,                              # no fork() from a threaded process
+        appendEntriesUseBatch=True,
+        appendEntriesPeriod=timing.heartbeat_interval_s,
+        raftMinTimeout=timing.election_timeout_min_s,
+        raftMaxTimeout=timing.election_timeout_max_s,
+        leaderFallbackTimeout=timing.leader_fallback_timeout_s,
+        connectionTimeout=timing.connection_timeout_s,
+        connectionRetryTime=timing.connection_retry_s,
+        logCompactionMinEntries=timing.log_compaction_min_entries,
+        logCompactionMinTime=timing.log_compaction_min_time_s,
+        commandsQueueSize=200_000,
+        bindRetryTime=0.2,
+        maxBindRetries=10,
+    )
+
+
+class _ForwardOnlyTransport(TCPTransport):
+    """TCPTransport whose leader never moves a follower's next index backwards on an ack.
+
+    pysyncobj sets nextIndex to the acknowledged index even when later entries are already in
+    flight, so the hybrid flush would resend them (shared/notes/performance.md, lesson 3).
+    Keeping the larger value is safe: a follower missing entries answers with a reset.
+    """
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        if not (isinstance(message, dict) and message.get("type") == "next_node_idx"
+                and message.get("success") and not message.get("reset")):
+            super()._onMessageReceived(node, message)
+            return
+        next_index = self._syncObj._SyncObj__raftNextIndex
+        before = next_index.get(node)
+        super()._onMessageReceived(node, message)
+        if before is not None and next_index.get(node, 0) < before:
+            next_index[node] = before
+
+
+class ReplicatedStore(SyncObj):
+    """SyncObj with one replicated entry point; the state machine is the replicated state."""
+
+    def __init__(self, self_address: str, peer_addresses: list[str], conf: SyncObjConf) -> None:
+        # Attributes set before super().__init__ stay out of snapshots.
+        self.state_lock = threading.Lock()
+        super().__init__(self_address, peer_addresses, conf, transportClass=_ForwardOnlyTransport)
+        self.machine = StateMachine()
+
+    @replicated
+    def apply_command(self, data: bytes) -> tuple[int, dict[str, Any]]:
+        index = self.raftLastApplied + 1
+        with self.state_lock:
+            return index, self.machine.apply(data, index)
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    role: str                 # leader / follower / candidate
+    term: int
+    commit_index: int
+    applied_index: int
+    log_length: int
+    leader: str | None        # raft address
+    connected_peers: tuple[str, ...]
+    ready: bool
+
+
+class RaftRunner:
+    """Owns the raft thread and the ReplicatedStore it drives."""
+
+    def __init__(self, config: NodeConfig, on_applied: Callable[[int], None]) -> None:
+        self._config = config
+        self._on_applied = on_applied
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._running = threading.Event()
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"raft-{config.id}", daemon=True)
+        self._flushed = (0, 0)
+        self._reported_applied = 0
+        self.store: ReplicatedStore | None = None
+
+    # ---- lifecycle (any thread) -------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> None:
+        _check_bindable(self._config)
+        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._running.set()
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise ConfigError(f"raft node {self._config.raft_address} did not start in {timeout}s")
+        if self._start_error is not None:
+            raise ConfigError(f"raft node {self._config.raft_address}: {self._start_error}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._running.clear()
+        self.wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # ---- cross-thread entry points ---------------------------------------------------------
+    def propose(self, data: bytes, callback: ApplyCallback) -> None:
+        assert self.store is not None
+        self.store.apply_command(data, callback=callback)
+        self.wake()
+
+    def call_on_raft_thread(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # pipe full: a wake-up is already pending
+
+    # ---- raft thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        config = self._config
+        try:
+            peers = [str(p.raft_address) for p in config.peers]
+            self.store = ReplicatedStore(str(config.raft_address), peers, syncobj_conf(config))
+            self.store._poller.subscribe(self._wake_read, self._drain_wake_pipe,
+                                        POLL_EVENT_TYPE.READ)
+            self.store.addOnTickCallback(self._before_poll)
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        tick = min(0.05, config.raft.heartbeat_interval_s)
+        try:
+            while self._running.is_set():
+                try:
+                    self.store.doTick(tick)
+                except Exception:  # noqa: BLE001 - one bad tick must not kill the node
+                    log.exception("raft tick failed")
+        finally:
+            self._drain_jobs()
+            self.store.destroy()
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+
+    def _drain_wake_pipe(self, descr: int, event: int) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _before_poll(self) -> None:
+        """Runs on every tick right before poll: jobs, hybrid flush, applied-index report."""
+        store = self.store
+        assert store is not None
+        self._drain_jobs()
+        if store._isLeader():
+            mark = (store._SyncObj__raftLog[-1][1], store.raftCommitIndex)
+            if mark != self._flushed:
+                self._flushed = mark
+                store._SyncObj__sendAppendEntries()
+        applied = store.raftLastApplied
+        if applied != self._reported_applied:
+            self._reported_applied = applied
+            self._on_applied(applied)
+
+    def _drain_jobs(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                job()
+            except Exception:  # noqa: BLE001
+                log.exception("raft-thread job failed")
+
+    def status(self) -> RaftStatus:
+        """Call on the raft thread only (getStatus iterates unguarded sets)."""
+        store = self.store
+        assert store is not None
+        raw = store.getStatus()
+        connected = tuple(str(p.raft_address) for p in self._config.peers
+                          if raw.get(f"partner_node_status_server_{p.raft_address}") == 2)
+        leader = raw.get("leader")
+        return RaftStatus(
+            role={0: "follower", 1: "candidate", 2: "leader"}.get(raw["state"], "follower"),
+            term=raw["raft_term"], commit_index=raw["commit_idx"],
+            applied_index=raw["last_applied"], log_length=raw["log_len"],
+            leader=leader.address if leader is not None else None,
+            connected_peers=connected, ready=store.isReady(),
+        )
+
+
+def _check_bindable(config: NodeConfig) -> None:
+    """Fail fast with a clear message instead of pysyncobj's silent bind retries."""
+    address = config.raft_address
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address.host, address.port))
+        except OSError as exc:
+            raise ConfigError(f"{config.path}: raft_address: cannot listen on {address}: "
+                              f"{exc.strerror}") from None

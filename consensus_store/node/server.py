@@ -1,0 +1,163 @@
+"""A whole node: raft thread + asyncio thread serving the HTTP API.  Daemon and embedded alike.
+
+``Node`` is also the embedded API: the same write methods as ``Client`` (they go through this
+node's proposer, so they are replicated like any client's), and reads straight from local memory.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from consensus_store.config import NodeConfig, load_config
+from consensus_store.errors import ConfigError, Timeout, Unavailable
+from consensus_store.kv_api import KVApi
+from consensus_store.models import Consistency, KeyValue
+from consensus_store.node.api import create_app
+from consensus_store.node.proposer import Proposer
+from consensus_store.node.raft import RaftRunner
+from consensus_store.node.service import KVService
+
+log = logging.getLogger("consensus_store.node")
+
+
+class Node(KVApi):
+    """One cluster member running in this process.
+
+    >>> node = Node.from_config("cluster_configs/local/node1.toml")   # started
+    >>> node.put("greeting", "hello"); node.get("greeting").value
+    >>> node.stop()
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self._loop = asyncio.new_event_loop()
+        self._runner = RaftRunner(config, on_applied=self._on_applied)
+        self._proposer = Proposer(self._runner, self._loop)
+        self._service = KVService(config, self._runner, self._proposer)
+        self._loop_thread = threading.Thread(target=self._loop.run_forever,
+                                             name=f"api-{config.id}", daemon=True)
+        self._site_runner: web.AppRunner | None = None
+        self._started = False
+
+    @classmethod
+    def from_config(cls, path: str | Path, *, data_dir: str | Path | None = None,
+                    start: bool = True) -> "Node":
+        config = load_config(path)
+        if data_dir is not None:
+            config = config.with_data_dir(Path(data_dir))
+        node = cls(config)
+        if start:
+            node.start()
+        return node
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop_thread.start()
+        self._runner.start()
+        try:
+            self._call(self._serve_api(), timeout=10)
+        except OSError as exc:
+            self.stop()
+            raise ConfigError(f"{self.config.path}: api_address: cannot listen on "
+                              f"{self.config.api_address}: {exc.strerror or exc}") from None
+        self._started = True
+        log.info("node %s: raft on %s, API on http://%s", self.config.id,
+                 self.config.raft_address, self.config.api_address)
+
+    async def _serve_api(self) -> None:
+        runner = web.AppRunner(create_app(self._service), access_log=None, handle_signals=False)
+        await runner.setup()
+        address = self.config.api_address
+        await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
+        self._site_runner = runner
+
+    def stop(self) -> None:
+        """Stop serving, leave the cluster's traffic, flush the journal.  Idempotent."""
+        if self._loop.is_closed():
+            return
+        if self._site_runner is not None and self._loop.is_running():
+            try:
+                self._call(self._site_runner.cleanup(), timeout=5)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                log.exception("API shutdown failed")
+        self._runner.stop()
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+        self._started = False
+        log.info("node %s stopped", self.config.id)
+
+    def __enter__(self) -> "Node":
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- embedded API -------------------------------------------------------------------------
+    def _on_applied(self, index: int) -> None:
+        self._proposer.on_applied(index)
+
+    def _call(self, coroutine: Any, timeout: float) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise Timeout(f"no answer within {timeout:g}s") from None
+
+    def _request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        if not self._started:
+            raise Unavailable("node is not running")
+        wait = (timeout or self.config.limits.request_timeout_s) + 1.0
+        if op == "get":
+            coroutine = self._service.get(body, timeout)
+        elif op == "range":
+            coroutine = self._service.range(body, timeout)
+        else:
+            coroutine = self._service.write(op, body, timeout)
+        result = self._call(coroutine, wait)
+        result["header"] = self._service.header()
+        return result
+
+    def get(self, key: str, *, consistency: Consistency | str | None = None,
+            timeout: float | None = None) -> KeyValue | None:
+        """Local reads come straight from memory.  ``session`` is local here: this node's own
+        writes return only after this node applied them."""
+        if consistency in (None, Consistency.LOCAL, Consistency.SESSION, "local", "session"):
+            store = self._runner.store
+            if store is None:
+                raise Unavailable("node is not running")
+            record = store.machine._kv.get(key)
+            return KeyValue(key, *record) if record is not None else None
+        return super().get(key, consistency=consistency, timeout=timeout)
+
+    def get_value(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` from local memory (the fastest read there is)."""
+        store = self._runner.store
+        if store is None:
+            raise Unavailable("node is not running")
+        return store.machine.get_value(key, default)
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self._call(self._service.status(), timeout)
+
+    @property
+    def applied_index(self) -> int:
+        return self._proposer.applied_index
+
+    def digest(self) -> str:
+        """Digest of the replicated state (equal on converged replicas)."""
+        store = self._runner.store
+        if store is None:
+            raise Unavailable("node is not running")
+        with store.state_lock:
+            return store.machine.digest()

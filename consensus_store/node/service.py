@@ -1,0 +1,181 @@
+"""What a node does for a client request, independent of HTTP: validate, replicate, read.
+
+Both the HTTP API and the embedded ``Node`` call this, so limits and semantics are the same on
+every path.  Runs on the node's asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from consensus_store.config import MAX_KEY_BYTES, NodeConfig
+from consensus_store.errors import InvalidRequest, PayloadTooLarge
+from consensus_store.models import Consistency
+from consensus_store.node.proposer import Proposer
+from consensus_store.node.raft import RaftRunner, RaftStatus
+from consensus_store.state import commands
+
+MAX_CLIENT_ID_CHARS = 128
+
+
+class KVService:
+    def __init__(self, config: NodeConfig, runner: RaftRunner, proposer: Proposer) -> None:
+        self.config = config
+        self.runner = runner
+        self.proposer = proposer
+        self._node_by_raft_address = {str(config.raft_address): config.id}
+        self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
+
+    # ---- metadata ---------------------------------------------------------------------------
+    def leader_id(self) -> str | None:
+        store = self.runner.store
+        leader = store._getLeader() if store is not None else None
+        return self._node_by_raft_address.get(leader.address) if leader is not None else None
+
+    def header(self) -> dict[str, Any]:
+        store = self.runner.store
+        return {"node": self.config.id, "applied_index": self.proposer.applied_index,
+                "leader": self.leader_id(),
+                "revision": store.machine.revision if store is not None else 0}
+
+    async def status(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RaftStatus] = loop.create_future()
+
+        def collect() -> None:
+            status = self.runner.status()
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(status))
+
+        self.runner.call_on_raft_thread(collect)
+        raft = await asyncio.wait_for(future, 5.0)
+        machine = self.runner.store.machine  # type: ignore[union-attr]
+        return {
+            "id": self.config.id, "role": raft.role, "term": raft.term,
+            "commit_index": raft.commit_index, "applied_index": raft.applied_index,
+            "log_length": raft.log_length, "ready": raft.ready,
+            "leader": self._node_by_raft_address.get(raft.leader or ""),
+            "connected_peers": [self._node_by_raft_address.get(a, a) for a in raft.connected_peers],
+            "keys": len(machine), "revision": machine.revision,
+            "raft_address": str(self.config.raft_address),
+            "api_address": str(self.config.api_address),
+        }
+
+    # ---- writes -------------------------------------------------------------------------------
+    async def write(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        command = self._write_command(op, body)
+        _, result = await self.proposer.write(command, self._timeout(timeout))
+        return result
+
+    def _write_command(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        command: dict[str, Any] = {"op": op}
+        if op == "txn":
+            command.update(commands.validate_txn(body))
+            for item in command["success"] + command["failure"]:
+                self._check_sizes(item)
+            for compare in command["compare"]:
+                self._check_key(compare["key"])
+        elif op == "delete" and "prefix" in body:
+            if not isinstance(body["prefix"], str):
+                raise InvalidRequest("'prefix' must be a string")
+            command["prefix"] = body["prefix"]
+        else:
+            command["key"] = commands.require_key(body)
+            self._check_key(command["key"])
+            if op in ("put", "cas"):
+                command["value"] = self._check_value(body)
+            if op == "cas":
+                command.update(self._cas_guard(body))
+        command.update(self._request_identity(body))
+        return command
+
+    def _check_sizes(self, op: dict[str, Any]) -> None:
+        if "key" in op:
+            self._check_key(op["key"])
+        if op["op"] == "put":
+            self._check_value(op)
+
+    def _check_key(self, key: str) -> None:
+        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise PayloadTooLarge(f"key is longer than {MAX_KEY_BYTES} bytes")
+
+    def _check_value(self, body: dict[str, Any]) -> Any:
+        if "value" not in body:
+            raise InvalidRequest("missing 'value'")
+        value = body["value"]
+        try:
+            size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"value is not JSON: {exc}") from None
+        if size > self.config.limits.max_value_bytes:
+            raise PayloadTooLarge(f"value is {size} bytes, the limit is "
+                                  f"{self.config.limits.max_value_bytes}")
+        return value
+
+    @staticmethod
+    def _cas_guard(body: dict[str, Any]) -> dict[str, Any]:
+        if "expect_mod_revision" in body:
+            expected = body["expect_mod_revision"]
+            if not commands._is_int(expected) or expected < 0:
+                raise InvalidRequest("'expect_mod_revision' must be a non-negative integer")
+            return {"expect_mod_revision": expected}
+        if "expect_value" in body:
+            return {"expect_value": body["expect_value"]}
+        raise InvalidRequest("cas needs 'expect_value' or 'expect_mod_revision' (0: key absent)")
+
+    @staticmethod
+    def _request_identity(body: dict[str, Any]) -> dict[str, Any]:
+        client_id, request_id = body.get("client_id"), body.get("request_id")
+        if client_id is None and request_id is None:
+            return {}
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS:
+            raise InvalidRequest(f"'client_id' must be a string of 1-{MAX_CLIENT_ID_CHARS} chars")
+        if not commands._is_int(request_id) or request_id < 0:
+            raise InvalidRequest("'request_id' must be a non-negative integer")
+        done = body.get("done_below", 0)
+        if not commands._is_int(done) or done < 0:
+            raise InvalidRequest("'done_below' must be a non-negative integer")
+        return {"cid": client_id, "rid": request_id, "done": done}
+
+    # ---- reads --------------------------------------------------------------------------------
+    async def settle_read(self, body: dict[str, Any], timeout: float | None = None) -> None:
+        """Wait until a read at the requested consistency may be served from local memory."""
+        level = parse_consistency(body.get("consistency", Consistency.SESSION.value))
+        if level is Consistency.LINEARIZABLE:
+            await self.proposer.barrier(self._timeout(timeout))
+        elif level is Consistency.SESSION:
+            min_index = body.get("min_index", 0)
+            if not commands._is_int(min_index) or min_index < 0:
+                raise InvalidRequest("'min_index' must be a non-negative integer")
+            if min_index:
+                wait = min(self.config.limits.session_read_wait_s, self._timeout(timeout))
+                await self.proposer.wait_applied(min_index, wait)
+
+    async def get(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        key = commands.require_key(body)
+        await self.settle_read(body, timeout)
+        store = self.runner.store
+        assert store is not None
+        return {"kv": store.machine.get(key)}
+
+    async def range(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        prefix = body.get("prefix", "")
+        if not isinstance(prefix, str):
+            raise InvalidRequest("'prefix' must be a string")
+        limit = commands.validate_limit(body.get("limit"))
+        await self.settle_read(body, timeout)
+        store = self.runner.store
+        assert store is not None
+        with store.state_lock:   # iteration must not race with apply
+            kvs, count = store.machine.range(prefix, limit)
+        return {"kvs": kvs, "count": count}
+
+    def _timeout(self, timeout: float | None) -> float:
+        return timeout if timeout is not None else self.config.limits.request_timeout_s
+
+
+def parse_consistency(value: Any) -> Consistency:
+    try:
+        return Consistency(value)
+    except ValueError:
+        raise InvalidRequest("'consistency' must be one of local, session, linearizable") from None

@@ -1,0 +1,111 @@
+"""The versioned command format written to the Raft log.
+
+A command is a JSON object encoded as UTF-8 bytes: ``{"v": 1, "op": ..., ...}``.  JSON keeps the
+log readable by any future version of this code (no pickled classes of ours), and the ``v`` field
+lets a later release change an op's fields while still replaying old journals.
+
+Common fields: ``cid`` and ``rid`` (client id and request id, for at-most-once writes; both may be
+absent for internal commands), ``done`` (the lowest request id the client still waits for: results
+below it may be forgotten).  Op fields are checked by ``validate_*`` here, once, so the machine can
+trust their types.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from consensus_store.errors import InvalidRequest
+
+COMMAND_VERSION = 1
+
+WRITE_OPS = ("put", "delete", "cas", "txn")
+INTERNAL_OPS = ("noop",)
+TXN_OPS = ("put", "delete", "get", "range")
+COMPARE_TARGETS = ("value", "mod_revision", "create_revision", "version")
+COMPARE_OPERATORS = ("==", "!=", "<", ">")
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode_command(command: dict[str, Any]) -> bytes:
+    """Encode a command for the log; raises InvalidRequest for values JSON cannot carry."""
+    try:
+        return _encoder.encode({"v": COMMAND_VERSION, **command}).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"value is not JSON-serialisable: {exc}") from None
+
+
+def decode_command(data: bytes) -> dict[str, Any]:
+    command = json.loads(data)
+    if not isinstance(command, dict):
+        raise InvalidRequest("command is not an object")
+    return command
+
+
+def require_key(body: dict[str, Any], field: str = "key") -> str:
+    key = body.get(field)
+    if not isinstance(key, str) or not key:
+        raise InvalidRequest(f"'{field}' must be a non-empty string")
+    return key
+
+
+def validate_compare(compare: Any) -> dict[str, Any]:
+    if not isinstance(compare, dict):
+        raise InvalidRequest("each compare must be an object")
+    require_key(compare)
+    target = compare.get("target", "value")
+    if target not in COMPARE_TARGETS:
+        raise InvalidRequest(f"compare target must be one of {', '.join(COMPARE_TARGETS)}")
+    operator = compare.get("op", "==")
+    if operator not in COMPARE_OPERATORS:
+        raise InvalidRequest(f"compare op must be one of {' '.join(COMPARE_OPERATORS)}")
+    if "value" not in compare:
+        raise InvalidRequest("compare needs a 'value'")
+    if target != "value" and not _is_int(compare["value"]):
+        raise InvalidRequest(f"compare on {target} needs an integer value")
+    if target == "value" and operator in ("<", ">"):
+        raise InvalidRequest("compare on value supports only == and !=")
+    return {"key": compare["key"], "target": target, "op": operator, "value": compare["value"]}
+
+
+def validate_txn_op(op: Any) -> dict[str, Any]:
+    if not isinstance(op, dict) or op.get("op") not in TXN_OPS:
+        raise InvalidRequest(f"each txn op must be an object with 'op' in {', '.join(TXN_OPS)}")
+    kind = op["op"]
+    if kind == "range":
+        prefix = op.get("prefix", "")
+        if not isinstance(prefix, str):
+            raise InvalidRequest("'prefix' must be a string")
+        return {"op": "range", "prefix": prefix, "limit": validate_limit(op.get("limit"))}
+    key = require_key(op)
+    if kind == "put":
+        if "value" not in op:
+            raise InvalidRequest("put needs a 'value'")
+        return {"op": "put", "key": key, "value": op["value"]}
+    return {"op": kind, "key": key}
+
+
+def validate_txn(body: dict[str, Any]) -> dict[str, Any]:
+    compares = body.get("compare", [])
+    success = body.get("success", [])
+    failure = body.get("failure", [])
+    for name, value in (("compare", compares), ("success", success), ("failure", failure)):
+        if not isinstance(value, list):
+            raise InvalidRequest(f"'{name}' must be a list")
+    return {
+        "compare": [validate_compare(c) for c in compares],
+        "success": [validate_txn_op(o) for o in success],
+        "failure": [validate_txn_op(o) for o in failure],
+    }
+
+
+def validate_limit(limit: Any) -> int:
+    if limit is None:
+        return 0
+    if not _is_int(limit) or limit < 0:
+        raise InvalidRequest("'limit' must be a non-negative integer")
+    return int(limit)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
