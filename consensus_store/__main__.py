@@ -1,0 +1,3 @@
+from consensus_store.cli.main import main
+
+raise SystemExit(main())

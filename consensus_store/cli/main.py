@@ -1,0 +1,174 @@
+"""``consensus-store``: run nodes, start the local cluster, read and write from the shell.
+
+Exit codes: 0 success; 1 the operation failed (not found, unavailable, compare failed);
+2 bad usage, input or config (one line on stderr, never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from consensus_store.errors import ConfigError, ConsensusStoreError, InvalidRequest
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+LOCAL_CONFIG_DIR = Path("cluster_configs") / "local"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="consensus-store", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    node = commands.add_parser("node", help="run one node from its TOML config")
+    node.add_argument("--config", required=True, type=Path)
+    node.add_argument("--data-dir", type=Path, help="override the config's data_dir")
+
+    up = commands.add_parser("up", help="start the local 3-node cluster in the foreground")
+    up.add_argument("--config-dir", type=Path, help=f"default: {LOCAL_CONFIG_DIR}")
+    up.add_argument("--data-dir", type=Path,
+                    help="where nodes keep data, one folder per node (default: each config's "
+                         "data_dir, ~/.local/share/consensus-store/local/NODE)")
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--endpoints", help="comma-separated API URLs "
+                         "(env CONSENSUS_STORE_ENDPOINTS; default: the local cluster)")
+        sub.add_argument("--token", help="cluster token (env CONSENSUS_STORE_TOKEN)")
+        sub.add_argument("--config", type=Path, help="take endpoints and token from a node config "
+                         "(env CONSENSUS_STORE_CONFIG)")
+        sub.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    put = client_command("put", "set a key")
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--value-json", action="store_true", help="parse VALUE as JSON")
+    get = client_command("get", "read a key")
+    get.add_argument("key")
+    _consistency(get)
+    delete = client_command("delete", "delete a key (or every key under --prefix)")
+    delete.add_argument("key")
+    delete.add_argument("--prefix", action="store_true", help="KEY is a prefix")
+    range_ = client_command("range", "list keys under a prefix")
+    range_.add_argument("prefix", nargs="?", default="")
+    range_.add_argument("--limit", type=int, default=0)
+    _consistency(range_)
+    status = client_command("status", "show every node's role, term and indexes")
+    status.add_argument("--watch", action="store_true", help="live dashboard (Ctrl-C to quit)")
+    return parser
+
+
+def _consistency(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--consistency", choices=("local", "session", "linearizable"),
+                        default="session")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "node":
+            from consensus_store.cli.run_node import run_node
+            return run_node(args.config, args.data_dir)
+        if args.command == "up":
+            from consensus_store.cli.up import run_up
+            return run_up(args.config_dir or _local_config_dir(), args.data_dir)
+        return _run_client_command(args)
+    except (ConfigError, InvalidRequest) as exc:
+        print(f"consensus-store: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConsensusStoreError as exc:
+        print(f"consensus-store: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _local_config_dir() -> Path:
+    """cluster_configs/local from the working directory, else from the source checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / LOCAL_CONFIG_DIR / "node1.toml").is_file():
+            return base / LOCAL_CONFIG_DIR
+    raise ConfigError(f"cannot find {LOCAL_CONFIG_DIR}; pass --config-dir or --config")
+
+
+def _make_client(args: argparse.Namespace) -> Any:
+    from consensus_store.client import Client
+    config = args.config or os.environ.get("CONSENSUS_STORE_CONFIG")
+    endpoints = args.endpoints or os.environ.get("CONSENSUS_STORE_ENDPOINTS")
+    token = args.token or os.environ.get("CONSENSUS_STORE_TOKEN")
+    if endpoints:
+        return Client([e.strip() for e in endpoints.split(",") if e.strip()], token=token,
+                      timeout=args.timeout)
+    if config is None:
+        config = _local_config_dir() / "node1.toml"
+    client = Client.from_config(config, timeout=args.timeout)
+    if token:
+        client.close()
+        client = Client(client.endpoints, token=token, timeout=args.timeout)
+    return client
+
+
+def _run_client_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from consensus_store.cli import views
+    console = Console()
+    with _make_client(args) as client:
+        if args.command == "put":
+            value: Any = args.value
+            if args.value_json:
+                try:
+                    value = json.loads(args.value)
+                except ValueError as exc:
+                    raise InvalidRequest(f"VALUE is not valid JSON: {exc}") from None
+            kv = client.put(args.key, value)
+            _emit(args, kv._asdict(), f"OK revision {kv.mod_revision}")
+        elif args.command == "get":
+            kv = client.get(args.key, consistency=args.consistency)
+            if kv is None:
+                if args.json:
+                    print("null")
+                print(f"consensus-store: key {args.key!r} not found", file=sys.stderr)
+                return EXIT_FAILED
+            if args.json:
+                print(json.dumps(kv._asdict()))
+            else:
+                print(kv.value if isinstance(kv.value, str) else json.dumps(kv.value))
+        elif args.command == "delete":
+            deleted = (client.delete_prefix(args.key) if args.prefix
+                       else int(client.delete(args.key)))
+            _emit(args, {"deleted": deleted}, f"deleted {deleted}")
+        elif args.command == "range":
+            result = client.range(args.prefix, limit=args.limit, consistency=args.consistency)
+            if args.json:
+                print(json.dumps({"kvs": [kv._asdict() for kv in result.kvs],
+                                  "count": result.count}))
+            else:
+                console.print(views.kv_table(result.kvs))
+                console.print(f"{len(result.kvs)} of {result.count} keys")
+        elif args.command == "status":
+            if args.watch:
+                from consensus_store.cli.dashboard import watch
+                return watch(client, console)
+            statuses = client.cluster_status()
+            if args.json:
+                print(json.dumps([s.to_json() for s in statuses]))
+            else:
+                console.print(views.status_table(statuses))
+    return 0
+
+
+def _emit(args: argparse.Namespace, body: dict[str, Any], text: str) -> None:
+    print(json.dumps(body) if args.json else text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

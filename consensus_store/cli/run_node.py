@@ -1,0 +1,28 @@
+"""``consensus-store node``: one node in the foreground until SIGTERM or SIGINT."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from consensus_store.config import load_config
+
+
+def run_node(config_path: Path, data_dir: Path | None) -> int:
+    config = load_config(config_path)
+    if data_dir is not None:
+        config = config.with_data_dir(data_dir.resolve())
+    logging.basicConfig(level=config.log_level.upper(),
+                        format=f"%(asctime)s {config.id} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    from consensus_store.node import Node
+    node = Node(config)
+    node.start()
+    stop.wait()
+    logging.getLogger("consensus_store.node").info("signal received, stopping")
+    node.stop()
+    return 0

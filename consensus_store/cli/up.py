@@ -1,0 +1,68 @@
+"""``consensus-store up``: the local cluster as separate processes, in the foreground."""
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from rich.console import Console
+
+from consensus_store.config import load_config
+from consensus_store.errors import ConfigError
+from consensus_store.launcher import LocalCluster
+
+
+def run_up(config_dir: Path, data_dir: Path | None) -> int:
+    console = Console(stderr=False)
+    paths = sorted(config_dir.glob("*.toml"))
+    if not paths:
+        raise ConfigError(f"{config_dir}: no *.toml node configs")
+    configs = [load_config(p) for p in paths]
+    for config in configs:
+        for address in (config.raft_address, config.api_address):
+            _require_free(config.path, address.host, address.port)
+    cluster = LocalCluster(paths, data_root=data_dir.resolve() if data_dir else None)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    cluster.start()
+    try:
+        leader = cluster.wait_for_leader(timeout=30)
+        _print_usage(console, cluster, configs[0].path, leader)
+        while not stop.wait(1.0):
+            for problem in cluster.check_exits():
+                console.print(f"[red]{problem}[/]; see {cluster.nodes[problem.split()[0]].log_path}")
+                stop.set()
+    finally:
+        console.print("stopping the cluster…")
+        cluster.stop()
+    console.print("stopped")
+    return 0
+
+
+def _require_free(config_path: Path, host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise ConfigError(f"{config_path}: {host}:{port} is in use (is the cluster already "
+                              "up?)") from None
+
+
+def _print_usage(console: Console, cluster: LocalCluster, config: Path, leader: str) -> None:
+    console.print(f"[bold green]cluster up[/]: {len(cluster.nodes)} nodes, leader {leader}")
+    for node in cluster.nodes.values():
+        console.print(f"  {node.id}: {node.endpoint}  raft {node.config.raft_address}  "
+                      f"data {node.data_dir}  log {node.log_path}", soft_wrap=True)
+    first = next(iter(cluster.nodes.values()))
+    console.print(f"""
+Try it (token in {config.parent / 'secret'}):
+  consensus-store put greeting hello && consensus-store get greeting
+  consensus-store status
+  curl -s -H "Authorization: Bearer $(cat {config.parent / 'secret'})" \\
+       -d '{{"key": "greeting"}}' {first.endpoint}/v1/kv/get
+  python -c 'from consensus_store.client import Client; \\
+c = Client.from_config("{config}"); print(c.get("greeting"))'
+Ctrl-C stops all nodes (data is kept).""", highlight=False, soft_wrap=True)

@@ -1,0 +1,181 @@
+"""Run cluster nodes as separate processes: ``consensus-store up`` and the tests use this.
+
+Only processes started here are ever signalled, always by their own PID.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from consensus_store.client import Client
+from consensus_store.config import NodeConfig, load_config
+from consensus_store.errors import Timeout
+from consensus_store.models import Role
+
+
+@dataclass
+class NodeProcess:
+    config: NodeConfig
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen | None = None
+    _log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.config.api_address}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "ab")
+        command = [sys.executable, "-m", "consensus_store", "node", "--config",
+                   str(self.config.path), "--data-dir", str(self.data_dir)]
+        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _signal(self, signum: int) -> None:
+        if self.alive:
+            assert self.process is not None
+            os.kill(self.process.pid, signum)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (graceful), then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.process is None:
+            return None
+        self._signal(signal.SIGCONT)   # a paused process cannot handle SIGTERM
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        return self._reap()
+
+    def kill(self) -> None:
+        """kill -9: no clean-up at all, like a crash."""
+        self._signal(signal.SIGKILL)
+        self._reap()
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _reap(self) -> int | None:
+        code = self.process.wait() if self.process is not None else None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return code
+
+
+class LocalCluster:
+    """A cluster of node processes described by one config file per node."""
+
+    def __init__(self, config_paths: list[Path], data_root: Path | None = None,
+                 log_dir: Path | None = None) -> None:
+        configs = [load_config(p) for p in config_paths]
+        self.nodes: dict[str, NodeProcess] = {}
+        for config in configs:
+            data_dir = data_root / config.id if data_root else config.data_dir
+            logs = log_dir or (data_root or data_dir.parent)
+            self.nodes[config.id] = NodeProcess(config, data_dir, logs / f"{config.id}.log")
+        self.token = configs[0].secret
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.endpoint for n in self.nodes.values()]
+
+    def client(self, **options: Any) -> Client:
+        return Client(self.endpoints, token=self.token, **options)
+
+    def start(self) -> None:
+        for node in self.nodes.values():
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    def __enter__(self) -> "LocalCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_for_leader(self, timeout: float = 20.0, exclude: set[str] = frozenset()) -> str:
+        """Id of a node that says it leads and that the other live nodes follow."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                live = [s for s in client.cluster_status(timeout=1.0) if s.role is not Role.DOWN]
+                leaders = {s.id for s in live if s.role is Role.LEADER} - set(exclude)
+                if len(leaders) == 1:
+                    leader = leaders.pop()
+                    if sum(s.leader == leader for s in live) > len(self.nodes) // 2:
+                        return leader
+                time.sleep(0.1)
+        raise Timeout(f"no leader within {timeout:g}s")
+
+    def check_exits(self) -> list[str]:
+        """Nodes whose process ended on its own (a crash), with their exit codes."""
+        return [f"{n.id} exited with {n.process.returncode}" for n in self.nodes.values()
+                if n.process is not None and n.process.poll() is not None]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (the OS picks them; tiny race until they are bound)."""
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = None,
+                          raft_table: dict[str, float] | None = None) -> list[Path]:
+    """Write one config per node for a fresh loopback cluster on free ports."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(2 * size)
+    nodes = [(f"n{i + 1}", ports[2 * i], ports[2 * i + 1]) for i in range(size)]
+    secret = secret or os.urandom(16).hex()
+    paths = []
+    for node_id, raft_port, api_port in nodes:
+        lines = [f'id = "{node_id}"', f'raft_address = "127.0.0.1:{raft_port}"',
+                 f'api_address = "127.0.0.1:{api_port}"', f'data_dir = "data/{node_id}"',
+                 f'secret = "{secret}"', ""]
+        for peer_id, peer_raft, peer_api in nodes:
+            if peer_id != node_id:
+                lines += ["[[peers]]", f'id = "{peer_id}"', f'raft_address = "127.0.0.1:{peer_raft}"',
+                          f'api_address = "127.0.0.1:{peer_api}"', ""]
+        if raft_table:
+            lines += ["[raft]"] + [f"{k} = {v}" for k, v in raft_table.items()]
+        path = directory / f"{node_id}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths
+
