@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import threading
@@ -222,7 +221,7 @@ def _unwritten_observation(ops: list[Operation], specs: list[tuple[str, Any, Any
     written = {None} | {arg if kind is WRITE else target for kind, arg, target in specs if kind is not READ}
     for op, (kind, arg, _) in zip(ops, specs):
         if kind is not WRITE and op.return_time is not None and arg not in written:
-            return f"no operation ever writes {arg}, yet:\n  {_describe(op)}"
+            return f"no operation ever writes {_show(arg)}, yet:\n  {_describe(op)}"
     return None
 
 
@@ -235,12 +234,17 @@ def _path(stack: tuple | None) -> list[int]:
     return path[::-1]
 
 
+def _show(value: Any) -> str:
+    """Values as Jepsen prints them: nil, 3, [1 2]."""
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(map(_show, value)) + "]"
+    return "nil" if value is None else str(value)
+
+
 def _describe(op: Operation) -> str:
-    value = op.result if op.f == READ else op.value
-    if op.f == CAS:
-        value = "[{} {}]".format(*op.value)
     ret = "unknown" if op.return_time is None else f"{op.return_time:g}"
-    return f"{op.process} {op.f} {'nil' if value is None else value} [{op.invoke_time:g}, {ret}]"
+    value = op.result if op.f == READ else op.value
+    return f"{op.process} {op.f} {_show(value)} [{op.invoke_time:g}, {ret}]"
 
 
 def _explain(ops: list[Operation], prefix: list[int], state: Any) -> str:
@@ -253,7 +257,7 @@ def _explain(ops: list[Operation], prefix: list[int], state: Any) -> str:
     if len(prefix) > _PREFIX_SHOWN:
         lines.append(f"  ... {len(prefix) - _PREFIX_SHOWN} earlier operations")
     lines += [f"  {_describe(ops[i])}" for i in prefix[-_PREFIX_SHOWN:]]
-    lines.append(f"register is then {'nil' if state is None else state}; none of these can be linearized next:")
+    lines.append(f"register is then {_show(state)}; none of these can be linearized next:")
     lines += [f"  {_describe(ops[i])}" for i in stuck]
     return "\n".join(lines)
 
@@ -336,7 +340,7 @@ def _operations_from(positioned: list[tuple[float, Any]]) -> list[Operation]:
     for at, event in positioned:
         kind = _event_field(event, "type", _EVENT_TYPES)
         f = _event_field(event, "f", _FUNCTIONS)
-        process = _event_field(event, "process")
+        process = _freeze(_event_field(event, "process"))
         if kind == "invoke":
             if f == CAS and not (isinstance(event.get("value"), list | tuple) and len(event["value"]) == 2):
                 raise HistoryError(f"cas value must be [from, to]: {event!r}")
@@ -345,6 +349,8 @@ def _operations_from(positioned: list[tuple[float, Any]]) -> list[Operation]:
         if not open_ops.get(process):
             raise HistoryError(f"{kind} of process {process!r} at {at:g} has no open invoke")
         invoked_at, invoke = open_ops[process].pop()
+        if invoke["f"] != f:
+            raise HistoryError(f"{kind} {f} of process {process!r} at {at:g} follows an invoke of {invoke['f']}")
         if kind != "fail":  # a failed operation had no effect: drop it
             ops.append(_operation(invoke, invoked_at, None if kind == "info" else at, event.get("value")))
     for pending in open_ops.values():  # still open at the end: outcome unknown
@@ -355,7 +361,7 @@ def _operations_from(positioned: list[tuple[float, Any]]) -> list[Operation]:
 def _operation(invoke: Mapping, invoked_at: float, returned_at: float | None, value: Any) -> Operation:
     f = invoke["f"]
     result = _freeze(value) if f == READ else True
-    return Operation(invoke["process"], f, _freeze(invoke.get("key")), _freeze(invoke.get("value")),
+    return Operation(_freeze(invoke["process"]), f, _freeze(invoke.get("key")), _freeze(invoke.get("value")),
                      invoked_at, returned_at, result)
 
 
@@ -369,11 +375,11 @@ def check_file(path: str | Path, timeout_s: float | None = None) -> CheckResult:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise HistoryError(f"cannot read {path}: {err}") from None
+        raise HistoryError(f"cannot read: {err}") from None
     first = next((line.strip() for line in lines if line.strip()), "")
     positioned = _parse_json_lines(lines) if first.startswith("{") else _parse_jepsen(lines)
     if not positioned:
-        raise HistoryError(f"{path}: no operations found")
+        raise HistoryError("no operations found")
     return check_operations(_operations_from(positioned), timeout_s)
 
 
@@ -381,7 +387,7 @@ def check_file(path: str | Path, timeout_s: float | None = None) -> CheckResult:
 
 
 @dataclass(frozen=True)
-class _Handle:
+class OpHandle:
     id: int
     process: Any
 
@@ -389,8 +395,9 @@ class _Handle:
 class HistoryRecorder:
     """Thread-safe recorder of a history in the JSON-lines event form.
 
-    Each event is appended, with its time.monotonic() stamp, under one lock, so
-    the event order is consistent with real time across threads."""
+    Call invoke() just before sending a request and ok() / fail() / info() just
+    after its outcome is known. Each event is appended with its time.monotonic()
+    stamp under one lock, so the event order is consistent with real time."""
 
     _SAME = object()
 
@@ -400,7 +407,7 @@ class HistoryRecorder:
         self._open: dict[int, dict] = {}  # handle id -> its invoke event
         self._busy: set[Any] = set()  # processes with an open operation
 
-    def invoke(self, process: Any, f: str, key: Any, value: Any = None) -> _Handle:
+    def invoke(self, process: Any, f: str, key: Any, value: Any = None) -> OpHandle:
         if f not in _FUNCTIONS:
             raise ValueError(f"unknown function {f!r}")
         with self._lock:
@@ -408,18 +415,18 @@ class HistoryRecorder:
                 raise ValueError(f"process {process!r} already has an open operation")
             self._busy.add(process)
             event = self._append(process, "invoke", f, key, list(value) if f == CAS else value)
-            handle = _Handle(len(self._events), process)
+            handle = OpHandle(len(self._events), process)
             self._open[handle.id] = event
             return handle
 
-    def ok(self, handle: _Handle, value: Any = _SAME) -> None:
-        """Complete successfully; for a read, value is the value it returned."""
+    def ok(self, handle: OpHandle, value: Any = _SAME) -> None:
+        """Complete successfully; a read must pass the value it returned."""
         self._complete(handle, "ok", value)
 
-    def fail(self, handle: _Handle) -> None:
+    def fail(self, handle: OpHandle) -> None:
         self._complete(handle, "fail", HistoryRecorder._SAME)
 
-    def info(self, handle: _Handle) -> None:
+    def info(self, handle: OpHandle) -> None:
         """The outcome is unknown (timeout, lost connection...)."""
         self._complete(handle, "info", HistoryRecorder._SAME)
 
@@ -431,14 +438,17 @@ class HistoryRecorder:
         text = "".join(json.dumps(event) + "\n" for event in self.events())
         Path(path).write_text(text, encoding="utf-8")
 
-    def _complete(self, handle: _Handle, kind: str, value: Any) -> None:
+    def _complete(self, handle: OpHandle, kind: str, value: Any) -> None:
         with self._lock:
-            invoke = self._open.pop(handle.id, None)
+            invoke = self._open.get(handle.id)
             if invoke is None:
                 raise ValueError(f"{handle} is not an open operation")
-            self._busy.discard(handle.process)
             if value is HistoryRecorder._SAME:
-                value = None if invoke["f"] == READ and kind == "ok" else invoke["value"]
+                if invoke["f"] == READ and kind == "ok":
+                    raise ValueError("ok() of a read needs the value it returned")
+                value = invoke["value"]
+            del self._open[handle.id]
+            self._busy.discard(handle.process)
             self._append(handle.process, kind, invoke["f"], invoke["key"], value)
 
     def _append(self, process: Any, kind: str, f: str, key: Any, value: Any) -> dict:
