@@ -1,0 +1,194 @@
+"""The replicated state machine, pure: no pysyncobj, no network, no clock."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from consensus_store.state import StateMachine, encode_command
+from consensus_store.state import machine as machine_module
+
+
+def apply(sm: StateMachine, index: int, **command: object) -> dict:
+    return sm.apply(encode_command(command), index)
+
+
+@pytest.fixture
+def sm() -> StateMachine:
+    return StateMachine()
+
+
+def test_put_sets_etcd_style_revisions(sm: StateMachine) -> None:
+    first = apply(sm, 5, op="put", key="a", value=1)
+    assert first["kv"] == {"key": "a", "value": 1, "create_revision": 5, "mod_revision": 5,
+                           "version": 1}
+    assert first["prev_kv"] is None
+    second = apply(sm, 9, op="put", key="a", value={"x": [1, 2]})
+    assert second["kv"]["create_revision"] == 5
+    assert second["kv"]["mod_revision"] == 9
+    assert second["kv"]["version"] == 2
+    assert second["prev_kv"]["value"] == 1
+    assert sm.revision == 9
+
+
+def test_delete_then_recreate_resets_version(sm: StateMachine) -> None:
+    apply(sm, 1, op="put", key="a", value=1)
+    assert apply(sm, 2, op="delete", key="a")["deleted"] == 1
+    assert apply(sm, 3, op="delete", key="a")["deleted"] == 0
+    assert sm.get("a") is None
+    assert apply(sm, 4, op="put", key="a", value=2)["kv"]["version"] == 1
+    assert sm.get("a")["create_revision"] == 4
+
+
+def test_delete_prefix_only_touches_that_prefix(sm: StateMachine) -> None:
+    for index, key in enumerate(["a/1", "a/2", "ab", "b"], start=1):
+        apply(sm, index, op="put", key=key, value=index)
+    assert apply(sm, 10, op="delete", prefix="a/")["deleted"] == 2
+    assert [kv["key"] for kv in sm.range("")[0]] == ["ab", "b"]
+
+
+@pytest.mark.parametrize("guard, current, succeeds", [
+    ({"expect_value": 1}, 1, True),
+    ({"expect_value": 2}, 1, False),
+    ({"expect_mod_revision": 1}, 1, True),
+    ({"expect_mod_revision": 7}, 1, False),
+    ({"expect_mod_revision": 0}, None, True),   # 0 = key absent: create-if-absent
+    ({"expect_mod_revision": 0}, 1, False),
+    ({"expect_value": None}, None, False),      # an absent key has no value, not null
+])
+def test_cas_guards(sm: StateMachine, guard: dict, current: object, succeeds: bool) -> None:
+    if current is not None:
+        apply(sm, 1, op="put", key="k", value=current)
+    result = apply(sm, 2, op="cas", key="k", value="new", **guard)
+    assert result["succeeded"] is succeeds
+    assert (sm.get_value("k") == "new") is succeeds
+
+
+def test_txn_applies_success_or_failure_branch_atomically(sm: StateMachine) -> None:
+    apply(sm, 1, op="put", key="balance", value=10)
+    txn = dict(op="txn",
+               compare=[{"key": "balance", "target": "value", "op": "==", "value": 10}],
+               success=[{"op": "put", "key": "balance", "value": 5},
+                        {"op": "put", "key": "log", "value": "paid"},
+                        {"op": "get", "key": "balance"}],
+               failure=[{"op": "get", "key": "balance"}])
+    result = apply(sm, 2, **txn)
+    assert result["succeeded"] is True
+    assert result["results"][2]["kv"]["value"] == 5
+    again = apply(sm, 3, **txn)
+    assert again["succeeded"] is False
+    assert again["results"] == [{"op": "get", "kv": sm.get("balance")}]
+
+
+@pytest.mark.parametrize("compare, holds", [
+    ({"key": "k", "target": "version", "op": "==", "value": 2}, True),
+    ({"key": "k", "target": "version", "op": ">", "value": 2}, False),
+    ({"key": "k", "target": "mod_revision", "op": "<", "value": 3}, True),
+    ({"key": "k", "target": "create_revision", "op": "==", "value": 1}, True),
+    ({"key": "missing", "target": "version", "op": "==", "value": 0}, True),
+    ({"key": "missing", "target": "value", "op": "!=", "value": 1}, True),
+    ({"key": "k", "target": "value", "op": "!=", "value": "b"}, False),
+])
+def test_txn_compares(sm: StateMachine, compare: dict, holds: bool) -> None:
+    apply(sm, 1, op="put", key="k", value="a")
+    apply(sm, 2, op="put", key="k", value="b")
+    assert apply(sm, 3, op="txn", compare=[compare])["succeeded"] is holds
+
+
+def test_invalid_txn_changes_nothing(sm: StateMachine) -> None:
+    result = apply(sm, 1, op="txn", compare=[], success=[{"op": "put", "key": "a", "value": 1},
+                                                        {"op": "explode"}])
+    assert result["error"] == "invalid_request"
+    assert len(sm) == 0
+
+
+@pytest.mark.parametrize("data", [
+    b"not json", b"[1,2]", json.dumps({"v": 99, "op": "put"}).encode(),
+    json.dumps({"v": 1, "op": "nope"}).encode(),
+    json.dumps({"v": 1, "op": "put", "key": 5, "value": 1}).encode(),
+    json.dumps({"v": 1, "op": "put", "key": "k"}).encode(),
+    json.dumps({"v": 1, "op": "cas", "key": "k", "value": 1}).encode(),
+    json.dumps({"v": 1, "op": "txn", "compare": "x"}).encode(),
+])
+def test_apply_never_raises_on_bad_commands(sm: StateMachine, data: bytes) -> None:
+    result = sm.apply(data, 1)
+    assert result["error"] == "invalid_request"
+    assert sm.applied_index == 1
+
+
+def test_apply_turns_internal_errors_into_results(sm: StateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(command: dict, index: int) -> dict:
+        raise KeyError("boom")
+    monkeypatch.setitem(sm._ops, "put", broken)
+    assert apply(sm, 1, op="put", key="k", value=1)["error"] == "internal"
+
+
+def test_duplicate_request_returns_first_result_without_reapplying(sm: StateMachine) -> None:
+    first = apply(sm, 1, op="put", key="k", value="v1", cid="c", rid=1)
+    retry = apply(sm, 2, op="put", key="k", value="v1", cid="c", rid=1)
+    assert retry == first
+    assert sm.get("k")["version"] == 1
+    assert sm.get("k")["mod_revision"] == 1
+
+
+def test_done_mark_forgets_results_and_rejects_very_late_retries(sm: StateMachine) -> None:
+    apply(sm, 1, op="put", key="k", value=1, cid="c", rid=1)
+    apply(sm, 2, op="put", key="k", value=2, cid="c", rid=2, done=2)
+    assert 1 not in sm._clients["c"].results
+    late = apply(sm, 3, op="put", key="k", value=1, cid="c", rid=1)
+    assert late["error"] == "invalid_request"
+    assert sm.get_value("k") == 2
+
+
+def test_client_tables_are_bounded(sm: StateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine_module, "MAX_CLIENTS", 3)
+    monkeypatch.setattr(machine_module, "MAX_RESULTS_PER_CLIENT", 2)
+    for index in range(1, 6):
+        apply(sm, index, op="put", key="k", value=index, cid=f"c{index}", rid=1)
+    for rid in range(2, 6):
+        apply(sm, 10 + rid, op="put", key="k", value=rid, cid="c5", rid=rid)
+    assert list(sm._clients) == ["c3", "c4", "c5"]
+    assert list(sm._clients["c5"].results) == [4, 5]
+
+
+def test_range_is_ordered_limited_and_counted(sm: StateMachine) -> None:
+    for index, key in enumerate(["b/2", "b/1", "a", "b/3", "c"], start=1):
+        apply(sm, index, op="put", key=key, value=key)
+    kvs, count = sm.range("b/", limit=2)
+    assert [kv["key"] for kv in kvs] == ["b/1", "b/2"]
+    assert count == 3
+    assert [kv["key"] for kv in sm.range("")[0]] == ["a", "b/1", "b/2", "b/3", "c"]
+
+
+def test_unicode_keys_and_prefixes(sm: StateMachine) -> None:
+    apply(sm, 1, op="put", key="ключ/☃", value="snow")
+    apply(sm, 2, op="put", key="ключ/\U0001F600", value="smile")
+    assert [kv["key"] for kv in sm.range("ключ/")[0]] == ["ключ/☃", "ключ/\U0001F600"]
+
+
+def test_snapshot_round_trip_keeps_state_and_digest(sm: StateMachine) -> None:
+    apply(sm, 1, op="put", key="a", value=[1, {"b": None}], cid="c", rid=1)
+    apply(sm, 2, op="delete", key="zzz")
+    restored = pickle.loads(pickle.dumps(sm))
+    assert restored.digest() == sm.digest()
+    assert restored.get("a") == sm.get("a")
+    assert apply(restored, 3, op="put", key="a", value="x", cid="c", rid=1)["kv"]["value"] == [1, {"b": None}]
+
+
+def test_same_log_gives_same_digest_different_log_does_not() -> None:
+    log = [dict(op="put", key=f"k{i % 7}", value=i, cid="c", rid=i) for i in range(1, 50)]
+    one, two, three = StateMachine(), StateMachine(), StateMachine()
+    for index, command in enumerate(log, start=1):
+        apply(one, index, **command)
+        apply(two, index, **command)
+        apply(three, index, **(command if index != 30 else {**command, "value": -1}))
+    assert one.digest() == two.digest()
+    assert one.digest() != three.digest()
+
+
+def test_noop_changes_no_revision(sm: StateMachine) -> None:
+    apply(sm, 1, op="put", key="a", value=1)
+    assert apply(sm, 2, op="noop") == {}
+    assert sm.revision == 1
+    assert sm.applied_index == 2
