@@ -32,6 +32,7 @@ class Peer:
     id: str
     raft_address: Address
     api_address: Address
+    native_address: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -65,19 +66,28 @@ class NodeConfig:
     raft: RaftTiming = field(default_factory=RaftTiming)
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
+    native_address: Address | None = None   # pipelined binary protocol; None: HTTP only
 
     @property
     def api_endpoints(self) -> list[str]:
         """Every node's client API URL, this node's first."""
         return [f"http://{self.api_address}"] + [f"http://{p.api_address}" for p in self.peers]
 
+    @property
+    def native_endpoints(self) -> list[str]:
+        """Every node's native-protocol URL (``tcp://host:port``), if all nodes serve one."""
+        addresses = [self.native_address] + [p.native_address for p in self.peers]
+        if any(a is None for a in addresses):
+            return []
+        return [f"tcp://{a}" for a in addresses]
+
     def with_data_dir(self, data_dir: Path) -> "NodeConfig":
         return replace(self, data_dir=data_dir)
 
 
-_TOP_KEYS = {"id", "raft_address", "api_address", "data_dir", "secret", "secret_file",
-             "log_level", "peers", "raft", "limits"}
-_PEER_KEYS = {"id", "raft_address", "api_address"}
+_TOP_KEYS = {"id", "raft_address", "api_address", "native_address", "data_dir", "secret",
+             "secret_file", "log_level", "peers", "raft", "limits"}
+_PEER_KEYS = {"id", "raft_address", "api_address", "native_address"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -105,6 +115,9 @@ class _Reader:
 
     def address(self, key: str) -> Address:
         return parse_address(self.str(key), lambda msg: self.fail(key, msg))
+
+    def optional_address(self, key: str) -> Address | None:
+        return self.address(key) if key in self.table else None
 
     def number(self, key: str, default: float | int, *, integer: bool = False) -> Any:
         value = self.table.get(key, default)
@@ -150,6 +163,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
         secret=_read_secret(top, path), peers=_read_peers(top, path),
         raft=_read_table(top, "raft", RaftTiming), limits=_read_table(top, "limits", Limits),
         log_level=top.str("log_level", "info"),
+        native_address=top.optional_address("native_address"),
     )
     if config.log_level not in _LOG_LEVELS:
         raise top.fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
@@ -191,7 +205,7 @@ def _read_peers(top: _Reader, path: Path) -> tuple[Peer, ...]:
             raise reader.fail("", "must be a table")
         reader.check_keys(_PEER_KEYS)
         peers.append(Peer(reader.str("id"), reader.address("raft_address"),
-                          reader.address("api_address")))
+                          reader.address("api_address"), reader.optional_address("native_address")))
     return tuple(peers)
 
 
@@ -212,11 +226,15 @@ def _check_cluster(config: NodeConfig, top: _Reader) -> None:
         if ids.count(peer_id) > 1:
             raise top.fail(f"peers[{position}].id", f"duplicate node id {peer_id!r}")
     seen: dict[Address, str] = {}
-    owners = [("raft_address", config.raft_address), ("api_address", config.api_address)]
+    owners = [("raft_address", config.raft_address), ("api_address", config.api_address),
+              ("native_address", config.native_address)]
     for position, peer in enumerate(config.peers):
         owners += [(f"peers[{position}].raft_address", peer.raft_address),
-                   (f"peers[{position}].api_address", peer.api_address)]
+                   (f"peers[{position}].api_address", peer.api_address),
+                   (f"peers[{position}].native_address", peer.native_address)]
     for key, address in owners:
+        if address is None:
+            continue
         if address in seen:
             raise top.fail(key, f"address {address} is already used by {seen[address]}")
         seen[address] = key

@@ -90,6 +90,7 @@ class ReplicatedStore(SyncObj):
     def __init__(self, self_address: str, peer_addresses: list[str], conf: SyncObjConf) -> None:
         # Attributes set before super().__init__ stay out of snapshots.
         self.state_lock = threading.Lock()
+        self.on_events: Callable[[int, list[dict[str, Any]]], None] | None = None
         super().__init__(self_address, peer_addresses, conf, transportClass=_ForwardOnlyTransport)
         self.machine = StateMachine()
 
@@ -97,7 +98,11 @@ class ReplicatedStore(SyncObj):
     def apply_command(self, data: bytes) -> tuple[int, dict[str, Any]]:
         index = self.raftLastApplied + 1
         with self.state_lock:
-            return index, self.machine.apply(data, index)
+            result = self.machine.apply(data, index)
+            events = self.machine.drain_events()
+        if events and self.on_events is not None:
+            self.on_events(index, events)
+        return index, result
 
 
 @dataclass(frozen=True)

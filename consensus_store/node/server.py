@@ -136,7 +136,7 @@ class Node(KVApi):
             store = self._runner.store
             if store is None:
                 raise Unavailable("node is not running")
-            record = store.machine._kv.get(key)
+            record = store.machine.keyspace.records.get(key)
             return KeyValue(key, *record) if record is not None else None
         return super().get(key, consistency=consistency, timeout=timeout)
 

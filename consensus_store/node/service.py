@@ -86,6 +86,10 @@ class KVService:
                 command["value"] = self._check_value(body)
             if op == "cas":
                 command.update(self._cas_guard(body))
+            if op in ("put", "cas") and body.get("session") is not None:
+                if not commands._is_int(body["session"]):
+                    raise InvalidRequest("'session' must be an integer session id")
+                command["session"] = body["session"]
         command.update(self._request_identity(body))
         return command
 

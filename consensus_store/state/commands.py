@@ -81,7 +81,10 @@ def validate_txn_op(op: Any) -> dict[str, Any]:
     if kind == "put":
         if "value" not in op:
             raise InvalidRequest("put needs a 'value'")
-        return {"op": "put", "key": key, "value": op["value"]}
+        session = op.get("session")
+        if session is not None and not _is_int(session):
+            raise InvalidRequest("'session' must be an integer session id")
+        return {"op": "put", "key": key, "value": op["value"], "session": session}
     return {"op": kind, "key": key}
 
 

@@ -11,6 +11,10 @@ At-most-once: commands with a client id (``cid``) and request id (``rid``) are r
 client; a repeated (cid, rid) returns the first result without applying again.  A client tells us
 in ``done`` the lowest rid it still waits for, so older results can be forgotten; the tables are
 also bounded (oldest first), which is deterministic because it depends only on the log.
+
+Sessions: ``session_open`` (id = its index), ``session_close`` and ``session_expire`` (proposed
+by the leader, whose clock alone decides expiry).  A put with ``session`` binds the key to it;
+ending the session deletes its keys in the same entry.
 """
 from __future__ import annotations
 
@@ -19,23 +23,17 @@ import json
 from collections import OrderedDict
 from typing import Any, Callable
 
-from sortedcontainers import SortedDict
-
-from consensus_store.errors import ConsensusStoreError, InvalidRequest
+from consensus_store.errors import ConsensusStoreError, InvalidRequest, NotFound
 from consensus_store.state import commands
+from consensus_store.state.keyspace import Keyspace, Record, kv_json
+from consensus_store.state.sessions import SessionTable
 
 MAX_RESULTS_PER_CLIENT = 4096
 MAX_CLIENTS = 10_000
 SNAPSHOT_FORMAT = 1
 
-Record = list  # [value, create_revision, mod_revision, version]
 Result = dict[str, Any]
-
-
-def kv_json(key: str, record: Record) -> dict[str, Any]:
-    value, create_rev, mod_rev, version = record
-    return {"key": key, "value": value, "create_revision": create_rev,
-            "mod_revision": mod_rev, "version": version}
+MAX_SESSION_TTL_S = 3600.0
 
 
 class _ClientTable:
@@ -57,14 +55,26 @@ class _ClientTable:
 
 class StateMachine:
     def __init__(self) -> None:
-        self._kv: SortedDict = SortedDict()
+        self.keyspace = Keyspace()
+        self.sessions = SessionTable()
         self._clients: OrderedDict[str, _ClientTable] = OrderedDict()
-        self.revision = 0        # index of the last entry that changed a key
         self.applied_index = 0   # index of the last entry applied
         self._ops: dict[str, Callable[[dict[str, Any], int], Result]] = {
             "put": self._apply_put, "delete": self._apply_delete, "cas": self._apply_cas,
             "txn": self._apply_txn, "noop": self._apply_noop,
+            "session_open": self._apply_session_open, "session_close": self._apply_session_end,
+            "session_expire": self._apply_session_end,
         }
+
+    @property
+    def revision(self) -> int:
+        """Index of the last entry that changed a key."""
+        return self.keyspace.revision
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Changes made since the last call (for watchers; not replicated state)."""
+        events, self.keyspace.events = self.keyspace.events, []
+        return events
 
     # ---- the one mutator -------------------------------------------------------------------
     def apply(self, data: bytes, index: int) -> Result:
@@ -121,8 +131,9 @@ class StateMachine:
         key = commands.require_key(command)
         if "value" not in command:
             raise InvalidRequest("put needs a 'value'")
-        prev = self._kv.get(key)
-        record = self._put(key, command["value"], index)
+        session = self._session_of(command)
+        prev = self.keyspace.get(key)
+        record = self._put(key, command["value"], index, session)
         return {"kv": kv_json(key, record), "prev_kv": kv_json(key, prev) if prev else None}
 
     def _apply_delete(self, command: dict[str, Any], index: int) -> Result:
@@ -130,27 +141,23 @@ class StateMachine:
             prefix = command["prefix"]
             if not isinstance(prefix, str):
                 raise InvalidRequest("'prefix' must be a string")
-            keys = list(self._kv.irange(prefix, prefix + "\U0010ffff"))
-            keys = [k for k in keys if k.startswith(prefix)]
+            keys = list(self.keyspace.keys_with_prefix(prefix))
             for key in keys:
-                del self._kv[key]
-            if keys:
-                self.revision = index
+                self._delete(key, index)
             return {"deleted": len(keys)}
         key = commands.require_key(command)
-        prev = self._kv.pop(key, None)
-        if prev is not None:
-            self.revision = index
+        prev = self._delete(key, index)
         return {"deleted": 1 if prev else 0, "prev_kv": kv_json(key, prev) if prev else None}
 
     def _apply_cas(self, command: dict[str, Any], index: int) -> Result:
         key = commands.require_key(command)
         if "value" not in command:
             raise InvalidRequest("cas needs a 'value'")
-        record = self._kv.get(key)
+        session = self._session_of(command)
+        record = self.keyspace.get(key)
         if not self._cas_guard_holds(command, record):
             return {"succeeded": False, "kv": kv_json(key, record) if record else None}
-        return {"succeeded": True, "kv": kv_json(key, self._put(key, command["value"], index))}
+        return {"succeeded": True, "kv": kv_json(key, self._put(key, command["value"], index, session))}
 
     def _cas_guard_holds(self, command: dict[str, Any], record: Record | None) -> bool:
         if "expect_mod_revision" in command:
@@ -164,12 +171,14 @@ class StateMachine:
 
     def _apply_txn(self, command: dict[str, Any], index: int) -> Result:
         txn = commands.validate_txn(command)
+        for op in txn["success"] + txn["failure"]:
+            self._session_of(op)   # an unknown session fails the whole txn before any change
         succeeded = all(self._compare_holds(c) for c in txn["compare"])
         ops = txn["success"] if succeeded else txn["failure"]
         return {"succeeded": succeeded, "results": [self._txn_op(op, index) for op in ops]}
 
     def _compare_holds(self, compare: dict[str, Any]) -> bool:
-        record = self._kv.get(compare["key"])
+        record = self.keyspace.get(compare["key"])
         target, expected = compare["target"], compare["value"]
         if target == "value":
             if record is None:
@@ -186,47 +195,71 @@ class StateMachine:
     def _txn_op(self, op: dict[str, Any], index: int) -> Result:
         kind = op["op"]
         if kind == "put":
-            return {"op": "put", "kv": kv_json(op["key"], self._put(op["key"], op["value"], index))}
+            record = self._put(op["key"], op["value"], index, op.get("session"))
+            return {"op": "put", "kv": kv_json(op["key"], record)}
         if kind == "delete":
-            prev = self._kv.pop(op["key"], None)
-            if prev is not None:
-                self.revision = index
-            return {"op": "delete", "deleted": 1 if prev else 0}
+            return {"op": "delete", "deleted": 1 if self._delete(op["key"], index) else 0}
         if kind == "get":
             return {"op": "get", "kv": self.get(op["key"])}
-        kvs, count = self.range(op["prefix"], op["limit"])
+        kvs, count = self.keyspace.range(op["prefix"], op["limit"])
         return {"op": "range", "kvs": kvs, "count": count}
 
-    def _put(self, key: str, value: Any, index: int) -> Record:
-        prev = self._kv.get(key)
-        record = [value, prev[1], index, prev[3] + 1] if prev else [value, index, index, 1]
-        self._kv[key] = record
-        self.revision = index
-        return record
+    def _apply_session_open(self, command: dict[str, Any], index: int) -> Result:
+        ttl, node = command.get("ttl"), command.get("node", "")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_SESSION_TTL_S:
+            raise InvalidRequest(f"'ttl' must be a number of seconds in (0, {MAX_SESSION_TTL_S:g}]")
+        if not isinstance(node, str):
+            raise InvalidRequest("'node' must be a string")
+        return {"session": self.sessions.open(index, float(ttl), node).to_json()}
+
+    def _apply_session_end(self, command: dict[str, Any], index: int) -> Result:
+        session = self.sessions.remove(self._require_session_id(command))
+        if session is None:
+            return {"ended": False, "deleted": 0}
+        for key in sorted(session.keys):
+            self.keyspace.delete(key, index)
+        return {"ended": True, "deleted": len(session.keys)}
+
+    def _session_of(self, command: dict[str, Any]) -> int | None:
+        if command.get("session") is None:
+            return None
+        session_id = self._require_session_id(command)
+        if self.sessions.get(session_id) is None:
+            raise NotFound(f"session {session_id} not found (expired or closed)")
+        return session_id
+
+    @staticmethod
+    def _require_session_id(command: dict[str, Any]) -> int:
+        session_id = command.get("session")
+        if not commands._is_int(session_id):
+            raise InvalidRequest("'session' must be an integer session id")
+        return session_id
+
+    def _put(self, key: str, value: Any, index: int, session: int | None) -> Record:
+        self.sessions.bind(key, session, self.keyspace.key_session.get(key))
+        return self.keyspace.put(key, value, index, session)
+
+    def _delete(self, key: str, index: int) -> Record | None:
+        self.sessions.bind(key, None, self.keyspace.key_session.get(key))
+        return self.keyspace.delete(key, index)
 
     # ---- reads (local; callers choose the consistency) -------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
-        record = self._kv.get(key)
+        record = self.keyspace.get(key)
         return kv_json(key, record) if record else None
 
     def get_value(self, key: str, default: Any = None) -> Any:
-        record = self._kv.get(key)
+        record = self.keyspace.get(key)
         return record[0] if record else default
 
     def range(self, prefix: str, limit: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Keys starting with ``prefix`` in order: (at most ``limit`` of them, total count)."""
-        keys = self._kv.irange(prefix, prefix + "\U0010ffff") if prefix else iter(self._kv)
-        kvs, count = [], 0
-        for key in keys:
-            if not key.startswith(prefix):
-                continue
-            count += 1
-            if not limit or len(kvs) < limit:
-                kvs.append(kv_json(key, self._kv[key]))
-        return kvs, count
+        return self.keyspace.range(prefix, limit)
+
+    def session_ids(self) -> list[int]:
+        return list(self.sessions.sessions)
 
     def __len__(self) -> int:
-        return len(self._kv)
+        return len(self.keyspace)
 
     def digest(self) -> str:
         """SHA-256 of the whole replicated state: equal on replicas that applied the same log."""
@@ -237,9 +270,8 @@ class StateMachine:
     # ---- snapshots: plain builtins only, so old snapshots load in new code ----------------
     def _plain_state(self) -> dict[str, Any]:
         return {
-            "format": SNAPSHOT_FORMAT, "revision": self.revision,
-            "applied_index": self.applied_index,
-            "kv": [[k, r] for k, r in self._kv.items()],
+            "format": SNAPSHOT_FORMAT, "applied_index": self.applied_index,
+            "keyspace": self.keyspace.plain_state(), "sessions": self.sessions.plain_state(),
             "clients": [[cid, t.low_water, list(t.results.items())]
                         for cid, t in self._clients.items()],
         }
@@ -249,8 +281,8 @@ class StateMachine:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
-        self.revision = state["revision"]
         self.applied_index = state["applied_index"]
-        self._kv.update((k, r) for k, r in state["kv"])
+        self.keyspace.restore(state["keyspace"])
+        self.sessions.restore(state["sessions"])
         for cid, low_water, results in state["clients"]:
             self._clients[cid] = _ClientTable(low_water, dict(results))

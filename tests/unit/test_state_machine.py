@@ -192,3 +192,58 @@ def test_noop_changes_no_revision(sm: StateMachine) -> None:
     assert apply(sm, 2, op="noop") == {}
     assert sm.revision == 1
     assert sm.applied_index == 2
+
+
+# ---- sessions and ephemeral keys ------------------------------------------------------------
+def open_session(sm: StateMachine, index: int, ttl: float = 5.0, node: str = "n1") -> int:
+    return apply(sm, index, op="session_open", ttl=ttl, node=node)["session"]["id"]
+
+
+def test_session_id_is_its_index_and_ending_it_deletes_its_keys(sm: StateMachine) -> None:
+    session = open_session(sm, 3)
+    assert session == 3
+    apply(sm, 4, op="put", key="eph/a", value=1, session=session)
+    apply(sm, 5, op="cas", key="eph/b", value=2, expect_mod_revision=0, session=session)
+    apply(sm, 6, op="txn", success=[{"op": "put", "key": "eph/c", "value": 3, "session": session}])
+    apply(sm, 7, op="put", key="durable", value=0)
+    sm.drain_events()
+    result = apply(sm, 8, op="session_expire", session=session)
+    assert result == {"ended": True, "deleted": 3}
+    assert [kv["key"] for kv in sm.range("")[0]] == ["durable"]
+    assert [e["key"] for e in sm.drain_events()] == ["eph/a", "eph/b", "eph/c"]
+    assert sm.revision == 8
+    assert apply(sm, 9, op="session_close", session=session) == {"ended": False, "deleted": 0}
+
+
+def test_put_without_session_detaches_and_delete_unbinds(sm: StateMachine) -> None:
+    session = open_session(sm, 1)
+    apply(sm, 2, op="put", key="a", value=1, session=session)
+    apply(sm, 3, op="put", key="a", value=2)                 # now durable
+    apply(sm, 4, op="put", key="b", value=1, session=session)
+    apply(sm, 5, op="delete", key="b")
+    apply(sm, 6, op="put", key="b", value=2)
+    assert apply(sm, 7, op="session_close", session=session)["deleted"] == 0
+    assert sm.get_value("a") == 2 and sm.get_value("b") == 2
+
+
+def test_unknown_session_rejects_the_write_entirely(sm: StateMachine) -> None:
+    result = apply(sm, 1, op="put", key="a", value=1, session=42)
+    assert result["error"] == "not_found"
+    txn = apply(sm, 2, op="txn", success=[{"op": "put", "key": "x", "value": 1},
+                                          {"op": "put", "key": "y", "value": 1, "session": 42}])
+    assert txn["error"] == "not_found"
+    assert len(sm) == 0
+
+
+@pytest.mark.parametrize("ttl", [0, -1, "5", True, 10_000])
+def test_session_ttl_is_validated(sm: StateMachine, ttl: object) -> None:
+    assert apply(sm, 1, op="session_open", ttl=ttl, node="n")["error"] == "invalid_request"
+
+
+def test_sessions_survive_snapshots(sm: StateMachine) -> None:
+    session = open_session(sm, 1)
+    apply(sm, 2, op="put", key="a", value=1, session=session)
+    restored = pickle.loads(pickle.dumps(sm))
+    assert restored.digest() == sm.digest()
+    assert restored.session_ids() == [session]
+    assert apply(restored, 3, op="session_expire", session=session)["deleted"] == 1
