@@ -35,6 +35,11 @@ def create_app(service: KVService) -> web.Application:
         app.router.add_post(f"/v1/kv/{op}", _write_handler(op))
     app.router.add_post("/v1/kv/get", _get)
     app.router.add_post("/v1/kv/range", _range)
+    app.router.add_post("/v1/watch", _watch)
+    app.router.add_post("/v1/session/open", _session_open)
+    app.router.add_post("/v1/session/keepalive", _session_keepalive)
+    app.router.add_post("/v1/session/close", _session_close)
+    app.router.add_get("/v1/sessions", _sessions)
     return app
 
 
@@ -120,3 +125,25 @@ async def _get(request: web.Request) -> web.Response:
 async def _range(request: web.Request) -> web.Response:
     body = await _body(request)
     return _reply(request, await request.app[SERVICE].range(body, _timeout(body)))
+
+
+async def _watch(request: web.Request) -> web.Response:
+    return _reply(request, await request.app[SERVICE].watch(await _body(request)))
+
+
+async def _session_open(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return _reply(request, await request.app[SERVICE].session_open(body, _timeout(body)))
+
+
+async def _session_keepalive(request: web.Request) -> web.Response:
+    return _reply(request, await request.app[SERVICE].session_keepalive(await _body(request)))
+
+
+async def _session_close(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return _reply(request, await request.app[SERVICE].session_close(body, _timeout(body)))
+
+
+async def _sessions(request: web.Request) -> web.Response:
+    return _reply(request, request.app[SERVICE].sessions())

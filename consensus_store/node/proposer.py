@@ -1,14 +1,12 @@
 """The asyncio side of the raft bridge: writes with retries, read barriers, applied-index waits.
 
-Results come back from the raft thread through one coalesced ``call_soon_threadsafe`` per batch
-(a wake-up per result would cost a syscall each).  Writes carry a (client id, request id) pair;
+Results come back from the raft thread through the node's ``LoopBridge`` (one wake-up per batch).  Writes carry a (client id, request id) pair;
 writes that arrive without one get this node's own pair, so the node may retry any write after an
 ambiguous failure (``LEADER_CHANGED``, a lost callback) without applying it twice.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import heapq
 import itertools
 import uuid
@@ -17,6 +15,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from consensus_store.errors import Timeout, Unavailable, error_from_json
+from consensus_store.node.bridge import LoopBridge
 from consensus_store.node.raft import RaftRunner
 from consensus_store.state import encode_command
 
@@ -25,11 +24,11 @@ RETRY_BACKOFF_S = 0.05
 
 
 class Proposer:
-    def __init__(self, runner: RaftRunner, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, runner: RaftRunner, loop: asyncio.AbstractEventLoop,
+                 bridge: LoopBridge) -> None:
         self._runner = runner
         self._loop = loop
-        self._completions: collections.deque[tuple[asyncio.Future, Any, int]] = collections.deque()
-        self._delivery_scheduled = False
+        self._bridge = bridge
         self._node_client_id = f"node-{uuid.uuid4().hex}"
         self._node_request_ids = itertools.count(1)
         self._pending_node_requests: set[int] = set()
@@ -41,33 +40,17 @@ class Proposer:
 
     # ---- raft thread -> loop ----------------------------------------------------------------
     def _complete(self, future: asyncio.Future, result: Any, error: int) -> None:
-        self._completions.append((future, result, error))
-        self._schedule_delivery()
+        self._bridge.post(_settle, future, (result, error))
 
     def on_applied(self, index: int) -> None:
         """Called on the raft thread whenever the applied index moved."""
+        self._bridge.post(self._advance_applied, index)
+
+    def _advance_applied(self, index: int) -> None:
         self._applied = max(self._applied, index)
-        self._schedule_delivery()
-
-    def _schedule_delivery(self) -> None:
-        if not self._delivery_scheduled:
-            self._delivery_scheduled = True
-            try:
-                self._loop.call_soon_threadsafe(self._deliver)
-            except RuntimeError:
-                pass  # loop closed: the node is stopping
-
-    def _deliver(self) -> None:
-        self._delivery_scheduled = False   # first, so a completion racing with us re-schedules
-        while self._completions:
-            future, result, error = self._completions.popleft()
-            if not future.done():
-                future.set_result((result, error))
         waiters = self._applied_waiters
         while waiters and waiters[0][0] <= self._applied:
-            future = heapq.heappop(waiters)[2]
-            if not future.done():
-                future.set_result(None)
+            _settle(heapq.heappop(waiters)[2], None)
 
     # ---- writes -------------------------------------------------------------------------------
     async def write(self, command: dict[str, Any], timeout: float,
@@ -119,8 +102,7 @@ class Proposer:
             return
         future = self._loop.create_future()
         heapq.heappush(self._applied_waiters, (index, next(self._waiter_order), future))
-        self._applied = max(self._applied, self.applied_index)
-        self._deliver()
+        self._advance_applied(self.applied_index)
         try:
             await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:

@@ -120,9 +120,14 @@ class RaftStatus:
 class RaftRunner:
     """Owns the raft thread and the ReplicatedStore it drives."""
 
-    def __init__(self, config: NodeConfig, on_applied: Callable[[int], None]) -> None:
+    def __init__(self, config: NodeConfig, on_applied: Callable[[int], None],
+                 on_events: Callable[[int, list[dict[str, Any]]], None] | None = None,
+                 on_reset: Callable[[int], None] | None = None) -> None:
         self._config = config
         self._on_applied = on_applied
+        self._on_events = on_events
+        self._on_reset = on_reset
+        self._machine_seen: object = None
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -174,6 +179,8 @@ class RaftRunner:
         try:
             peers = [str(p.raft_address) for p in config.peers]
             self.store = ReplicatedStore(str(config.raft_address), peers, syncobj_conf(config))
+            self.store.on_events = self._on_events
+            self._machine_seen = self.store.machine
             self.store._poller.subscribe(self._wake_read, self._drain_wake_pipe,
                                         POLL_EVENT_TYPE.READ)
             self.store.addOnTickCallback(self._before_poll)
@@ -213,6 +220,10 @@ class RaftRunner:
                 self._flushed = mark
                 store._SyncObj__sendAppendEntries()
         applied = store.raftLastApplied
+        if store.machine is not self._machine_seen:   # a snapshot replaced the state
+            self._machine_seen = store.machine
+            if self._on_reset is not None:
+                self._on_reset(applied)
         if applied != self._reported_applied:
             self._reported_applied = applied
             self._on_applied(applied)

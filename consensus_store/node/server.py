@@ -18,9 +18,12 @@ from consensus_store.errors import ConfigError, Timeout, Unavailable
 from consensus_store.kv_api import KVApi
 from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.api import create_app
+from consensus_store.node.bridge import LoopBridge
+from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner
 from consensus_store.node.service import KVService
+from consensus_store.node.watch import WatchHub
 
 log = logging.getLogger("consensus_store.node")
 
@@ -36,9 +39,16 @@ class Node(KVApi):
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self._loop = asyncio.new_event_loop()
-        self._runner = RaftRunner(config, on_applied=self._on_applied)
-        self._proposer = Proposer(self._runner, self._loop)
-        self._service = KVService(config, self._runner, self._proposer)
+        bridge = LoopBridge(self._loop)
+        self._watches = WatchHub(bridge)
+        self._runner = RaftRunner(config, on_applied=self._on_applied,
+                                  on_events=self._watches.on_events,
+                                  on_reset=self._watches.on_reset)
+        self._proposer = Proposer(self._runner, self._loop, bridge)
+        api_by_node = {p.id: f"http://{p.api_address}" for p in config.peers}
+        self._leases = LeaseKeeper(self._runner, self._proposer, api_by_node, config.secret)
+        self._service = KVService(config, self._runner, self._proposer, self._watches,
+                                  self._leases)
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"api-{config.id}", daemon=True)
         self._site_runner: web.AppRunner | None = None
@@ -75,6 +85,7 @@ class Node(KVApi):
         address = self.config.api_address
         await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
         self._site_runner = runner
+        self._leases.start()
 
     def stop(self) -> None:
         """Stop serving, leave the cluster's traffic, flush the journal.  Idempotent."""
@@ -82,6 +93,7 @@ class Node(KVApi):
             return
         if self._site_runner is not None and self._loop.is_running():
             try:
+                self._call(self._leases.stop(), timeout=5)
                 self._call(self._site_runner.cleanup(), timeout=5)
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("API shutdown failed")

@@ -12,18 +12,24 @@ from typing import Any
 from consensus_store.config import MAX_KEY_BYTES, NodeConfig
 from consensus_store.errors import InvalidRequest, PayloadTooLarge
 from consensus_store.models import Consistency
+from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner, RaftStatus
+from consensus_store.node.watch import WatchHub
 from consensus_store.state import commands
 
 MAX_CLIENT_ID_CHARS = 128
+MAX_WATCH_WAIT_S = 60.0
 
 
 class KVService:
-    def __init__(self, config: NodeConfig, runner: RaftRunner, proposer: Proposer) -> None:
+    def __init__(self, config: NodeConfig, runner: RaftRunner, proposer: Proposer,
+                 watches: WatchHub, leases: LeaseKeeper) -> None:
         self.config = config
         self.runner = runner
         self.proposer = proposer
+        self.watches = watches
+        self.leases = leases
         self._node_by_raft_address = {str(config.raft_address): config.id}
         self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
 
@@ -172,10 +178,53 @@ class KVService:
         assert store is not None
         with store.state_lock:   # iteration must not race with apply
             kvs, count = store.machine.range(prefix, limit)
-        return {"kvs": kvs, "count": count}
+            read_index = store.machine.applied_index
+        return {"kvs": kvs, "count": count, "read_index": read_index}
+
+    # ---- sessions and watches -------------------------------------------------------------------
+    async def session_open(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        command = {"op": "session_open", "ttl": body.get("ttl"), "node": self.config.id}
+        command.update(self._request_identity(body))
+        _, result = await self.proposer.write(command, self._timeout(timeout))
+        return result
+
+    async def session_close(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        command = {"op": "session_close", "session": _session_id(body)}
+        _, result = await self.proposer.write(command, self._timeout(timeout))
+        return result
+
+    async def session_keepalive(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.leases.keepalive(_session_id(body), self.leader_id(),
+                                           forwarded=bool(body.get("forwarded")))
+
+    def sessions(self) -> dict[str, Any]:
+        store = self.runner.store
+        assert store is not None
+        with store.state_lock:
+            return {"sessions": [s.to_json() for s in store.machine.sessions.sessions.values()]}
+
+    async def watch(self, body: dict[str, Any]) -> dict[str, Any]:
+        prefix = body.get("prefix", "")
+        after = body.get("after_revision", 0)
+        wait = body.get("wait", 30.0)
+        if not isinstance(prefix, str):
+            raise InvalidRequest("'prefix' must be a string")
+        if not commands._is_int(after) or after < 0:
+            raise InvalidRequest("'after_revision' must be a non-negative integer")
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WATCH_WAIT_S:
+            raise InvalidRequest(f"'wait' must be a number of seconds in [0, {MAX_WATCH_WAIT_S:g}]")
+        events = await self.watches.watch(prefix, after, float(wait))
+        return {"events": events, "latest": self.watches.latest, "floor": self.watches.floor}
 
     def _timeout(self, timeout: float | None) -> float:
         return timeout if timeout is not None else self.config.limits.request_timeout_s
+
+
+def _session_id(body: dict[str, Any]) -> int:
+    session = body.get("session")
+    if not commands._is_int(session) or session <= 0:
+        raise InvalidRequest("'session' must be a positive integer session id")
+    return session
 
 
 def parse_consistency(value: Any) -> Consistency:

@@ -1,0 +1,122 @@
+"""Session liveness, decided by the leader alone (as in patroni's raft store).
+
+Keepalives never touch the Raft log: the leader notes when it last heard from each session in
+memory.  A session silent for longer than its TTL is ended by a replicated ``session_expire``
+proposed by the leader.  Whenever this node becomes leader it grants every session a fresh full
+TTL, so no follower's or client's clock, and no old leader's memory, ever expires a session.
+Followers forward keepalives to the leader's API.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from consensus_store.errors import NotFound, Unavailable, error_from_json
+from consensus_store.node.proposer import Proposer
+from consensus_store.node.raft import RaftRunner
+
+log = logging.getLogger("consensus_store.leases")
+
+CHECK_INTERVAL_S = 0.1
+
+
+class LeaseKeeper:
+    def __init__(self, runner: RaftRunner, proposer: Proposer, api_by_node: dict[str, str],
+                 token: str) -> None:
+        self._runner = runner
+        self._proposer = proposer
+        self._api_by_node = api_by_node
+        self._token = token
+        self._last_seen: dict[int, float] = {}
+        self._expiring: set[int] = set()
+        self._leading = False
+        self._task: asyncio.Task | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._http is not None:
+            await self._http.close()
+
+    def _sessions(self) -> dict[int, float]:
+        store = self._runner.store
+        if store is None:
+            return {}
+        with store.state_lock:
+            return {s.id: s.ttl_s for s in store.machine.sessions.sessions.values()}
+
+    def _is_leader(self) -> bool:
+        store = self._runner.store
+        return store is not None and store._isLeader()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self._check(loop.time())
+            except Exception:  # noqa: BLE001 - the keeper must outlive one bad round
+                log.exception("lease check failed")
+            await asyncio.sleep(CHECK_INTERVAL_S)
+
+    def _check(self, now: float) -> None:
+        if not self._is_leader():
+            self._leading = False
+            self._last_seen.clear()
+            return
+        sessions = self._sessions()
+        if not self._leading:
+            self._leading = True
+            self._last_seen = {sid: now for sid in sessions}   # fresh full TTL for everyone
+        for sid in list(self._last_seen):
+            if sid not in sessions:
+                del self._last_seen[sid]
+        for sid, ttl in sessions.items():
+            seen = self._last_seen.setdefault(sid, now)
+            if now - seen > ttl and sid not in self._expiring:
+                self._expiring.add(sid)
+                asyncio.get_running_loop().create_task(self._expire(sid))
+
+    async def _expire(self, session_id: int) -> None:
+        try:
+            await self._proposer.write({"op": "session_expire", "session": session_id}, 5.0)
+            log.info("session %d expired", session_id)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("could not expire session %d: %s", session_id, exc)
+        finally:
+            self._expiring.discard(session_id)
+
+    async def keepalive(self, session_id: int, leader_id: str | None,
+                        forwarded: bool = False) -> dict[str, Any]:
+        if self._is_leader():
+            ttl = self._sessions().get(session_id)
+            if ttl is None:
+                raise NotFound(f"session {session_id} not found (expired or closed)")
+            self._last_seen[session_id] = asyncio.get_running_loop().time()
+            return {"session": session_id, "ttl": ttl}
+        endpoint = self._api_by_node.get(leader_id or "")
+        if endpoint is None or forwarded:   # one hop only: leadership is moving
+            raise Unavailable("no leader known to forward the keepalive to")
+        return await self._forward(endpoint, session_id)
+
+    async def _forward(self, endpoint: str, session_id: int) -> dict[str, Any]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=aiohttp.ClientTimeout(total=2.0))
+        try:
+            async with self._http.post(f"{endpoint}/v1/session/keepalive",
+                                       json={"session": session_id, "forwarded": True}) as reply:
+                body = await reply.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise Unavailable(f"leader at {endpoint} unreachable: {exc.__class__.__name__}") from None
+        if reply.status >= 400:
+            raise error_from_json(reply.status, body)
+        body.pop("header", None)
+        return body
