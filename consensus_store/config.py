@@ -67,6 +67,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
     native_address: Address | None = None   # pipelined binary protocol; None: HTTP only
+    durability: str = "process"              # or "fsync": on disk on a majority before ack
 
     @property
     def api_endpoints(self) -> list[str]:
@@ -86,7 +87,8 @@ class NodeConfig:
 
 
 _TOP_KEYS = {"id", "raft_address", "api_address", "native_address", "data_dir", "secret",
-             "secret_file", "log_level", "peers", "raft", "limits"}
+             "secret_file", "log_level", "durability", "peers", "raft", "limits"}
+DURABILITY_MODES = ("process", "fsync")
 _PEER_KEYS = {"id", "raft_address", "api_address", "native_address"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -164,7 +166,10 @@ def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
         raft=_read_table(top, "raft", RaftTiming), limits=_read_table(top, "limits", Limits),
         log_level=top.str("log_level", "info"),
         native_address=top.optional_address("native_address"),
+        durability=top.str("durability", "process"),
     )
+    if config.durability not in DURABILITY_MODES:
+        raise top.fail("durability", f"must be one of {', '.join(DURABILITY_MODES)}")
     if config.log_level not in _LOG_LEVELS:
         raise top.fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
     _check_cluster(config, top)

@@ -28,6 +28,7 @@ from pysyncobj.transport import TCPTransport
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
+from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal, make_durable
 from consensus_store.state import StateMachine
 
 log = logging.getLogger("consensus_store.raft")
@@ -65,12 +66,20 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
 
 
 class _ForwardOnlyTransport(TCPTransport):
-    """TCPTransport whose leader never moves a follower's next index backwards on an ack.
+    """TCPTransport that syncs a durable journal before acks, and whose leader never moves a
+    follower's next index backwards on an ack.
 
     pysyncobj sets nextIndex to the acknowledged index even when later entries are already in
     flight, so the hybrid flush would resend them (shared/notes/performance.md, lesson 3).
     Keeping the larger value is safe: a follower missing entries answers with a reset.
     """
+
+    def send(self, node: Any, message: Any) -> bool:
+        if isinstance(message, dict) and message.get("type") in FLUSH_TRIGGERS:
+            journal = self._syncObj._SyncObj__raftLog
+            if isinstance(journal, DurableJournal):
+                journal.sync_if_dirty()
+        return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         if not (isinstance(message, dict) and message.get("type") == "next_node_idx"
@@ -87,11 +96,15 @@ class _ForwardOnlyTransport(TCPTransport):
 class ReplicatedStore(SyncObj):
     """SyncObj with one replicated entry point; the state machine is the replicated state."""
 
-    def __init__(self, self_address: str, peer_addresses: list[str], conf: SyncObjConf) -> None:
+    def __init__(self, self_address: str, peer_addresses: list[str], conf: SyncObjConf,
+                 fsync: bool = False) -> None:
         # Attributes set before super().__init__ stay out of snapshots.
         self.state_lock = threading.Lock()
         self.on_events: Callable[[int, list[dict[str, Any]]], None] | None = None
+        self.durable_journal: DurableJournal | None = None
         super().__init__(self_address, peer_addresses, conf, transportClass=_ForwardOnlyTransport)
+        if fsync:
+            self.durable_journal = make_durable(self._SyncObj__raftLog, conf.fullDumpFile)
         self.machine = StateMachine()
 
     @replicated
@@ -178,7 +191,8 @@ class RaftRunner:
         config = self._config
         try:
             peers = [str(p.raft_address) for p in config.peers]
-            self.store = ReplicatedStore(str(config.raft_address), peers, syncobj_conf(config))
+            self.store = ReplicatedStore(str(config.raft_address), peers, syncobj_conf(config),
+                                         fsync=config.durability == "fsync")
             self.store.on_events = self._on_events
             self._machine_seen = self.store.machine
             self.store._poller.subscribe(self._wake_read, self._drain_wake_pipe,
@@ -214,6 +228,8 @@ class RaftRunner:
         store = self.store
         assert store is not None
         self._drain_jobs()
+        if store.durable_journal is not None:
+            store.durable_journal.sync_if_dirty()
         if store._isLeader():
             mark = (store._SyncObj__raftLog[-1][1], store.raftCommitIndex)
             if mark != self._flushed:
