@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from consensus_store.errors import ConsensusStoreError, InvalidRequest, NotFound
 from consensus_store.state import commands
+from consensus_store.state.coordination import RESERVED_PREFIX, Coordination
 from consensus_store.state.keyspace import Keyspace, Record, kv_json
 from consensus_store.state.sessions import SessionTable
 
@@ -65,6 +66,8 @@ class StateMachine:
             "session_open": self._apply_session_open, "session_close": self._apply_session_end,
             "session_expire": self._apply_session_end,
         }
+        self.coordination = Coordination(self)
+        self._ops.update(self.coordination.handlers())
 
     @property
     def revision(self) -> int:
@@ -128,7 +131,7 @@ class StateMachine:
         return {}
 
     def _apply_put(self, command: dict[str, Any], index: int) -> Result:
-        key = commands.require_key(command)
+        key = _user_key(command)
         if "value" not in command:
             raise InvalidRequest("put needs a 'value'")
         session = self._session_of(command)
@@ -137,20 +140,21 @@ class StateMachine:
         return {"kv": kv_json(key, record), "prev_kv": kv_json(key, prev) if prev else None}
 
     def _apply_delete(self, command: dict[str, Any], index: int) -> Result:
-        if command.get("prefix"):
+        if "prefix" in command:
             prefix = command["prefix"]
             if not isinstance(prefix, str):
                 raise InvalidRequest("'prefix' must be a string")
-            keys = list(self.keyspace.keys_with_prefix(prefix))
+            keys = [k for k in self.keyspace.keys_with_prefix(prefix)
+                    if not k.startswith(RESERVED_PREFIX)]
             for key in keys:
                 self._delete(key, index)
             return {"deleted": len(keys)}
-        key = commands.require_key(command)
+        key = _user_key(command)
         prev = self._delete(key, index)
         return {"deleted": 1 if prev else 0, "prev_kv": kv_json(key, prev) if prev else None}
 
     def _apply_cas(self, command: dict[str, Any], index: int) -> Result:
-        key = commands.require_key(command)
+        key = _user_key(command)
         if "value" not in command:
             raise InvalidRequest("cas needs a 'value'")
         session = self._session_of(command)
@@ -173,6 +177,8 @@ class StateMachine:
         txn = commands.validate_txn(command)
         for op in txn["success"] + txn["failure"]:
             self._session_of(op)   # an unknown session fails the whole txn before any change
+            if op["op"] in ("put", "delete"):
+                _user_key(op)
         succeeded = all(self._compare_holds(c) for c in txn["compare"])
         ops = txn["success"] if succeeded else txn["failure"]
         return {"succeeded": succeeded, "results": [self._txn_op(op, index) for op in ops]}
@@ -216,9 +222,11 @@ class StateMachine:
         session = self.sessions.remove(self._require_session_id(command))
         if session is None:
             return {"ended": False, "deleted": 0}
-        for key in sorted(session.keys):
+        keys = sorted(session.keys)
+        for key in keys:
             self.keyspace.delete(key, index)
-        return {"ended": True, "deleted": len(session.keys)}
+        self.coordination.settle_after_deletions(keys, index)
+        return {"ended": True, "deleted": len(keys)}
 
     def _session_of(self, command: dict[str, Any]) -> int | None:
         if command.get("session") is None:
@@ -286,3 +294,11 @@ class StateMachine:
         self.sessions.restore(state["sessions"])
         for cid, low_water, results in state["clients"]:
             self._clients[cid] = _ClientTable(low_water, dict(results))
+
+
+def _user_key(command: dict[str, Any]) -> str:
+    key = commands.require_key(command)
+    if key.startswith(RESERVED_PREFIX):
+        raise InvalidRequest(f"keys under {RESERVED_PREFIX!r} are written only by the "
+                             "coordination ops (groups, names, locks, elections)")
+    return key

@@ -1,0 +1,233 @@
+"""Coordination primitives as replicated ops: pg2-style groups, a :global-style registry,
+fenced FIFO locks and priority elections.
+
+Their state lives in the key space under the reserved prefix ``_cs/`` (so ranges, watches,
+snapshots and digests cover it like any data), and only these ops may write there.  Keys bound
+to a session vanish with it: a dead process's members, names, lock waits and candidacies go in
+the same log entry that ends its session, and elections are re-decided in that entry too.
+
+Layout (names are %-quoted, so ``/`` in a name is safe):
+  _cs/group/<g>                       group marker
+  _cs/member/<g>/<member>             {"id", "node", "meta", "session"}      (session-bound)
+  _cs/name/<name>                     {"name", "value", "session", "node"}  (session-bound)
+  _cs/lock/<name>/<index:020d>        {"session", "owner", "token"}         (session-bound)
+  _cs/election/<name>/cand/<member>   {"member", "priority", "meta", ...}   (session-bound)
+  _cs/election/<name>/leader          {"member", ..., "token"}  derived: rewritten whenever the
+                                      best candidate changes; token = that entry's index
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import quote, unquote
+
+from consensus_store.errors import InvalidRequest, NotFound
+from consensus_store.state.commands import _is_int
+
+if TYPE_CHECKING:
+    from consensus_store.state.machine import StateMachine
+
+RESERVED_PREFIX = "_cs/"
+MAX_NAME_CHARS = 512
+Result = dict[str, Any]
+
+
+def name_part(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
+        raise InvalidRequest(f"'{field}' must be a non-empty string of at most {MAX_NAME_CHARS} chars")
+    return quote(value, safe="")
+
+
+def group_key(group: str) -> str:
+    return f"{RESERVED_PREFIX}group/{name_part(group, 'group')}"
+
+
+def members_prefix(group: str) -> str:
+    return f"{RESERVED_PREFIX}member/{name_part(group, 'group')}/"
+
+
+def name_key(name: str) -> str:
+    return f"{RESERVED_PREFIX}name/{name_part(name, 'name')}"
+
+
+def lock_prefix(name: str) -> str:
+    return f"{RESERVED_PREFIX}lock/{name_part(name, 'name')}/"
+
+
+def candidates_prefix(name: str) -> str:
+    return f"{RESERVED_PREFIX}election/{name_part(name, 'name')}/cand/"
+
+
+def leader_key(name: str) -> str:
+    return f"{RESERVED_PREFIX}election/{name_part(name, 'name')}/leader"
+
+
+def decode_name(quoted: str) -> str:
+    return unquote(quoted)
+
+
+class Coordination:
+    """The op handlers; registered into ``StateMachine`` by name."""
+
+    def __init__(self, machine: "StateMachine") -> None:
+        self._m = machine
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any], int], Result]]:
+        return {
+            "group_create": self.group_create, "group_delete": self.group_delete,
+            "group_join": self.group_join, "group_leave": self.group_leave,
+            "group_update": self.group_update,
+            "name_register": self.name_register, "name_unregister": self.name_unregister,
+            "lock_acquire": self.lock_acquire, "lock_release": self.lock_release,
+            "election_campaign": self.election_campaign, "election_resign": self.election_resign,
+        }
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _session(self, command: dict[str, Any]) -> int:
+        session = self._m._session_of(command)
+        if session is None:
+            raise InvalidRequest("this op needs a 'session'")
+        return session
+
+    def _node_of(self, session: int) -> str:
+        record = self._m.sessions.get(session)
+        return record.node if record else ""
+
+    def _value(self, key: str) -> Any:
+        record = self._m.keyspace.get(key)
+        return record[0] if record else None
+
+    # ---- groups (pg2) -----------------------------------------------------------------------
+    def group_create(self, command: dict[str, Any], index: int) -> Result:
+        key = group_key(command.get("group"))
+        if self._m.keyspace.get(key) is not None:
+            return {"created": False}
+        self._m._put(key, {"group": command["group"]}, index, None)
+        return {"created": True}
+
+    def group_delete(self, command: dict[str, Any], index: int) -> Result:
+        key = group_key(command.get("group"))
+        members = list(self._m.keyspace.keys_with_prefix(members_prefix(command["group"])))
+        for member_key in members:
+            self._m._delete(member_key, index)
+        existed = self._m._delete(key, index) is not None
+        return {"deleted": existed, "members": len(members)}
+
+    def group_join(self, command: dict[str, Any], index: int) -> Result:
+        group = command.get("group")
+        if self._m.keyspace.get(group_key(group)) is None:
+            raise NotFound(f"no such group {group!r} (create it first, as with pg2)")
+        session = self._session(command)
+        member_id = command.get("member") or f"{session}.{index}"
+        key = members_prefix(group) + name_part(member_id, "member")
+        value = {"id": member_id, "node": self._node_of(session), "meta": command.get("meta"),
+                 "session": session}
+        record = self._m._put(key, value, index, session)
+        return {"member": _member_json(value, record)}
+
+    def group_leave(self, command: dict[str, Any], index: int) -> Result:
+        key = members_prefix(command.get("group")) + name_part(command.get("member"), "member")
+        return {"left": self._m._delete(key, index) is not None}
+
+    def group_update(self, command: dict[str, Any], index: int) -> Result:
+        key = members_prefix(command.get("group")) + name_part(command.get("member"), "member")
+        record = self._m.keyspace.get(key)
+        if record is None:
+            raise NotFound(f"no member {command['member']!r} in group {command['group']!r}")
+        value = {**record[0], "meta": command.get("meta")}
+        record = self._m._put(key, value, index, value["session"])
+        return {"member": _member_json(value, record)}
+
+    # ---- registry (:global) -----------------------------------------------------------------
+    def name_register(self, command: dict[str, Any], index: int) -> Result:
+        key = name_key(command.get("name"))
+        session = self._session(command)
+        current = self._value(key)
+        if current is not None:
+            return {"registered": False, "owner": current}
+        value = {"name": command["name"], "value": command.get("value"), "session": session,
+                 "node": self._node_of(session)}
+        self._m._put(key, value, index, session)
+        return {"registered": True, "owner": value}
+
+    def name_unregister(self, command: dict[str, Any], index: int) -> Result:
+        return {"unregistered": self._m._delete(name_key(command.get("name")), index) is not None}
+
+    # ---- fenced FIFO locks ------------------------------------------------------------------
+    def lock_acquire(self, command: dict[str, Any], index: int) -> Result:
+        prefix = lock_prefix(command.get("name"))
+        session = self._session(command)
+        key = f"{prefix}{index:020d}"   # zero-padded: key order is arrival order
+        value = {"session": session, "owner": command.get("owner"), "token": index}
+        self._m._put(key, value, index, session)
+        return {"key": key, "token": index, "holder": self._lock_holder(prefix)}
+
+    def lock_release(self, command: dict[str, Any], index: int) -> Result:
+        key = command.get("key")
+        prefix = lock_prefix(command.get("name"))
+        if not isinstance(key, str) or not key.startswith(prefix):
+            raise InvalidRequest("'key' must be the key lock_acquire returned for this lock")
+        released = self._m._delete(key, index) is not None
+        return {"released": released, "holder": self._lock_holder(prefix)}
+
+    def _lock_holder(self, prefix: str) -> Result | None:
+        for key in self._m.keyspace.keys_with_prefix(prefix):
+            return {"key": key, **self._value(key)}
+        return None
+
+    # ---- elections --------------------------------------------------------------------------
+    def election_campaign(self, command: dict[str, Any], index: int) -> Result:
+        name = command.get("name")
+        session = self._session(command)
+        priority = command.get("priority", 0)
+        if not _is_int(priority):
+            raise InvalidRequest("'priority' must be an integer")
+        member = command.get("member")
+        key = candidates_prefix(name) + name_part(member, "member")
+        value = {"member": member, "priority": priority, "meta": command.get("meta"),
+                 "session": session, "node": self._node_of(session)}
+        self._m._put(key, value, index, session)   # re-campaigning keeps seniority
+        self.settle_election(name, index)
+        return {"leader": self._value(leader_key(name))}
+
+    def election_resign(self, command: dict[str, Any], index: int) -> Result:
+        name = command.get("name")
+        key = candidates_prefix(name) + name_part(command.get("member"), "member")
+        resigned = self._m._delete(key, index) is not None
+        self.settle_election(name, index)
+        return {"resigned": resigned, "leader": self._value(leader_key(name))}
+
+    def settle_election(self, name: str, index: int) -> None:
+        """Make the leader key name the best live candidate (highest priority, oldest)."""
+        best, best_rank = None, None
+        for key in self._m.keyspace.keys_with_prefix(candidates_prefix(name)):
+            value, create_revision = self._m.keyspace.get(key)[:2]
+            rank = (-value["priority"], create_revision)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = (value, create_revision), rank
+        lkey = leader_key(name)
+        current = self._value(lkey)
+        if best is None:
+            if current is not None:
+                self._m._delete(lkey, index)
+            return
+        value, candidate_revision = best
+        if current is None or current["candidate_revision"] != candidate_revision:
+            leader = {"member": value["member"], "priority": value["priority"],
+                      "meta": value["meta"], "node": value["node"], "session": value["session"],
+                      "candidate_revision": candidate_revision, "token": index}
+            self._m._put(lkey, leader, index, None)
+
+    def settle_after_deletions(self, deleted_keys: list[str], index: int) -> None:
+        """Re-decide elections whose candidates vanished with a session."""
+        names = set()
+        marker = f"{RESERVED_PREFIX}election/"
+        for key in deleted_keys:
+            if key.startswith(marker) and "/cand/" in key:
+                names.add(decode_name(key[len(marker):].split("/", 1)[0]))
+        for name in sorted(names):
+            self.settle_election(name, index)
+
+
+def _member_json(value: dict[str, Any], record: list) -> Result:
+    return {"id": value["id"], "node": value["node"], "meta": value["meta"],
+            "session": value["session"], "revision": record[1]}
