@@ -15,6 +15,7 @@ from aiohttp import web
 
 from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest, NotFound,
                                     PayloadTooLarge)
+from consensus_store.node import coordination_api
 from consensus_store.node.service import KVService
 
 log = logging.getLogger("consensus_store.api")
@@ -40,6 +41,7 @@ def create_app(service: KVService) -> web.Application:
     app.router.add_post("/v1/session/keepalive", _session_keepalive)
     app.router.add_post("/v1/session/close", _session_close)
     app.router.add_get("/v1/sessions", _sessions)
+    coordination_api.add_routes(app, _write_handler, _query_handler)
     return app
 
 
@@ -114,6 +116,13 @@ def _write_handler(op: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         body = await _body(request)
         return _reply(request, await request.app[SERVICE].write(op, body, _timeout(body)))
+    return handle
+
+
+def _query_handler(query: Any) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        body = await _body(request)
+        return _reply(request, await request.app[SERVICE].query(query, body, _timeout(body)))
     return handle
 
 

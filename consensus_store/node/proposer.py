@@ -82,6 +82,9 @@ class Proposer:
                 continue
             if error == FAIL_REASON.SUCCESS:
                 index, outcome = result
+                # Applied here already (the callback runs after apply), even if pysyncobj's
+                # counter moves only later: answers must report it, for session reads.
+                self._advance_applied(index)
                 if "error" in outcome:
                     raise error_from_json(400, outcome)
                 return index, outcome
@@ -94,7 +97,7 @@ class Proposer:
     @property
     def applied_index(self) -> int:
         store = self._runner.store
-        return store.raftLastApplied if store is not None else 0
+        return max(self._applied, store.raftLastApplied if store is not None else 0)
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         """Wait until this replica applied ``index`` (session reads)."""

@@ -20,6 +20,7 @@ from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.api import create_app
 from consensus_store.node.bridge import LoopBridge
 from consensus_store.node.leases import LeaseKeeper
+from consensus_store.node.native import NativeServer
 from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner
 from consensus_store.node.service import KVService
@@ -52,6 +53,7 @@ class Node(KVApi):
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"api-{config.id}", daemon=True)
         self._site_runner: web.AppRunner | None = None
+        self._native: NativeServer | None = None
         self._started = False
 
     @classmethod
@@ -85,6 +87,9 @@ class Node(KVApi):
         address = self.config.api_address
         await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
         self._site_runner = runner
+        if self.config.native_address is not None:   # pipelined native protocol (native.py)
+            self._native = NativeServer(self._service)
+            await self._native.start()
         self._leases.start()
 
     def stop(self) -> None:
@@ -94,6 +99,8 @@ class Node(KVApi):
         if self._site_runner is not None and self._loop.is_running():
             try:
                 self._call(self._leases.stop(), timeout=5)
+                if self._native is not None:
+                    self._call(self._native.close(), timeout=5)
                 self._call(self._site_runner.cleanup(), timeout=5)
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("API shutdown failed")

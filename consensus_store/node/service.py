@@ -12,6 +12,7 @@ from typing import Any
 from consensus_store.config import MAX_KEY_BYTES, NodeConfig
 from consensus_store.errors import InvalidRequest, PayloadTooLarge
 from consensus_store.models import Consistency
+from consensus_store.node.coordination_api import WRITE_ROUTES
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner, RaftStatus
@@ -19,6 +20,7 @@ from consensus_store.node.watch import WatchHub
 from consensus_store.state import commands
 
 MAX_CLIENT_ID_CHARS = 128
+COORDINATION_OPS = frozenset(WRITE_ROUTES.values())
 MAX_WATCH_WAIT_S = 60.0
 
 
@@ -69,7 +71,10 @@ class KVService:
 
     # ---- writes -------------------------------------------------------------------------------
     async def write(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        command = self._write_command(op, body)
+        if op in COORDINATION_OPS:
+            command = self._coordination_command(op, body)
+        else:
+            command = self._write_command(op, body)
         _, result = await self.proposer.write(command, self._timeout(timeout))
         return result
 
@@ -98,6 +103,25 @@ class KVService:
                 command["session"] = body["session"]
         command.update(self._request_identity(body))
         return command
+
+    def _coordination_command(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Fields pass through; the state machine validates them (it must anyway)."""
+        command = {k: v for k, v in body.items()
+                   if k not in ("client_id", "request_id", "done_below", "timeout", "op", "v")}
+        for field in ("meta", "value"):
+            if field in command:
+                self._check_value({"value": command[field]})
+        command["op"] = op
+        command.update(self._request_identity(body))
+        return command
+
+    async def query(self, query: Any, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """A coordination read at the requested consistency."""
+        await self.settle_read(body, timeout)
+        store = self.runner.store
+        assert store is not None
+        with store.state_lock:
+            return query(store.machine, body)
 
     def _check_sizes(self, op: dict[str, Any]) -> None:
         if "key" in op:

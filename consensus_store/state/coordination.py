@@ -231,3 +231,42 @@ class Coordination:
 def _member_json(value: dict[str, Any], record: list) -> Result:
     return {"id": value["id"], "node": value["node"], "meta": value["meta"],
             "session": value["session"], "revision": record[1]}
+
+
+# ---- queries (pure reads of the key space; the node serves them at any read level) --------
+def list_groups(machine: "StateMachine") -> list[str]:
+    return [kv["value"]["group"] for kv in machine.range(f"{RESERVED_PREFIX}group/")[0]]
+
+
+def group_members(machine: "StateMachine", group: str) -> list[Result]:
+    return [_member_json(kv["value"], [None, kv["create_revision"]])
+            for kv in machine.range(members_prefix(group))[0]]
+
+
+def registered_names(machine: "StateMachine") -> list[Result]:
+    return [kv["value"] for kv in machine.range(f"{RESERVED_PREFIX}name/")[0]]
+
+
+def whereis(machine: "StateMachine", name: str) -> Result | None:
+    return machine.get_value(name_key(name))
+
+
+def lock_state(machine: "StateMachine", name: str) -> Result:
+    queue = [{"key": kv["key"], **kv["value"]} for kv in machine.range(lock_prefix(name))[0]]
+    return {"name": name, "holder": queue[0] if queue else None, "waiters": queue[1:]}
+
+
+def all_locks(machine: "StateMachine") -> list[Result]:
+    names = []
+    for kv in machine.range(f"{RESERVED_PREFIX}lock/")[0]:
+        name = decode_name(kv["key"][len(RESERVED_PREFIX) + len("lock/"):].split("/", 1)[0])
+        if not names or names[-1] != name:
+            names.append(name)
+    return [lock_state(machine, name) for name in names]
+
+
+def election_state(machine: "StateMachine", name: str) -> Result:
+    candidates = [{**kv["value"], "revision": kv["create_revision"]}
+                  for kv in machine.range(candidates_prefix(name))[0]]
+    candidates.sort(key=lambda c: (-c["priority"], c["revision"]))
+    return {"name": name, "leader": machine.get_value(leader_key(name)), "candidates": candidates}

@@ -1,0 +1,297 @@
+"""The native client protocol: pipelined, length-prefixed JSON frames over TCP.
+
+The wire format is described (and implemented for both ends) in ``consensus_store.client.wire``.
+Same operations, bodies, limits and errors as the HTTP API (``api.py``), through the same
+``KVService``; what differs is the cost: no HTTP parsing, many requests in flight per connection,
+answers sent as soon as each completes (matched by id) and written in one batch per loop
+iteration (shared/notes/performance.md, lesson 7).
+
+Per request the node does the least it can: a read that needs no wait (``local``, or ``session``
+with a ``min_index`` already applied) is answered inside ``data_received``, without a task; a
+write, a linearizable read or a read that must wait for the replica runs as one task.
+
+Connections that never authenticate are closed after ``AUTH_TIMEOUT_S``.  A connection with
+``MAX_IN_FLIGHT`` requests running, or whose peer does not read its answers, is not read from
+until that drains.  When a client disconnects, requests it had in flight still run to the end
+(a write may already be in the log); their answers are dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any, Callable, Coroutine
+
+from consensus_store.client.wire import (AUTH_OP, FRAME_OVERHEAD_BYTES, FrameReader,
+                                         FrameTooLarge, decode, encode_response)
+from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest,
+                                    PayloadTooLarge)
+from consensus_store.node.api import _timeout as request_timeout
+from consensus_store.node.service import KVService
+
+log = logging.getLogger("consensus_store.native")
+
+AUTH_TIMEOUT_S = 10.0
+UNAUTHENTICATED_MAX_FRAME = 64 * 1024
+MAX_IN_FLIGHT = 4096
+WRITE_OPS = frozenset({"put", "delete", "cas", "txn"})
+# The HTTP API's other routes, by op name: session and watch requests work here too.
+_SESSION_OPS: dict[str, Callable[[KVService, dict[str, Any]], Coroutine[Any, Any, Any]]] = {
+    "session_open": lambda service, body: service.session_open(body, request_timeout(body)),
+    "session_keepalive": lambda service, body: service.session_keepalive(body),
+    "session_close": lambda service, body: service.session_close(body, request_timeout(body)),
+    "watch": lambda service, body: service.watch(body),
+}
+OPS = ("auth", "put", "get", "delete", "cas", "range", "txn", "status", "sessions",
+       *_SESSION_OPS)
+
+
+class NativeServer:
+    """Serves the native protocol on ``config.native_address``, in the node's event loop."""
+
+    def __init__(self, service: KVService) -> None:
+        self.service = service
+        self.secret = service.config.secret.encode()
+        self.max_frame = service.config.limits.max_value_bytes + FRAME_OVERHEAD_BYTES
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        address = self.service.config.native_address
+        assert address is not None
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(lambda: _Connection(self), address.host,
+                                                    address.port, reuse_address=True)
+        except OSError as exc:
+            raise OSError(exc.errno, f"native_address {address}: {exc.strerror or exc}") from None
+
+    async def close(self) -> None:
+        """Stop listening, drop every connection and cancel the requests they had running."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: NativeServer) -> None:
+        self.server = server
+        self.service = server.service
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.frames = FrameReader(UNAUTHENTICATED_MAX_FRAME)
+        self.authenticated = False
+        self.closed = False
+        self.tasks: set[asyncio.Task] = set()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._write_paused = False      # the peer does not read its answers fast enough
+        self._reading = True
+        self._auth_timer: asyncio.TimerHandle | None = None
+
+    # ---- transport events -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+        self._auth_timer = self.loop.call_later(AUTH_TIMEOUT_S, self._auth_expired)
+
+    def data_received(self, data: bytes) -> None:
+        self.frames.feed(data)
+        self._handle_frames()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        self._out.clear()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    def abort(self) -> None:
+        """Server shutdown: cancel running requests and drop the connection."""
+        for task in list(self.tasks):
+            task.cancel()
+        self.tasks.clear()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ---- frames -----------------------------------------------------------------------------------
+    def _handle_frames(self) -> None:
+        try:
+            while self._reading and not self.closed:
+                frame = self.frames.next()
+                if frame is None:
+                    break
+                self._handle(frame)
+        except FrameTooLarge as exc:
+            error: ConsensusStoreError = PayloadTooLarge(str(exc))
+            if not self.authenticated:
+                error = AuthError("authenticate first: {\"id\": 0, \"op\": \"auth\", \"token\": ...}")
+            self._reply(exc.request_id, error.http_status, error.to_json())
+            self._close()
+        self._flush()
+
+    def _handle(self, frame: bytearray) -> None:
+        try:
+            message = decode(frame)
+        except ValueError as exc:    # includes UnicodeDecodeError
+            return self._reject(None, InvalidRequest(f"frame is not valid UTF-8 JSON: {exc}"))
+        if not isinstance(message, dict):
+            return self._reject(None, InvalidRequest("frame must be a JSON object"))
+        request_id = message.get("id")
+        if type(request_id) is not int:
+            return self._reject(None, InvalidRequest("'id' must be an integer"))
+        op = message.get("op")
+        if not self.authenticated or op == AUTH_OP:
+            return self._authenticate(request_id, op, message)
+        try:
+            if op == "get" or op == "range":
+                self._read(request_id, op, message)
+            elif op in WRITE_OPS:
+                self._spawn(request_id, self.service.write(op, message, request_timeout(message)))
+            elif op == "status":
+                self._spawn(request_id, self.service.status())
+            elif op in _SESSION_OPS:
+                self._spawn(request_id, _SESSION_OPS[op](self.service, message))
+            elif op == "sessions":
+                self._reply(request_id, 200, self.service.sessions())
+            else:
+                raise InvalidRequest(f"unknown op {op!r:.40}; ops: {', '.join(OPS)}")
+        except ConsensusStoreError as exc:   # raised before any task started
+            self._reply(request_id, exc.http_status, exc.to_json())
+
+    def _reject(self, request_id: int | None, error: ConsensusStoreError) -> None:
+        if not self.authenticated:
+            self._authenticate(request_id, None, {})
+        else:
+            self._reply(request_id, error.http_status, error.to_json())
+
+    def _authenticate(self, request_id: int | None, op: Any, message: dict[str, Any]) -> None:
+        token = message.get("token")
+        if op == AUTH_OP and isinstance(token, str) and hmac.compare_digest(
+                token.encode("utf-8", "surrogatepass"), self.server.secret):
+            if not self.authenticated:
+                self.authenticated = True
+                self.frames.max_size = self.server.max_frame
+                if self._auth_timer is not None:
+                    self._auth_timer.cancel()
+                    self._auth_timer = None
+            self._reply(request_id, 200, {"ok": True})
+            return
+        error = AuthError('missing or wrong cluster token (first frame: {"id": 0, "op": "auth", '
+                          '"token": ...})')
+        self._reply(request_id, error.http_status, error.to_json())
+        self._close()
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        if not self.authenticated and not self.closed:
+            error = AuthError(f"no auth frame within {AUTH_TIMEOUT_S:g}s")
+            self._reply(None, error.http_status, error.to_json())
+            self._close()
+
+    # ---- requests -------------------------------------------------------------------------------
+    def _read(self, request_id: int, op: str, message: dict[str, Any]) -> None:
+        """Answer at once when the read needs no wait; else run it as a task."""
+        service = self.service
+        read = service.get if op == "get" else service.range
+        level = message.get("consistency", "session")
+        if level == "linearizable" or (level == "session" and self._must_wait(message)):
+            self._spawn(request_id, read(message, request_timeout(message)))
+            return
+        coroutine = read(message, request_timeout(message))
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            self._reply(request_id, 200, done.value)
+        except ConsensusStoreError as exc:
+            self._reply(request_id, exc.http_status, exc.to_json())
+        except Exception as exc:  # noqa: BLE001 - a bug must not become a dead connection
+            self._internal_error(request_id, op, exc)
+        else:   # it did suspend after all: start over in a task (reads have no side effects)
+            coroutine.close()
+            self._spawn(request_id, read(message, request_timeout(message)))
+
+    def _must_wait(self, message: dict[str, Any]) -> bool:
+        min_index = message.get("min_index", 0)
+        return type(min_index) is int and min_index > self.service.proposer.applied_index
+
+    def _spawn(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
+        task = self.loop.create_task(self._run(request_id, coroutine))
+        self.tasks.add(task)
+        if len(self.tasks) >= MAX_IN_FLIGHT:
+            self._update_reading()
+
+    async def _run(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
+        try:
+            body = await coroutine
+            status = 200
+        except ConsensusStoreError as exc:
+            body, status = exc.to_json(), exc.http_status
+        except Exception as exc:  # noqa: BLE001 - answered as 500, like the HTTP API
+            self._internal_error(request_id, "request", exc)
+            body = None
+        finally:
+            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+        if body is not None:
+            self._reply(request_id, status, body)
+        if not self._reading and len(self.tasks) < MAX_IN_FLIGHT // 2:
+            self._update_reading()
+
+    def _internal_error(self, request_id: int, what: str, exc: Exception) -> None:
+        log.error("native %s failed", what, exc_info=exc)
+        self._reply(request_id, 500, {"error": "internal", "message": type(exc).__name__})
+
+    # ---- answers ------------------------------------------------------------------------------
+    def _reply(self, request_id: int | None, status: int, body: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        body["header"] = self.service.header()
+        try:
+            data = encode_response(request_id, status, body)
+        except (TypeError, ValueError) as exc:
+            log.error("native answer not JSON-serialisable: %s", exc)
+            data = encode_response(request_id, 500, {"error": "internal",
+                                                     "message": "answer is not JSON"})
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write every answer queued since the last flush in one call."""
+        self._flush_scheduled = False
+        out = self._out
+        if out and not self.closed and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def _close(self) -> None:
+        """Send what is queued, then close (no more frames are handled)."""
+        self._flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _update_reading(self) -> None:
+        reading = not self._write_paused and len(self.tasks) < MAX_IN_FLIGHT
+        if reading == self._reading or self.transport is None or self.transport.is_closing():
+            return
+        self._reading = reading
+        if reading:
+            self.transport.resume_reading()
+            self.loop.call_soon(self._handle_frames)   # frames already buffered
+        else:
+            self.transport.pause_reading()
