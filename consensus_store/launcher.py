@@ -160,18 +160,20 @@ def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = N
                           raft_table: dict[str, float] | None = None) -> list[Path]:
     """Write one config per node for a fresh loopback cluster on free ports."""
     directory.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(2 * size)
-    nodes = [(f"n{i + 1}", ports[2 * i], ports[2 * i + 1]) for i in range(size)]
+    ports = free_ports(3 * size)
+    nodes = [(f"n{i + 1}", *ports[3 * i:3 * i + 3]) for i in range(size)]
     secret = secret or os.urandom(16).hex()
     paths = []
-    for node_id, raft_port, api_port in nodes:
+    for node_id, raft_port, api_port, native_port in nodes:
         lines = [f'id = "{node_id}"', f'raft_address = "127.0.0.1:{raft_port}"',
-                 f'api_address = "127.0.0.1:{api_port}"', f'data_dir = "data/{node_id}"',
+                 f'api_address = "127.0.0.1:{api_port}"',
+                 f'native_address = "127.0.0.1:{native_port}"', f'data_dir = "data/{node_id}"',
                  f'secret = "{secret}"', ""]
-        for peer_id, peer_raft, peer_api in nodes:
+        for peer_id, peer_raft, peer_api, peer_native in nodes:
             if peer_id != node_id:
                 lines += ["[[peers]]", f'id = "{peer_id}"', f'raft_address = "127.0.0.1:{peer_raft}"',
-                          f'api_address = "127.0.0.1:{peer_api}"', ""]
+                          f'api_address = "127.0.0.1:{peer_api}"',
+                          f'native_address = "127.0.0.1:{peer_native}"', ""]
         if raft_table:
             lines += ["[raft]"] + [f"{k} = {v}" for k, v in raft_table.items()]
         path = directory / f"{node_id}.toml"

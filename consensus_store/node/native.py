@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from functools import partial
 from typing import Any, Callable, Coroutine
 
 from consensus_store.client.wire import (AUTH_OP, FRAME_OVERHEAD_BYTES, FrameReader,
@@ -27,6 +28,7 @@ from consensus_store.client.wire import (AUTH_OP, FRAME_OVERHEAD_BYTES, FrameRea
 from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest,
                                     PayloadTooLarge)
 from consensus_store.node.api import _timeout as request_timeout
+from consensus_store.node.coordination_api import READ_ROUTES, WRITE_ROUTES
 from consensus_store.node.service import KVService
 
 log = logging.getLogger("consensus_store.native")
@@ -34,20 +36,25 @@ log = logging.getLogger("consensus_store.native")
 AUTH_TIMEOUT_S = 10.0
 UNAUTHENTICATED_MAX_FRAME = 64 * 1024
 MAX_IN_FLIGHT = 4096
-WRITE_OPS = frozenset({"put", "delete", "cas", "txn"})
-# The HTTP API's other routes, by op name: session and watch requests work here too.
-_SESSION_OPS: dict[str, Callable[[KVService, dict[str, Any]], Coroutine[Any, Any, Any]]] = {
-    "session_open": lambda service, body: service.session_open(body, request_timeout(body)),
-    "session_keepalive": lambda service, body: service.session_keepalive(body),
-    "session_close": lambda service, body: service.session_close(body, request_timeout(body)),
-    "watch": lambda service, body: service.watch(body),
-}
-OPS = ("auth", "put", "get", "delete", "cas", "range", "txn", "status", "sessions",
-       *_SESSION_OPS)
+KV_WRITE_OPS = ("put", "delete", "cas", "txn")
+
+Request = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+Read = Callable[[dict[str, Any], float | None], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def op_name(route: str) -> str:
+    """The native op of an HTTP read route: ``/v1/groups/members`` -> ``groups_members``."""
+    return route.removeprefix("/v1/").replace("/", "_")
 
 
 class NativeServer:
-    """Serves the native protocol on ``config.native_address``, in the node's event loop."""
+    """Serves the native protocol on ``config.native_address``, in the node's event loop.
+
+    Ops are the HTTP API's routes: the key-value ops, ``status``, ``watch``, ``session_open``,
+    ``session_keepalive``, ``session_close``, ``sessions``, the coordination writes by their op
+    name (``group_join``, ``lock_acquire``...) and the coordination reads by their route
+    (``groups_members`` for ``/v1/groups/members``...).
+    """
 
     def __init__(self, service: KVService) -> None:
         self.service = service
@@ -55,6 +62,19 @@ class NativeServer:
         self.max_frame = service.config.limits.max_value_bytes + FRAME_OVERHEAD_BYTES
         self.connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
+        # reads: answered inline when they need no wait (see _Connection._read)
+        self.reads: dict[str, Read] = {"get": service.get, "range": service.range}
+        for route, query in READ_ROUTES.items():
+            self.reads[op_name(route)] = partial(service.query, query)
+        self.writes = frozenset((*KV_WRITE_OPS, *WRITE_ROUTES.values()))
+        self.others: dict[str, Request] = {
+            "status": lambda body: service.status(),
+            "watch": lambda body: service.watch(body),
+            "session_open": lambda body: service.session_open(body, request_timeout(body)),
+            "session_keepalive": lambda body: service.session_keepalive(body),
+            "session_close": lambda body: service.session_close(body, request_timeout(body)),
+        }
+        self.ops = sorted({"auth", "sessions", *self.reads, *self.writes, *self.others})
 
     async def start(self) -> None:
         address = self.service.config.native_address
@@ -127,8 +147,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # ---- frames -----------------------------------------------------------------------------------
+    # ---- frames ---------------------------------------------------------------------------------
     def _handle_frames(self) -> None:
+        self._flush_scheduled = True    # answers made here go out together, at the end
         try:
             while self._reading and not self.closed:
                 frame = self.frames.next()
@@ -138,39 +159,47 @@ class _Connection(asyncio.Protocol):
         except FrameTooLarge as exc:
             error: ConsensusStoreError = PayloadTooLarge(str(exc))
             if not self.authenticated:
-                error = AuthError("authenticate first: {\"id\": 0, \"op\": \"auth\", \"token\": ...}")
+                error = AuthError('authenticate first: {"id": 0, "op": "auth", "token": ...}')
             self._reply(exc.request_id, error.http_status, error.to_json())
             self._close()
-        self._flush()
+        finally:
+            self._flush()
 
     def _handle(self, frame: bytearray) -> None:
         try:
             message = decode(frame)
         except ValueError as exc:    # includes UnicodeDecodeError
             return self._reject(None, InvalidRequest(f"frame is not valid UTF-8 JSON: {exc}"))
+        except RecursionError:
+            return self._reject(None, InvalidRequest("frame is JSON nested too deeply"))
         if not isinstance(message, dict):
             return self._reject(None, InvalidRequest("frame must be a JSON object"))
-        request_id = message.get("id")
+        request_id = message.pop("id", None)
         if type(request_id) is not int:
             return self._reject(None, InvalidRequest("'id' must be an integer"))
-        op = message.get("op")
+        op = message.pop("op", None)    # what is left is the HTTP API's body
         if not self.authenticated or op == AUTH_OP:
             return self._authenticate(request_id, op, message)
+        server = self.server
         try:
-            if op == "get" or op == "range":
-                self._read(request_id, op, message)
-            elif op in WRITE_OPS:
+            read = server.reads.get(op)   # type: ignore[arg-type]
+            if read is not None:
+                self._read(request_id, read, message)
+            elif op in server.writes:
                 self._spawn(request_id, self.service.write(op, message, request_timeout(message)))
-            elif op == "status":
-                self._spawn(request_id, self.service.status())
-            elif op in _SESSION_OPS:
-                self._spawn(request_id, _SESSION_OPS[op](self.service, message))
+            elif op in server.others:
+                self._spawn(request_id, server.others[op](message))
             elif op == "sessions":
                 self._reply(request_id, 200, self.service.sessions())
             else:
-                raise InvalidRequest(f"unknown op {op!r:.40}; ops: {', '.join(OPS)}")
+                raise InvalidRequest(f"unknown op {op!r:.40}; ops: {', '.join(server.ops)}")
         except ConsensusStoreError as exc:   # raised before any task started
             self._reply(request_id, exc.http_status, exc.to_json())
+        except RecursionError:
+            error = InvalidRequest("request is JSON nested too deeply")
+            self._reply(request_id, error.http_status, error.to_json())
+        except Exception as exc:  # noqa: BLE001 - a bug must not become a dead connection
+            self._internal_error(request_id, str(op), exc)
 
     def _reject(self, request_id: int | None, error: ConsensusStoreError) -> None:
         if not self.authenticated:
@@ -203,10 +232,8 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     # ---- requests -------------------------------------------------------------------------------
-    def _read(self, request_id: int, op: str, message: dict[str, Any]) -> None:
+    def _read(self, request_id: int, read: Read, message: dict[str, Any]) -> None:
         """Answer at once when the read needs no wait; else run it as a task."""
-        service = self.service
-        read = service.get if op == "get" else service.range
         level = message.get("consistency", "session")
         if level == "linearizable" or (level == "session" and self._must_wait(message)):
             self._spawn(request_id, read(message, request_timeout(message)))
@@ -219,7 +246,7 @@ class _Connection(asyncio.Protocol):
         except ConsensusStoreError as exc:
             self._reply(request_id, exc.http_status, exc.to_json())
         except Exception as exc:  # noqa: BLE001 - a bug must not become a dead connection
-            self._internal_error(request_id, op, exc)
+            self._internal_error(request_id, "read", exc)
         else:   # it did suspend after all: start over in a task (reads have no side effects)
             coroutine.close()
             self._spawn(request_id, read(message, request_timeout(message)))
@@ -240,6 +267,8 @@ class _Connection(asyncio.Protocol):
             status = 200
         except ConsensusStoreError as exc:
             body, status = exc.to_json(), exc.http_status
+        except RecursionError:
+            body, status = InvalidRequest("request is JSON nested too deeply").to_json(), 400
         except Exception as exc:  # noqa: BLE001 - answered as 500, like the HTTP API
             self._internal_error(request_id, "request", exc)
             body = None
@@ -261,7 +290,7 @@ class _Connection(asyncio.Protocol):
         body["header"] = self.service.header()
         try:
             data = encode_response(request_id, status, body)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             log.error("native answer not JSON-serialisable: %s", exc)
             data = encode_response(request_id, 500, {"error": "internal",
                                                      "message": "answer is not JSON"})

@@ -1,0 +1,131 @@
+"""``AsyncClient``: ``Client`` for asyncio, over the native protocol or HTTP.
+
+The same methods as ``Client`` (``put``, ``get``, ``delete``, ``delete_prefix``, ``cas``,
+``range``, ``txn``, ``status``...) as coroutines, with the same failover, at-most-once writes and
+session reads (the policy lives in ``core``).  Concurrent calls share one pipelined connection per
+node (``tcp://``) or httpx's keep-alive pool (``http://``):
+
+    async with AsyncClient(["tcp://127.0.0.1:7301"], token=...) as client:
+        await asyncio.gather(*(client.put(f"k{i}", i) for i in range(64)))
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy, scheme_of
+from consensus_store.client.transport import async_transport, config_endpoints
+from consensus_store.config import load_config
+from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
+from consensus_store.kv_api import AsyncKVApi
+from consensus_store.models import NodeStatus, Role
+
+
+class AsyncClient(AsyncKVApi):
+    """asyncio client of a consensus_store cluster (use it from one event loop at a time)."""
+
+    def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
+                 timeout: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(),
+                 client_id: str | None = None) -> None:
+        self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
+        self._token = token
+        self._transports: dict[str, Any] = {}
+        for endpoint in self._core.endpoints:
+            self._transport(endpoint)
+
+    @classmethod
+    def from_config(cls, path: str | Path, *, protocol: str | None = None,
+                    **options: Any) -> "AsyncClient":
+        """A client for the cluster a node config describes; see ``Client.from_config``."""
+        config = load_config(path)
+        return cls(config_endpoints(config, protocol), token=config.secret, **options)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._core.endpoints
+
+    @property
+    def timeout(self) -> float:
+        return self._core.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._core.retry
+
+    @property
+    def client_id(self) -> str:
+        return self._core.client_id
+
+    @property
+    def preferred_endpoint(self) -> str:
+        """Where the next request goes first (moves on after a retryable failure)."""
+        return self._core.endpoints[self._core.preferred]
+
+    @property
+    def seen_index(self) -> int:
+        """Highest applied index seen in any answer (what session reads wait for)."""
+        return self._core.seen_index
+
+    async def aclose(self) -> None:
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            await transport.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _transport(self, endpoint: str) -> Any:
+        scheme = scheme_of(endpoint)
+        transport = self._transports.get(scheme)
+        if transport is None:
+            transport = async_transport(endpoint, self._token, self._core.timeout)
+            self._transports[scheme] = transport
+        return transport
+
+    # ---- the one request path (same loop as Client._request) -----------------------------------
+    async def _request(self, op: str, body: dict[str, Any],
+                       timeout: float | None) -> dict[str, Any]:
+        core = self._core
+        attempts = core.attempts(op, body, timeout)
+        try:
+            while (attempt := attempts.next()) is not None:
+                try:
+                    status, result = await self._transport(attempt.endpoint).send(
+                        attempt.endpoint, op, attempt.body, attempt.timeout)
+                    return core.decode(attempt.endpoint, status, result)
+                except RETRYABLE as exc:
+                    await asyncio.sleep(attempts.failed(attempt, exc))
+            raise attempts.give_up()
+        finally:
+            attempts.close()
+
+    # ---- cluster information -------------------------------------------------------------------
+    async def status(self, endpoint: str | None = None, *, timeout: float = 2.0) -> NodeStatus:
+        """Status of one node (default: the preferred endpoint); raises if it is unreachable."""
+        endpoint = (endpoint or self.preferred_endpoint).rstrip("/")
+        status, result = await self._transport(endpoint).send(endpoint, "status", {}, timeout)
+        return NodeStatus.from_json(endpoint, self._core.decode(endpoint, status, result))
+
+    async def cluster_status(self, *, timeout: float = 2.0) -> list[NodeStatus]:
+        """Status of every endpoint (asked concurrently); unreachable ones have role DOWN."""
+        async def one(endpoint: str) -> NodeStatus:
+            try:
+                return await self.status(endpoint, timeout=timeout)
+            except ConsensusStoreError as exc:
+                return NodeStatus(id="?", endpoint=endpoint, role=Role.DOWN, error=exc.message)
+        return list(await asyncio.gather(*(one(e) for e in self.endpoints)))
+
+    async def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:
+        """Wait until some endpoint reports itself leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for status in await self.cluster_status(timeout=1.0):
+                if status.role is Role.LEADER:
+                    return status
+            await asyncio.sleep(0.1)
+        raise Timeout(f"no leader within {timeout:g}s")

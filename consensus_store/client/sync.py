@@ -1,0 +1,142 @@
+"""``Client``: the key-value API over the network (HTTP or native protocol), with failover and
+safe retries (see ``core`` for the guarantees)."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy, scheme_of
+from consensus_store.client.transport import config_endpoints, sync_transport
+from consensus_store.config import load_config
+from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
+from consensus_store.kv_api import KVApi
+from consensus_store.models import NodeStatus, Role
+
+
+class Client(KVApi):
+    """Client of a consensus_store cluster; thread-safe (share one between threads).
+
+    >>> client = Client(["tcp://127.0.0.1:7301"], token="...")   # or http://127.0.0.1:7201
+    >>> client.put("config/feature", {"enabled": True})
+    >>> client.get("config/feature").value
+
+    ``tcp://`` endpoints use the native protocol: one pipelined connection per node for all
+    threads.  ``http://`` endpoints use the HTTP/JSON API.
+    """
+
+    def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
+                 timeout: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(),
+                 client_id: str | None = None) -> None:
+        self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
+        self._token = token
+        self._transports: dict[str, Any] = {}
+        self._transports_lock = threading.Lock()
+        for endpoint in self._core.endpoints:
+            self._transport(endpoint)
+
+    @classmethod
+    def from_config(cls, path: str | Path, *, protocol: str | None = None,
+                    **options: Any) -> "Client":
+        """A client for the cluster a node config describes (its endpoints and token).
+
+        Uses the native protocol when every node of the config has a ``native_address``;
+        ``protocol="http"`` forces HTTP, ``protocol="native"`` requires native.
+        """
+        config = load_config(path)
+        return cls(config_endpoints(config, protocol), token=config.secret, **options)
+
+    # ---- settings -------------------------------------------------------------------------------
+    @property
+    def endpoints(self) -> list[str]:
+        return self._core.endpoints
+
+    @property
+    def timeout(self) -> float:
+        return self._core.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._core.retry
+
+    @property
+    def client_id(self) -> str:
+        return self._core.client_id
+
+    @property
+    def preferred_endpoint(self) -> str:
+        """Where the next request goes first (moves on after a retryable failure)."""
+        return self._core.endpoints[self._core.preferred]
+
+    @property
+    def seen_index(self) -> int:
+        """Highest applied index seen in any answer (what session reads wait for)."""
+        return self._core.seen_index
+
+    def close(self) -> None:
+        with self._transports_lock:
+            transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            transport.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _transport(self, endpoint: str) -> Any:
+        scheme = scheme_of(endpoint)
+        transport = self._transports.get(scheme)
+        if transport is None:
+            with self._transports_lock:
+                transport = self._transports.get(scheme)
+                if transport is None:
+                    transport = sync_transport(endpoint, self._token, self._core.timeout)
+                    self._transports[scheme] = transport
+        return transport
+
+    # ---- the one request path ------------------------------------------------------------------
+    def _request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        core = self._core
+        attempts = core.attempts(op, body, timeout)
+        try:
+            while (attempt := attempts.next()) is not None:
+                try:
+                    status, result = self._transport(attempt.endpoint).send(
+                        attempt.endpoint, op, attempt.body, attempt.timeout)
+                    return core.decode(attempt.endpoint, status, result)
+                except RETRYABLE as exc:
+                    time.sleep(attempts.failed(attempt, exc))
+            raise attempts.give_up()
+        finally:
+            attempts.close()
+
+    # ---- cluster information -------------------------------------------------------------------
+    def status(self, endpoint: str | None = None, *, timeout: float = 2.0) -> NodeStatus:
+        """Status of one node (default: the preferred endpoint); raises if it is unreachable."""
+        endpoint = (endpoint or self.preferred_endpoint).rstrip("/")
+        status, result = self._transport(endpoint).send(endpoint, "status", {}, timeout)
+        return NodeStatus.from_json(endpoint, self._core.decode(endpoint, status, result))
+
+    def cluster_status(self, *, timeout: float = 2.0) -> list[NodeStatus]:
+        """Status of every endpoint; unreachable ones are reported with role DOWN."""
+        statuses = []
+        for endpoint in self.endpoints:
+            try:
+                statuses.append(self.status(endpoint, timeout=timeout))
+            except ConsensusStoreError as exc:
+                statuses.append(NodeStatus(id="?", endpoint=endpoint, role=Role.DOWN,
+                                           error=exc.message))
+        return statuses
+
+    def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:
+        """Block until some endpoint reports itself leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for status in self.cluster_status(timeout=1.0):
+                if status.role is Role.LEADER:
+                    return status
+            time.sleep(0.1)
+        raise Timeout(f"no leader within {timeout:g}s")

@@ -1,0 +1,55 @@
+"""Which transport serves an endpoint, chosen by its URL scheme.
+
+``http://host:port``: the HTTP/JSON API (httpx).  ``tcp://host:port``: the native protocol
+(pipelined frames on one connection, see ``wire``), several times cheaper per request.
+
+A transport has one method, ``send(endpoint, op, body, timeout) -> (status, JSON result)``
+(a coroutine for the asyncio ones), plus ``close()`` / ``aclose()``.  It raises ``Unavailable``
+or ``Timeout`` when the request may be retried elsewhere; everything else is ``core``'s job.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from consensus_store.client.core import scheme_of
+from consensus_store.client.http import AsyncHttpTransport, HttpTransport
+from consensus_store.client.native import AsyncNativeTransport, NativeTransport
+from consensus_store.config import NodeConfig
+from consensus_store.errors import ConfigError, InvalidRequest
+
+PROTOCOLS = ("auto", "native", "http")
+
+_SYNC = {"http": HttpTransport, "tcp": NativeTransport}
+_ASYNC = {"http": AsyncHttpTransport, "tcp": AsyncNativeTransport}
+
+
+def sync_transport(endpoint: str, token: str | None, timeout: float) -> Any:
+    return _pick(_SYNC, endpoint)(token, timeout)
+
+
+def async_transport(endpoint: str, token: str | None, timeout: float) -> Any:
+    return _pick(_ASYNC, endpoint)(token, timeout)
+
+
+def _pick(table: dict[str, Any], endpoint: str) -> Any:
+    try:
+        return table[scheme_of(endpoint)]
+    except KeyError:
+        raise InvalidRequest(f"endpoint {endpoint!r}: use http://HOST:PORT or "
+                             "tcp://HOST:PORT") from None
+
+
+def config_endpoints(config: NodeConfig, protocol: str | None = None) -> list[str]:
+    """The endpoints of a node config: native ones when every node has a ``native_address``
+    (``protocol`` "auto", the default), else HTTP; "native" or "http" forces one."""
+    protocol = protocol or "auto"
+    if protocol not in PROTOCOLS:
+        raise InvalidRequest(f"protocol must be one of {', '.join(PROTOCOLS)}")
+    if protocol == "http":
+        return config.api_endpoints
+    native = config.native_endpoints
+    if native:
+        return native
+    if protocol == "native":
+        raise ConfigError(f"{config.path}: not every node has a native_address")
+    return config.api_endpoints
