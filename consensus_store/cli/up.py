@@ -20,8 +20,9 @@ def run_up(config_dir: Path, data_dir: Path | None) -> int:
         raise ConfigError(f"{config_dir}: no *.toml node configs")
     configs = [load_config(p) for p in paths]
     for config in configs:
-        for address in (config.raft_address, config.api_address):
-            _require_free(config.path, address.host, address.port)
+        for address in (config.raft_address, config.api_address, config.native_address):
+            if address is not None:
+                _require_free(config.path, address.host, address.port)
     cluster = LocalCluster(paths, data_root=data_dir.resolve() if data_dir else None)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 from urllib.parse import urlsplit
 
+from consensus_store.protocol import WRITE_OPS
 from consensus_store.errors import (ConsensusStoreError, InvalidRequest, Timeout, Unavailable,
                                     error_from_json)
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_SERVER_TIMEOUT_S = 300.0       # the node rejects a request "timeout" above this
-WRITE_OPS = frozenset({"put", "delete", "cas", "txn"})
 SCHEMES = ("http", "tcp")          # tcp: the native protocol
 
 

@@ -10,17 +10,8 @@ from typing import Any
 
 import httpx
 
+from consensus_store.protocol import ROUTES
 from consensus_store.errors import InvalidRequest, Timeout, Unavailable
-
-# (method, path) of every op; the key-value ops are POST /v1/kv/<op>.
-ROUTES = {op: ("POST", f"/v1/kv/{op}") for op in ("put", "get", "delete", "cas", "range", "txn")}
-ROUTES.update({
-    "status": ("GET", "/v1/status"), "sessions": ("GET", "/v1/sessions"),
-    "watch": ("POST", "/v1/watch"), "session_open": ("POST", "/v1/session/open"),
-    "session_keepalive": ("POST", "/v1/session/keepalive"),
-    "session_close": ("POST", "/v1/session/close"),
-})
-
 
 def _route(op: str) -> tuple[str, str]:
     try:

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest, NotFound,
                                     PayloadTooLarge)
-from consensus_store.node import coordination_api
+from consensus_store.node.coordination_api import QUERIES
+from consensus_store.protocol import COORDINATION_WRITES, KV_WRITE_OPS, ROUTES
 from consensus_store.node.service import KVService
 
 log = logging.getLogger("consensus_store.api")
@@ -23,7 +24,6 @@ log = logging.getLogger("consensus_store.api")
 SERVICE: web.AppKey[KVService] = web.AppKey("service", KVService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_WRITE_OPS = ("put", "delete", "cas", "txn")
 
 
 def create_app(service: KVService) -> web.Application:
@@ -32,8 +32,10 @@ def create_app(service: KVService) -> web.Application:
     app[SERVICE] = service
     app.router.add_get("/health", _health)
     app.router.add_get("/v1/status", _status)
-    for op in _WRITE_OPS:
-        app.router.add_post(f"/v1/kv/{op}", _write_handler(op))
+    for op in (*KV_WRITE_OPS, *COORDINATION_WRITES):
+        app.router.add_post(ROUTES[op][1], _write_handler(op))
+    for op, query in QUERIES.items():
+        app.router.add_post(ROUTES[op][1], _query_handler(query))
     app.router.add_post("/v1/kv/get", _get)
     app.router.add_post("/v1/kv/range", _range)
     app.router.add_post("/v1/watch", _watch)
@@ -41,7 +43,6 @@ def create_app(service: KVService) -> web.Application:
     app.router.add_post("/v1/session/keepalive", _session_keepalive)
     app.router.add_post("/v1/session/close", _session_close)
     app.router.add_get("/v1/sessions", _sessions)
-    coordination_api.add_routes(app, _write_handler, _query_handler)
     return app
 
 
@@ -90,6 +91,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
     return body

@@ -28,7 +28,8 @@ from consensus_store.client.wire import (AUTH_OP, FRAME_OVERHEAD_BYTES, FrameRea
 from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest,
                                     PayloadTooLarge)
 from consensus_store.node.api import _timeout as request_timeout
-from consensus_store.node.coordination_api import READ_ROUTES, WRITE_ROUTES
+from consensus_store.node.coordination_api import QUERIES
+from consensus_store.protocol import WRITE_OPS
 from consensus_store.node.service import KVService
 
 log = logging.getLogger("consensus_store.native")
@@ -36,15 +37,9 @@ log = logging.getLogger("consensus_store.native")
 AUTH_TIMEOUT_S = 10.0
 UNAUTHENTICATED_MAX_FRAME = 64 * 1024
 MAX_IN_FLIGHT = 4096
-KV_WRITE_OPS = ("put", "delete", "cas", "txn")
 
 Request = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 Read = Callable[[dict[str, Any], float | None], Coroutine[Any, Any, dict[str, Any]]]
-
-
-def op_name(route: str) -> str:
-    """The native op of an HTTP read route: ``/v1/groups/members`` -> ``groups_members``."""
-    return route.removeprefix("/v1/").replace("/", "_")
 
 
 class NativeServer:
@@ -64,9 +59,9 @@ class NativeServer:
         self._server: asyncio.AbstractServer | None = None
         # reads: answered inline when they need no wait (see _Connection._read)
         self.reads: dict[str, Read] = {"get": service.get, "range": service.range}
-        for route, query in READ_ROUTES.items():
-            self.reads[op_name(route)] = partial(service.query, query)
-        self.writes = frozenset((*KV_WRITE_OPS, *WRITE_ROUTES.values()))
+        for op, query in QUERIES.items():
+            self.reads[op] = partial(service.query, query)
+        self.writes = WRITE_OPS - {"session_open"}
         self.others: dict[str, Request] = {
             "status": lambda body: service.status(),
             "watch": lambda body: service.watch(body),

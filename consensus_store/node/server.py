@@ -29,6 +29,12 @@ from consensus_store.node.watch import WatchHub
 log = logging.getLogger("consensus_store.node")
 
 
+class _ListenError(Exception):
+    def __init__(self, key: str, address: object, error: OSError) -> None:
+        super().__init__(key)
+        self.key, self.address, self.reason = key, address, error.strerror or str(error)
+
+
 class Node(KVApi):
     """One cluster member running in this process.
 
@@ -73,10 +79,10 @@ class Node(KVApi):
         self._runner.start()
         try:
             self._call(self._serve_api(), timeout=10)
-        except OSError as exc:
+        except _ListenError as exc:
             self.stop()
-            raise ConfigError(f"{self.config.path}: api_address: cannot listen on "
-                              f"{self.config.api_address}: {exc.strerror or exc}") from None
+            raise ConfigError(f"{self.config.path}: {exc.key}: cannot listen on {exc.address}: "
+                              f"{exc.reason}") from None
         self._started = True
         log.info("node %s: raft on %s, API on http://%s", self.config.id,
                  self.config.raft_address, self.config.api_address)
@@ -85,11 +91,17 @@ class Node(KVApi):
         runner = web.AppRunner(create_app(self._service), access_log=None, handle_signals=False)
         await runner.setup()
         address = self.config.api_address
-        await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
         self._site_runner = runner
+        try:
+            await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
+        except OSError as exc:
+            raise _ListenError("api_address", address, exc) from None
         if self.config.native_address is not None:   # pipelined native protocol (native.py)
             self._native = NativeServer(self._service)
-            await self._native.start()
+            try:
+                await self._native.start()
+            except OSError as exc:
+                raise _ListenError("native_address", self.config.native_address, exc) from None
         self._leases.start()
 
     def stop(self) -> None:

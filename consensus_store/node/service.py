@@ -12,7 +12,7 @@ from typing import Any
 from consensus_store.config import MAX_KEY_BYTES, NodeConfig
 from consensus_store.errors import InvalidRequest, PayloadTooLarge
 from consensus_store.models import Consistency
-from consensus_store.node.coordination_api import WRITE_ROUTES
+from consensus_store.protocol import COORDINATION_WRITES
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner, RaftStatus
@@ -20,7 +20,7 @@ from consensus_store.node.watch import WatchHub
 from consensus_store.state import commands
 
 MAX_CLIENT_ID_CHARS = 128
-COORDINATION_OPS = frozenset(WRITE_ROUTES.values())
+COORDINATION_OPS = frozenset(COORDINATION_WRITES)
 MAX_WATCH_WAIT_S = 60.0
 
 
