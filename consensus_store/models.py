@@ -90,3 +90,48 @@ class NodeStatus:
                 "applied_index": self.applied_index, "log_length": self.log_length,
                 "leader": self.leader, "connected_peers": list(self.connected_peers),
                 "keys": self.keys, "revision": self.revision, "error": self.error}
+
+
+class ConnectionState(str, enum.Enum):
+    """A session as its owner sees it (kazoo's states).
+
+    CONNECTED: keepalives are answered.  SUSPENDED: the last keepalive failed; the cluster may or
+    may not still hold the session, so locks and leadership must not be trusted.  LOST: the
+    session is gone (expired or closed); everything it owned has been released.
+    """
+
+    CONNECTED = "connected"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A process-group member (pg2's pid): ``node`` is the store node it joined through."""
+
+    id: str
+    node: str
+    meta: Any
+    revision: int        # the Raft index at which it joined
+    session: int
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "Member":
+        return cls(body["id"], body["node"], body.get("meta"), body["revision"], body["session"])
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The current leader of an election; ``token`` is its leadership's fencing token."""
+
+    member: str
+    priority: int
+    meta: Any
+    node: str
+    token: int
+
+    @classmethod
+    def maybe(cls, body: dict[str, Any] | None) -> "Leader | None":
+        if not body:
+            return None
+        return cls(body["member"], body["priority"], body.get("meta"), body["node"], body["token"])

@@ -139,7 +139,8 @@ class FaultProxy:
 
     def __init__(self, host: str = HOST, seed: int | None = None) -> None:
         self.host = host
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)          # latency jitter
+        self._port_rng = random.Random()         # ports: never the same for two runs
         self._links: dict[frozenset[str], _Link] = {}
         self._groups: tuple[frozenset[str], ...] | None = None
         self._cut_pairs: set[frozenset[str]] = set()
@@ -161,7 +162,7 @@ class FaultProxy:
         pair = frozenset((dialer, acceptor))
         if len(pair) != 2 or pair in self._links:
             raise ValueError(f"link {dialer}->{acceptor}: need two nodes and one link per pair")
-        sock = _bind_in_range(PROXY_PORT_RANGE, self._rng, listen=True)
+        sock = _bind_in_range(PROXY_PORT_RANGE, self._port_rng, listen=True)
         sock.listen(64)
         sock.setblocking(False)
         link = _Link(dialer, acceptor, sock.getsockname()[:2], target, sock)
@@ -377,8 +378,7 @@ def write_proxied_cluster_configs(directory: Path, size: int, proxy: FaultProxy,
     recognise the address the dialer announces).  Node ids are n1..nN.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    raft_ports = pick_ports(size, NODE_PORT_RANGE, rng)
+    raft_ports = pick_ports(size, NODE_PORT_RANGE)     # unseeded: concurrent runs differ
     api_ports = free_ports(size)
     secret = secret or os.urandom(16).hex()
     ids = [f"n{i + 1}" for i in range(size)]

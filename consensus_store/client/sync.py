@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from consensus_store.client.coordination import DEFAULT_SESSION_TTL_S, CoordinationMixin
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy, scheme_of
 from consensus_store.client.transport import config_endpoints, sync_transport
 from consensus_store.config import load_config
@@ -15,7 +16,7 @@ from consensus_store.kv_api import KVApi
 from consensus_store.models import NodeStatus, Role
 
 
-class Client(KVApi):
+class Client(KVApi, CoordinationMixin):
     """Client of a consensus_store cluster; thread-safe (share one between threads).
 
     >>> client = Client(["tcp://127.0.0.1:7301"], token="...")   # or http://127.0.0.1:7201
@@ -28,7 +29,8 @@ class Client(KVApi):
 
     def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(),
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, session_ttl: float = DEFAULT_SESSION_TTL_S) -> None:
+        self._init_coordination(session_ttl)
         self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
         self._token = token
         self._transports: dict[str, Any] = {}
@@ -75,6 +77,8 @@ class Client(KVApi):
         return self._core.seen_index
 
     def close(self) -> None:
+        """Close this client's session (releasing what it owns) and its connections."""
+        self.close_session()
         with self._transports_lock:
             transports, self._transports = list(self._transports.values()), {}
         for transport in transports:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from consensus_store.config import NodeConfig, load_config
 from consensus_store.errors import ConfigError, Timeout, Unavailable
+from consensus_store.client.coordination import CoordinationMixin
 from consensus_store.kv_api import KVApi
 from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.api import create_app
@@ -35,7 +36,7 @@ class _ListenError(Exception):
         self.key, self.address, self.reason = key, address, error.strerror or str(error)
 
 
-class Node(KVApi):
+class Node(KVApi, CoordinationMixin):
     """One cluster member running in this process.
 
     >>> node = Node.from_config("cluster_configs/local/node1.toml")   # started
@@ -43,8 +44,11 @@ class Node(KVApi):
     >>> node.stop()
     """
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, session_ttl: float = 10.0) -> None:
+        """``session_ttl``: TTL of the node's own session (groups joined, names registered,
+        locks and candidacies through this node), which ends when this process dies."""
         self.config = config
+        self._init_coordination(session_ttl)
         self._loop = asyncio.new_event_loop()
         bridge = LoopBridge(self._loop)
         self._watches = WatchHub(bridge)
@@ -105,9 +109,11 @@ class Node(KVApi):
         self._leases.start()
 
     def stop(self) -> None:
-        """Stop serving, leave the cluster's traffic, flush the journal.  Idempotent."""
+        """Release the node's session, stop serving, flush the journal.  Idempotent."""
         if self._loop.is_closed():
             return
+        if self._started:
+            self.close_session()
         if self._site_runner is not None and self._loop.is_running():
             try:
                 self._call(self._leases.stop(), timeout=5)
@@ -148,14 +154,8 @@ class Node(KVApi):
     def _request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         if not self._started:
             raise Unavailable("node is not running")
-        wait = (timeout or self.config.limits.request_timeout_s) + 1.0
-        if op == "get":
-            coroutine = self._service.get(body, timeout)
-        elif op == "range":
-            coroutine = self._service.range(body, timeout)
-        else:
-            coroutine = self._service.write(op, body, timeout)
-        result = self._call(coroutine, wait)
+        wait = max(timeout or self.config.limits.request_timeout_s, body.get("wait", 0)) + 1.0
+        result = self._call(self._service.handle(op, body, timeout), wait)
         result["header"] = self._service.header()
         return result
 

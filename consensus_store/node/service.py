@@ -12,7 +12,8 @@ from typing import Any
 from consensus_store.config import MAX_KEY_BYTES, NodeConfig
 from consensus_store.errors import InvalidRequest, PayloadTooLarge
 from consensus_store.models import Consistency
-from consensus_store.protocol import COORDINATION_WRITES
+from consensus_store.node.coordination_api import QUERIES
+from consensus_store.protocol import COORDINATION_WRITES, KV_WRITE_OPS
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner, RaftStatus
@@ -239,6 +240,30 @@ class KVService:
             raise InvalidRequest(f"'wait' must be a number of seconds in [0, {MAX_WATCH_WAIT_S:g}]")
         events = await self.watches.watch(prefix, after, float(wait))
         return {"events": events, "latest": self.watches.latest, "floor": self.watches.floor}
+
+    async def handle(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Any client op by its name (``consensus_store.protocol``), for in-process callers."""
+        if op == "get":
+            return await self.get(body, timeout)
+        if op == "range":
+            return await self.range(body, timeout)
+        if op in QUERIES:
+            return await self.query(QUERIES[op], body, timeout)
+        if op in KV_WRITE_OPS or op in COORDINATION_OPS:
+            return await self.write(op, body, timeout)
+        if op == "session_open":
+            return await self.session_open(body, timeout)
+        if op == "session_close":
+            return await self.session_close(body, timeout)
+        if op == "session_keepalive":
+            return await self.session_keepalive(body)
+        if op == "watch":
+            return await self.watch(body)
+        if op == "status":
+            return await self.status()
+        if op == "sessions":
+            return self.sessions()
+        raise InvalidRequest(f"unknown op {op!r}")
 
     def _timeout(self, timeout: float | None) -> float:
         return timeout if timeout is not None else self.config.limits.request_timeout_s

@@ -1,0 +1,102 @@
+"""The coordination API (sessions, groups, registry, locks, elections, replicas) as a mixin for
+anything with ``_request`` and ``_level``: the network ``Client`` and the embedded ``Node``."""
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any, Callable, TypeVar
+
+from consensus_store.client.election import Election
+from consensus_store.client.groups import Groups
+from consensus_store.client.lock import Lock, trans
+from consensus_store.client.replicas import Replicas
+from consensus_store.client.session import Session
+from consensus_store.models import ConnectionState
+
+T = TypeVar("T")
+DEFAULT_SESSION_TTL_S = 10.0
+
+
+class CoordinationMixin:
+    def _init_coordination(self, session_ttl: float = DEFAULT_SESSION_TTL_S) -> None:
+        self.session_ttl = session_ttl
+        self._default_session: Session | None = None
+        self._default_session_lock = threading.Lock()
+
+    def default_session(self) -> Session:
+        """This client's own session, opened on first use, renewed after it is lost."""
+        with self._default_session_lock:
+            session = self._default_session
+            if session is None or session.state is ConnectionState.LOST:
+                session = self._default_session = Session(self, self.session_ttl)
+            return session
+
+    def session(self, ttl: float | None = None) -> Session:
+        """A new explicit session (a context manager: closing it releases all it owns)."""
+        return Session(self, ttl or self.session_ttl)
+
+    def close_session(self) -> None:
+        if self._default_session is not None:
+            self._default_session.close()
+
+    @property
+    def groups(self) -> Groups:
+        return Groups(self, self.default_session)
+
+    # ---- registry (:global) -------------------------------------------------------------------
+    def register_name(self, name: str, value: Any = None, *, timeout: float | None = None) -> bool:
+        """Register ``name`` for this client's session; False if taken (never overwritten)."""
+        body = {"name": name, "value": value, "session": self.default_session().id}
+        return self._request("name_register", body, timeout)["registered"]  # type: ignore[attr-defined]
+
+    def whereis_name(self, name: str, *, consistency: str | None = None,
+                     timeout: float | None = None) -> Any:
+        """The value registered under ``name``, or None when the name is free."""
+        body = {"name": name, "consistency": self._level(consistency)}  # type: ignore[attr-defined]
+        owner = self._request("names_whereis", body, timeout)["owner"]  # type: ignore[attr-defined]
+        return None if owner is None else owner["value"]
+
+    def unregister_name(self, name: str, *, timeout: float | None = None) -> bool:
+        return self._request("name_unregister", {"name": name}, timeout)["unregistered"]  # type: ignore[attr-defined]
+
+    def registered_names(self, *, consistency: str | None = None,
+                         timeout: float | None = None) -> list[str]:
+        body = {"consistency": self._level(consistency)}  # type: ignore[attr-defined]
+        return [n["name"] for n in self._request("names_list", body, timeout)["names"]]  # type: ignore[attr-defined]
+
+    # ---- locks, elections, replicas -----------------------------------------------------------
+    def lock(self, name: str, *, ttl: float | None = None, owner: Any = None) -> Lock:
+        """A fenced FIFO lock; ``ttl`` gives it a session of its own with that TTL."""
+        factory: Callable[[], Session] = self.default_session
+        if ttl is not None:
+            factory = _OwnSession(self, ttl)
+        return Lock(self, name, factory, owner)
+
+    def trans(self, name: str, function: Callable[[], T], *, timeout: float | None = None) -> T:
+        """Run ``function`` under lock ``name`` (like :global.trans)."""
+        return trans(self.lock(name), function, timeout)
+
+    def election(self, name: str) -> Election:
+        return Election(self, name, self.default_session)
+
+    def replicas(self, name: str, worker: Any, *, replication_factor: int = 2,
+                 model: str = "active_passive", member: str | None = None,
+                 priority: int = 0) -> Replicas:
+        """Offer a replica of ``worker`` under ``name``; started (see ``Replicas``)."""
+        return Replicas(self, name, worker, session=self.default_session,
+                        member=member or uuid.uuid4().hex[:12],
+                        replication_factor=replication_factor, model=model,
+                        priority=priority).start()
+
+
+class _OwnSession:
+    """A session made on first use and reused while alive (for ``lock(ttl=...)``)."""
+
+    def __init__(self, api: Any, ttl: float) -> None:
+        self._api, self._ttl = api, ttl
+        self._session: Session | None = None
+
+    def __call__(self) -> Session:
+        if self._session is None or self._session.state is ConnectionState.LOST:
+            self._session = Session(self._api, self._ttl)
+        return self._session

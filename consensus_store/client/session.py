@@ -1,0 +1,113 @@
+"""``Session``: a lease the cluster keeps while this process keeps it alive.
+
+Keepalives go every TTL/3 to any node (followers forward them to the leader).  A failed
+keepalive makes the session SUSPENDED; LOST when the cluster says it is gone, or when a whole
+TTL has passed since the *sending* of the last answered keepalive: by then the leader, whose
+clock starts no earlier than that send, may have expired it.  So a holder stops trusting its
+lock or leadership before anyone else can be granted it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from consensus_store.errors import ConsensusStoreError, NotFound, Unavailable
+from consensus_store.models import ConnectionState
+
+log = logging.getLogger("consensus_store.session")
+Listener = Callable[[ConnectionState], None]
+
+
+class Session:
+    def __init__(self, api: Any, ttl: float = 10.0, *, timeout: float | None = None) -> None:
+        self._api = api
+        result = api._request("session_open", {"ttl": ttl}, timeout)
+        self.id: int = result["session"]["id"]
+        self.ttl: float = result["session"]["ttl"]
+        self.node: str = result["session"]["node"]
+        self._state = ConnectionState.CONNECTED
+        self._last_answered_send = time.monotonic()
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._keep_alive, name=f"session-{self.id}",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def alive(self) -> bool:
+        """True while the session can be trusted (CONNECTED)."""
+        return self._state is ConnectionState.CONNECTED
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        with self._lock:
+            if state is self._state or self._state is ConnectionState.LOST:
+                return
+            self._state = state
+            listeners = list(self._listeners)
+        log.info("session %d: %s", self.id, state.value)
+        for listener in listeners:
+            try:
+                listener(state)
+            except Exception:  # noqa: BLE001 - one listener must not stop the others
+                log.exception("session listener failed")
+
+    def _keep_alive(self) -> None:
+        interval = self.ttl / 3
+        while not self._closed.wait(interval):
+            sent = time.monotonic()
+            try:
+                self._api._request("session_keepalive", {"session": self.id}, interval)
+                self._last_answered_send = sent
+                self._set_state(ConnectionState.CONNECTED)
+            except NotFound:
+                self._set_state(ConnectionState.LOST)
+                return
+            except ConsensusStoreError as exc:
+                if time.monotonic() - self._last_answered_send >= self.ttl:
+                    self._set_state(ConnectionState.LOST)
+                    self._close_quietly()
+                    return
+                log.warning("session %d keepalive failed: %s", self.id, exc)
+                self._set_state(ConnectionState.SUSPENDED)
+
+    def require_alive(self) -> None:
+        if self._state is not ConnectionState.CONNECTED:
+            raise Unavailable(f"session {self.id} is {self._state.value}")
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """End the session now: everything it owns is released at once.  Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._state is not ConnectionState.LOST:
+            self._close_quietly(timeout)
+        self._set_state(ConnectionState.LOST)
+
+    def _close_quietly(self, timeout: float | None = 5.0) -> None:
+        self._closed.set()
+        try:
+            self._api._request("session_close", {"session": self.id}, timeout)
+        except ConsensusStoreError as exc:
+            log.info("session %d close: %s (it will expire)", self.id, exc)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
