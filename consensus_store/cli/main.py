@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 the operation failed (not found, unavailable, compare f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -62,6 +63,13 @@ def _build_parser() -> argparse.ArgumentParser:
     range_.add_argument("prefix", nargs="?", default="")
     range_.add_argument("--limit", type=int, default=0)
     _consistency(range_)
+    client_command("groups", "list process groups")
+    members = client_command("members", "list a group's members")
+    members.add_argument("group")
+    client_command("names", "list registered names")
+    client_command("locks", "list locks with holder, fencing token and waiters")
+    leader = client_command("leader", "show an election's leader and candidates")
+    leader.add_argument("name")
     status = client_command("status", "show every node's role, term and indexes")
     status.add_argument("--watch", action="store_true", help="live dashboard (Ctrl-C to quit)")
     return parser
@@ -154,6 +162,9 @@ def _run_client_command(args: argparse.Namespace) -> int:
             else:
                 console.print(views.kv_table(result.kvs))
                 console.print(f"{len(result.kvs)} of {result.count} keys")
+        elif args.command in COORDINATION_COMMANDS:
+            body, render = COORDINATION_COMMANDS[args.command](client, args)
+            print(json.dumps(body)) if args.json else console.print(render)
         elif args.command == "status":
             if args.watch:
                 from consensus_store.cli.dashboard import watch
@@ -164,6 +175,40 @@ def _run_client_command(args: argparse.Namespace) -> int:
             else:
                 console.print(views.status_table(statuses))
     return 0
+
+
+def _groups(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from consensus_store.cli import views
+    groups = client.groups.which_groups()
+    return groups, views.list_table("group", groups)
+
+
+def _members(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from consensus_store.cli import views
+    members = client.groups.members(args.group)
+    return [dataclasses.asdict(m) for m in members], views.members_table(args.group, members)
+
+
+def _names(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from consensus_store.cli import views
+    names = client.names()
+    return names, views.names_table(names)
+
+
+def _locks(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from consensus_store.cli import views
+    locks = client.locks()
+    return locks, views.locks_table(locks)
+
+
+def _leader(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from consensus_store.cli import views
+    state = {k: v for k, v in client.election(args.name).state().items() if k != "header"}
+    return state, views.election_table(state)
+
+
+COORDINATION_COMMANDS = {"groups": _groups, "members": _members, "names": _names,
+                         "locks": _locks, "leader": _leader}
 
 
 def _emit(args: argparse.Namespace, body: dict[str, Any], text: str) -> None:

@@ -6,7 +6,9 @@ from typing import Iterable
 from rich.table import Table
 from rich.text import Text
 
-from consensus_store.models import KeyValue, NodeStatus, Role
+from typing import Any
+
+from consensus_store.models import KeyValue, Member, NodeStatus, Role
 
 _ROLE_STYLE = {Role.LEADER: "bold green", Role.FOLLOWER: "cyan", Role.CANDIDATE: "yellow",
                Role.DOWN: "bold red"}
@@ -43,3 +45,52 @@ def kv_table(kvs: Iterable[KeyValue]) -> Table:
 def _short(value: object, width: int = 60) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def list_table(title: str, items: Iterable[str]) -> Table:
+    table = Table(title=f"{title}s")
+    table.add_column(title)
+    for item in items:
+        table.add_row(item)
+    return table
+
+
+def members_table(group: str, members: Iterable[Member]) -> Table:
+    table = Table(title=f"members of {group}")
+    for column in ("member", "node", "joined at", "session", "meta"):
+        table.add_column(column)
+    for m in members:
+        table.add_row(m.id, m.node, str(m.revision), str(m.session), _short(m.meta))
+    return table
+
+
+def names_table(names: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title="registered names")
+    for column in ("name", "value", "node", "session"):
+        table.add_column(column)
+    for n in names:
+        table.add_row(n["name"], _short(n.get("value")), n.get("node", ""), str(n["session"]))
+    return table
+
+
+def locks_table(locks: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title="locks")
+    for column in ("lock", "holder session", "token", "owner", "waiting"):
+        table.add_column(column)
+    for lock in locks:
+        holder = lock["holder"] or {}
+        table.add_row(lock["name"], str(holder.get("session", "-")), str(holder.get("token", "-")),
+                      _short(holder.get("owner")), str(len(lock["waiters"])))
+    return table
+
+
+def election_table(state: dict[str, Any]) -> Table:
+    leader = state.get("leader") or {}
+    table = Table(title=f"election {state['name']}: leader {leader.get('member', '-')} "
+                        f"(token {leader.get('token', '-')})")
+    for column in ("candidate", "priority", "node", "since", "leader"):
+        table.add_column(column)
+    for c in state["candidates"]:
+        table.add_row(c["member"], str(c["priority"]), c["node"], str(c["revision"]),
+                      "yes" if c["member"] == leader.get("member") else "")
+    return table

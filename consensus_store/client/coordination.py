@@ -61,8 +61,17 @@ class CoordinationMixin:
 
     def registered_names(self, *, consistency: str | None = None,
                          timeout: float | None = None) -> list[str]:
+        return [n["name"] for n in self.names(consistency=consistency, timeout=timeout)]
+
+    def names(self, *, consistency: str | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every registration: name, value, owning session and its node."""
         body = {"consistency": self._level(consistency)}  # type: ignore[attr-defined]
-        return [n["name"] for n in self._request("names_list", body, timeout)["names"]]  # type: ignore[attr-defined]
+        return self._request("names_list", body, timeout)["names"]  # type: ignore[attr-defined]
+
+    def locks(self, *, consistency: str | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every lock with its holder (session, fencing token) and waiters, oldest first."""
+        body = {"consistency": self._level(consistency)}  # type: ignore[attr-defined]
+        return self._request("locks_list", body, timeout)["locks"]  # type: ignore[attr-defined]
 
     # ---- locks, elections, replicas -----------------------------------------------------------
     def lock(self, name: str, *, ttl: float | None = None, owner: Any = None) -> Lock:

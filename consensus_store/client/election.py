@@ -25,16 +25,17 @@ class Election:
         self.member: str | None = None
         self._prefix: str | None = None
 
-    def _state(self, consistency: str | None = None) -> dict[str, Any]:
+    def state(self, consistency: str | None = None) -> dict[str, Any]:
+        """Leader and candidates (best first), as the node answers them."""
         body = {"name": self.name, "consistency": self._api._level(consistency)}
         return self._api._request("elections_leader", body, None)
 
     def leader(self, *, consistency: str | None = None) -> Leader | None:
-        return Leader.maybe(self._state(consistency)["leader"])
+        return Leader.maybe(self.state(consistency)["leader"])
 
     def candidates(self, *, consistency: str | None = None) -> list[dict[str, Any]]:
         """Live candidates, best first (highest priority, then oldest)."""
-        return self._state(consistency)["candidates"]
+        return self.state(consistency)["candidates"]
 
     def campaign(self, member: str, meta: Any = None, priority: int = 0, *,
                  timeout: float | None = None, block: bool = True) -> Leader | None:
@@ -62,7 +63,7 @@ class Election:
 
     def observe(self, *, deadline: float | None = None) -> Iterator[Leader | None]:
         """Yield the current leader, then each change of leader (until ``deadline``)."""
-        state = self._state()
+        state = self.state()
         current = Leader.maybe(state["leader"])
         yield current
         revision = state["header"]["applied_index"]
@@ -70,7 +71,7 @@ class Election:
         while deadline is None or time.monotonic() < deadline:
             wait = 10.0 if deadline is None else max(0.0, min(10.0, deadline - time.monotonic()))
             revision = wait_for_change(self._api, prefix, revision, wait)
-            state = self._state()
+            state = self.state()
             revision = max(revision, state["header"]["applied_index"])
             leader = Leader.maybe(state["leader"])
             if leader != current:
@@ -79,7 +80,7 @@ class Election:
 
     def observe_changes(self, stop: threading.Event, poll_s: float = 2.0) -> Iterator[None]:
         """Yield now, then after each change to the candidates (and every ``poll_s``)."""
-        revision = self._state()["header"]["applied_index"]
+        revision = self.state()["header"]["applied_index"]
         yield
         prefix = self._prefix or self._election_prefix()
         while not stop.is_set():
