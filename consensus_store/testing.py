@@ -1053,6 +1053,75 @@ def _state_diff(a_id: str, a: dict, b_id: str, b: dict, index: int | None) -> st
     return "\n".join(lines[:20])
 
 
+HAZARD_PATTERNS = (r"CRITICAL pysyncobj\.syncobj: truncating already-applied log entries",)
+
+
+def scan_node_logs(cluster: ProxiedCluster) -> tuple[list[str], list[str]]:
+    """(hazards, warnings) from the node logs: hazards are pysyncobj's own warnings that safety
+    may be at risk (truncating applied entries); warnings are other errors and tracebacks."""
+    hazards, warnings = [], []
+    for node in cluster.nodes.values():
+        try:
+            text = node.log_path.read_text(errors="replace")
+        except OSError:
+            continue
+        for match in re.finditer(r"^.*(?:Traceback|ERROR|CRITICAL|Exception).*$", text, re.M):
+            line = f"{node.id}: {match.group(0)[:240]}"
+            if any(re.search(p, line) for p in HAZARD_PATTERNS):
+                hazards.append(line)
+            else:
+                warnings.append(line)
+    return hazards, warnings
+
+
+def raft_status(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0) -> dict[str, Any]:
+    """pysyncobj's own ``getStatus()`` of one node (next/match indexes, log length...), asked
+    directly on its raft port (not through the proxy), like ``syncobj_admin -status``."""
+    from pysyncobj.utility import TcpUtility
+    config = cluster.nodes[node_id].config
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def ask() -> None:
+        try:
+            answer = TcpUtility(config.secret, timeout).executeCommand(str(config.raft_address),
+                                                                       ["status"])
+            result.update(answer if isinstance(answer, dict) else {"answer": answer})
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            done.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    if not done.wait(timeout + 1):
+        return {"error": "no answer"}
+    return {k: (str(v) if not isinstance(v, (int, float, str, type(None))) else v)
+            for k, v in result.items()}
+
+
+def raft_diagnostics(cluster: ProxiedCluster) -> str:
+    keys = ("state", "raft_term", "leader", "log_len", "commit_idx", "last_applied",
+            "leader_commit_idx")
+    lines = []
+    for node_id in cluster.ids:
+        status = raft_status(cluster, node_id)
+        short = {k: status.get(k) for k in keys if k in status}
+        peers = {k.replace("_server_127.0.0.1:", "@"): v for k, v in status.items()
+                 if k.startswith(("next_node_idx_server", "match_idx_server",
+                                  "partner_node_status_server"))}
+        lines.append(f"  {node_id} ({cluster.nodes[node_id].config.raft_address}): {short} "
+                     f"{peers} {status.get('error', '')}")
+    return "\n".join(lines)
+
+
+def _state_diff(a_id: str, a: dict, b_id: str, b: dict, index: int | None) -> str:
+    lines = [f"{a_id} and {b_id} differ at applied index {index}:"]
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            lines.append(f"  {key!r}: {a_id} {a.get(key)!r}, {b_id} {b.get(key)!r}")
+    return "\n".join(lines[:20])
+
+
 def scan_node_logs(cluster: ProxiedCluster) -> list[str]:
     """Error lines and tracebacks the nodes logged (first lines of each)."""
     findings = []
@@ -1253,10 +1322,11 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 # =============================================================================== one run
 SHORT_SCHEDULES: dict[int, list[tuple[str, float]]] = {
     3: [("kill-leader", 2.0), ("pause-leader", 2.5), ("isolate-leader", 3.0),
-        ("partition", 2.5), ("bridge", 3.0), ("kill-all", 1.0)],
+        ("partition", 2.5), ("kill-node", 2.0), ("bridge", 3.0), ("latency", 2.0),
+        ("partition-leader-minority", 3.0), ("pause-node", 2.0), ("kill-all", 1.0)],
     5: [("kill-leader", 2.0), ("partition-leader-minority", 3.0), ("bridge", 3.0),
         ("pause-leader", 2.5), ("isolate-leader-and-kill", 3.0), ("kill-minority", 2.0),
-        ("kill-all", 1.0)],
+        ("partition", 3.0), ("latency", 2.0), ("bridge", 3.0), ("kill-all", 1.0)],
 }
 
 
@@ -1269,6 +1339,7 @@ class RunReport:
     faults: list[FaultRecord] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
+    hazards: list[str] = field(default_factory=list)     # logged risks, no violation seen
     warnings: list[str] = field(default_factory=list)
     artifacts: Path | None = None
     check_s: float = 0.0
@@ -1297,6 +1368,9 @@ class RunReport:
                 lines.append(f"    ... {len(found) - 5} more {kind}")
         if self.undecided:
             lines += ["undecided:"] + [f"  {u}" for u in self.undecided]
+        if self.hazards:
+            lines.append(f"hazards (logged by the nodes; no violation observed): {len(self.hazards)}")
+            lines += [f"  {h}" for h in self.hazards[:10]]
         if self.warnings:
             lines.append(f"warnings: {len(self.warnings)}")
             lines += [f"  {w}" for w in self.warnings[:15]]
@@ -1367,7 +1441,9 @@ def run_nemesis(root: Path, *, nodes: int = 3, seed: int = 0,
         report.anomalies += check_sessions(ops)
         report.anomalies += check_values(ops, states)
         report.anomalies += check_no_lost_writes(ops, states)
-        report.warnings += scan_node_logs(cluster)
+        hazards, warnings = scan_node_logs(cluster)
+        report.hazards += hazards
+        report.warnings += warnings
         report.check_s = time.monotonic() - check_started
     except BaseException as exc:
         report.anomalies.append(Anomaly("harness", f"run aborted: {type(exc).__name__}: {exc}"))

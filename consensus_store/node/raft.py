@@ -156,7 +156,11 @@ class RaftRunner:
     # ---- lifecycle (any thread) -------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
         _check_bindable(self._config)
-        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{self._config.path}: data_dir: cannot create "
+                              f"{self._config.data_dir}: {exc.strerror or exc}") from None
         self._running.set()
         self._thread.start()
         if not self._started.wait(timeout):

@@ -112,7 +112,8 @@ class Node(KVApi, CoordinationMixin):
         """Release the node's session, stop serving, flush the journal.  Idempotent."""
         if self._loop.is_closed():
             return
-        if self._started:
+        was_started = self._started
+        if was_started:
             self.close_session()
         if self._site_runner is not None and self._loop.is_running():
             try:
@@ -129,7 +130,8 @@ class Node(KVApi, CoordinationMixin):
         if not self._loop.is_running():
             self._loop.close()
         self._started = False
-        log.info("node %s stopped", self.config.id)
+        if was_started:
+            log.info("node %s stopped", self.config.id)
 
     def __enter__(self) -> "Node":
         if not self._started:

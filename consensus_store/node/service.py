@@ -44,7 +44,11 @@ class KVService:
 
     def header(self) -> dict[str, Any]:
         store = self.runner.store
-        return {"node": self.config.id, "applied_index": self.proposer.applied_index,
+        # The machine's index moves before pysyncobj's counter: a read that saw entry k must
+        # report at least k, or a session read elsewhere could go back in time.
+        applied = max(self.proposer.applied_index,
+                      store.machine.applied_index if store is not None else 0)
+        return {"node": self.config.id, "applied_index": applied,
                 "leader": self.leader_id(),
                 "revision": store.machine.revision if store is not None else 0}
 
