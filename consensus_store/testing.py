@@ -1122,17 +1122,6 @@ def _state_diff(a_id: str, a: dict, b_id: str, b: dict, index: int | None) -> st
     return "\n".join(lines[:20])
 
 
-def scan_node_logs(cluster: ProxiedCluster) -> list[str]:
-    """Error lines and tracebacks the nodes logged (first lines of each)."""
-    findings = []
-    for node in cluster.nodes.values():
-        try:
-            text = node.log_path.read_text(errors="replace")
-        except OSError:
-            continue
-        for match in re.finditer(r"^.*(?:Traceback|ERROR|CRITICAL|Exception).*$", text, re.M):
-            findings.append(f"{node.id}: {match.group(0)[:200]}")
-    return findings
 
 
 # =============================================================================== nemesis

@@ -53,7 +53,7 @@ class Election:
         for leader in self.observe(deadline=deadline):
             if leader is not None and leader.member == member:
                 return leader
-            self.session.require_alive()
+            self.session.require_alive(deadline)
         raise Timeout(f"not elected in {self.name!r} within {timeout}s")
 
     def is_leader(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from consensus_store.client.session import Session
 from consensus_store.client.watching import wait_for_change
-from consensus_store.errors import Timeout
+from consensus_store.errors import ConsensusStoreError, Timeout
 
 T = TypeVar("T")
 
@@ -42,6 +42,14 @@ class Lock:
         body = {"name": self.name, "session": self.session.id, "owner": self.owner}
         result = self._api._request("lock_acquire", body, None)
         self._key, token = result["key"], result["token"]
+        try:
+            return self._wait_for_turn(token, deadline, blocking)
+        except BaseException:
+            self._give_up_quietly()   # else our stale waiter entry would block the next try
+            raise
+
+    def _wait_for_turn(self, token: int, deadline: float | None, blocking: bool) -> bool:
+        assert self._key is not None and self.session is not None
         revision = token
         while True:
             body = {"name": self.name, "consistency": self._api._level(None)}
@@ -54,10 +62,16 @@ class Lock:
             if not blocking or (remaining is not None and remaining <= 0):
                 self._give_up()
                 return False
-            self.session.require_alive()
+            self.session.require_alive(deadline)
             wait = 10.0 if remaining is None else min(10.0, remaining)
             revision = wait_for_change(self._api, self._key.rsplit("/", 1)[0] + "/", revision,
                                        wait, status["header"]["applied_index"])
+
+    def _give_up_quietly(self) -> None:
+        try:
+            self._give_up()
+        except ConsensusStoreError:
+            pass   # the entry goes with the session at the latest
 
     def _give_up(self) -> None:
         key, self._key = self._key, None

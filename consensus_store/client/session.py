@@ -31,6 +31,7 @@ class Session:
         self._last_answered_send = time.monotonic()
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._keep_alive, name=f"session-{self.id}",
                                         daemon=True)
@@ -59,6 +60,7 @@ class Session:
             if state is self._state or self._state is ConnectionState.LOST:
                 return
             self._state = state
+            self._changed.notify_all()
             listeners = list(self._listeners)
         log.info("session %d: %s", self.id, state.value)
         for listener in listeners:
@@ -86,9 +88,17 @@ class Session:
                 log.warning("session %d keepalive failed: %s", self.id, exc)
                 self._set_state(ConnectionState.SUSPENDED)
 
-    def require_alive(self) -> None:
-        if self._state is not ConnectionState.CONNECTED:
-            raise Unavailable(f"session {self.id} is {self._state.value}")
+    def require_alive(self, deadline: float | None = None) -> None:
+        """Return once CONNECTED; while SUSPENDED wait (until the monotonic ``deadline``, if
+        given); raise Unavailable when LOST or when the deadline passes."""
+        with self._changed:
+            while self._state is ConnectionState.SUSPENDED:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            if self._state is not ConnectionState.CONNECTED:
+                raise Unavailable(f"session {self.id} is {self._state.value}")
 
     def close(self, timeout: float | None = 5.0) -> None:
         """End the session now: everything it owns is released at once.  Idempotent."""

@@ -14,6 +14,7 @@ import threading
 import time
 
 from consensus_store.client import Client
+from consensus_store.errors import ConsensusStoreError
 
 TTL_S = 1.5
 
@@ -49,11 +50,15 @@ def main(argv: list[str]) -> None:
     elif role == "lock":
         while True:
             lock = client.lock(name, owner=ident)
-            if lock.acquire(timeout=30):
-                say(event="granted", token=lock.token, id=ident)
-                time.sleep(0.05)
-                say(event="releasing", token=lock.token, id=ident)
-                lock.release()
+            try:
+                if lock.acquire(timeout=30):
+                    say(event="granted", token=lock.token, id=ident)
+                    time.sleep(0.05)
+                    say(event="releasing", token=lock.token, id=ident)
+                    lock.release()
+            except ConsensusStoreError as exc:   # e.g. the session was lost: try again
+                say(event="error", error=str(exc), id=ident)
+                time.sleep(0.2)
     elif role == "campaign":
         leader = client.election(name).campaign(ident)
         say(event="leader", member=ident, token=leader.token if leader else None)
