@@ -28,6 +28,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     **{op: ("POST", path) for op, path in COORDINATION_WRITES.items()},
     **{op: ("POST", path) for op, path in COORDINATION_READS.items()},
     "status": ("GET", "/v1/status"), "sessions": ("GET", "/v1/sessions"),
+    "digest": ("GET", "/v1/digest"),
     "watch": ("POST", "/v1/watch"), "session_open": ("POST", "/v1/session/open"),
     "session_keepalive": ("POST", "/v1/session/keepalive"),
     "session_close": ("POST", "/v1/session/close"),

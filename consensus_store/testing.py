@@ -1074,54 +1074,33 @@ def scan_node_logs(cluster: ProxiedCluster) -> tuple[list[str], list[str]]:
     return hazards, warnings
 
 
-def raft_status(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0) -> dict[str, Any]:
-    """pysyncobj's own ``getStatus()`` of one node (next/match indexes, log length...), asked
-    directly on its raft port (not through the proxy), like ``syncobj_admin -status``."""
-    from pysyncobj.utility import TcpUtility
-    config = cluster.nodes[node_id].config
-    result: dict[str, Any] = {}
-    done = threading.Event()
-
-    def ask() -> None:
-        try:
-            answer = TcpUtility(config.secret, timeout).executeCommand(str(config.raft_address),
-                                                                       ["status"])
-            result.update(answer if isinstance(answer, dict) else {"answer": answer})
-        except Exception as exc:  # noqa: BLE001 - diagnostics only
-            result["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            done.set()
-
-    threading.Thread(target=ask, daemon=True).start()
-    if not done.wait(timeout + 1):
-        return {"error": "no answer"}
-    return {k: (str(v) if not isinstance(v, (int, float, str, type(None))) else v)
-            for k, v in result.items()}
+@dataclass
+class SafetyResult:
+    anomalies: list[Anomaly] = field(default_factory=list)
+    undecided: list[str] = field(default_factory=list)
+    hazards: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    states: dict[str, dict[str, tuple[Any, int]]] = field(default_factory=dict)
 
 
-def raft_diagnostics(cluster: ProxiedCluster) -> str:
-    keys = ("state", "raft_term", "leader", "log_len", "commit_idx", "last_applied",
-            "leader_commit_idx")
-    lines = []
-    for node_id in cluster.ids:
-        status = raft_status(cluster, node_id)
-        short = {k: status.get(k) for k in keys if k in status}
-        peers = {k.replace("_server_127.0.0.1:", "@"): v for k, v in status.items()
-                 if k.startswith(("next_node_idx_server", "match_idx_server",
-                                  "partner_node_status_server"))}
-        lines.append(f"  {node_id} ({cluster.nodes[node_id].config.raft_address}): {short} "
-                     f"{peers} {status.get('error', '')}")
-    return "\n".join(lines)
-
-
-def _state_diff(a_id: str, a: dict, b_id: str, b: dict, index: int | None) -> str:
-    lines = [f"{a_id} and {b_id} differ at applied index {index}:"]
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            lines.append(f"  {key!r}: {a_id} {a.get(key)!r}, {b_id} {b.get(key)!r}")
-    return "\n".join(lines[:20])
-
-
+def check_safety(cluster: ProxiedCluster, workload: Workload,
+                 lincheck_timeout_s: float | None = 300.0,
+                 convergence_timeout_s: float = 60.0) -> SafetyResult:
+    """The checks every fault run ends with, once the faults are healed and the workload is
+    stopped: (d) convergence, (a) linearizability, (b) sessions, (c) no lost write, value /
+    revision consistency, unexpected client errors, node log hazards."""
+    result = SafetyResult()
+    result.states, convergence = wait_converged(cluster, convergence_timeout_s)
+    result.anomalies += convergence
+    ops = list(workload.ops)
+    result.anomalies += [Anomaly("unexpected-error", u) for u in workload.unexpected]
+    lin, result.undecided = check_linearizable(workload.history.events(), lincheck_timeout_s)
+    result.anomalies += lin
+    result.anomalies += check_sessions(ops)
+    result.anomalies += check_values(ops, result.states)
+    result.anomalies += check_no_lost_writes(ops, result.states)
+    result.hazards, result.warnings = scan_node_logs(cluster)
+    return result
 
 
 # =============================================================================== nemesis
@@ -1378,7 +1357,7 @@ def run_nemesis(root: Path, *, nodes: int = 3, seed: int = 0,
     """Start a proxied cluster, run the workload under faults, heal, check everything.
 
     ``schedule``: (fault, hold seconds) pairs, run in order.  ``duration_s``: then keep
-    injecting random faults (seeded) until that much time has passed since the first fault.
+    injecting random faults (seeded) for that many more seconds.
     Artifacts (history.jsonl for tools/lincheck.py, operations.jsonl, faults.txt, report.txt,
     node logs) stay in ``root``.
     """
@@ -1401,14 +1380,15 @@ def run_nemesis(root: Path, *, nodes: int = 3, seed: int = 0,
         nemesis = Nemesis(cluster, workload, rng, log)
         steps = list(schedule or [])
         weighted = [f for f in faults for _ in range(FAULT_WEIGHTS.get(f, 1))]
-        first_fault = time.monotonic()
-        for step in range(10_000):                      # bounded
+        random_since: float | None = None
+        for step in range(100_000):                     # bounded
             if steps:
                 name, hold = steps.pop(0)
-            elif duration_s is not None and time.monotonic() - first_fault < duration_s:
-                name, hold = rng.choice(weighted), rng.uniform(*hold_range)
             else:
-                break
+                random_since = random_since or time.monotonic()
+                if duration_s is None or time.monotonic() - random_since >= duration_s:
+                    break
+                name, hold = rng.choice(weighted), rng.uniform(*hold_range)
             nemesis.run(name, hold)
             time.sleep(rng.uniform(*gap_range))         # normal operation between faults
         nemesis.heal_all()
@@ -1418,21 +1398,14 @@ def run_nemesis(root: Path, *, nodes: int = 3, seed: int = 0,
             report.warnings.append("some workers did not stop in time")
         check_started = time.monotonic()
         nemesis.check_crashes()
-        states, convergence = wait_converged(cluster)
-        report.anomalies += nemesis.anomalies + convergence
+        report.anomalies += nemesis.anomalies
         report.faults = nemesis.records
-        ops = list(workload.ops)
         report.ops = workload.summary()
-        report.anomalies += [Anomaly("unexpected-error", u) for u in workload.unexpected]
-        lin, undecided = check_linearizable(workload.history.events(), lincheck_timeout_s)
-        report.anomalies += lin
-        report.undecided += undecided
-        report.anomalies += check_sessions(ops)
-        report.anomalies += check_values(ops, states)
-        report.anomalies += check_no_lost_writes(ops, states)
-        hazards, warnings = scan_node_logs(cluster)
-        report.hazards += hazards
-        report.warnings += warnings
+        safety = check_safety(cluster, workload, lincheck_timeout_s)
+        report.anomalies += safety.anomalies
+        report.undecided += safety.undecided
+        report.hazards += safety.hazards
+        report.warnings += safety.warnings
         report.check_s = time.monotonic() - check_started
     except BaseException as exc:
         report.anomalies.append(Anomaly("harness", f"run aborted: {type(exc).__name__}: {exc}"))

@@ -43,6 +43,7 @@ def create_app(service: KVService) -> web.Application:
     app.router.add_post("/v1/session/keepalive", _session_keepalive)
     app.router.add_post("/v1/session/close", _session_close)
     app.router.add_get("/v1/sessions", _sessions)
+    app.router.add_get("/v1/digest", _digest)
     return app
 
 
@@ -155,6 +156,10 @@ async def _session_keepalive(request: web.Request) -> web.Response:
 async def _session_close(request: web.Request) -> web.Response:
     body = await _body(request)
     return _reply(request, await request.app[SERVICE].session_close(body, _timeout(body)))
+
+
+async def _digest(request: web.Request) -> web.Response:
+    return _reply(request, request.app[SERVICE].digest())
 
 
 async def _sessions(request: web.Request) -> web.Response:

@@ -69,7 +69,7 @@ class NativeServer:
             "session_keepalive": lambda body: service.session_keepalive(body),
             "session_close": lambda body: service.session_close(body, request_timeout(body)),
         }
-        self.ops = sorted({"auth", "sessions", *self.reads, *self.writes, *self.others})
+        self.ops = sorted({"auth", "sessions", "digest", *self.reads, *self.writes, *self.others})
 
     async def start(self) -> None:
         address = self.service.config.native_address
@@ -184,8 +184,8 @@ class _Connection(asyncio.Protocol):
                 self._spawn(request_id, self.service.write(op, message, request_timeout(message)))
             elif op in server.others:
                 self._spawn(request_id, server.others[op](message))
-            elif op == "sessions":
-                self._reply(request_id, 200, self.service.sessions())
+            elif op in ("sessions", "digest"):
+                self._reply(request_id, 200, self.service.handle_now(op))
             else:
                 raise InvalidRequest(f"unknown op {op!r:.40}; ops: {', '.join(server.ops)}")
         except ConsensusStoreError as exc:   # raised before any task started

@@ -123,7 +123,11 @@ class Proposer:
         group = self._next_barrier
         if not self._barrier_running:
             self._loop.create_task(self._run_barriers(timeout))
-        return await asyncio.wait_for(asyncio.shield(group), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(group), timeout)
+        except asyncio.TimeoutError:
+            raise Timeout(f"read barrier not confirmed within {timeout:g}s (no quorum reachable "
+                          "from this node?); retry on another node") from None
 
     async def _run_barriers(self, timeout: float) -> None:
         self._barrier_running = True

@@ -65,14 +65,31 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
     )
 
 
-class _ForwardOnlyTransport(TCPTransport):
-    """TCPTransport that syncs a durable journal before acks, and whose leader never moves a
-    follower's next index backwards on an ack.
+class _GuardedTransport(TCPTransport):
+    """TCPTransport that syncs a durable journal before acks and corrects how pysyncobj's leader
+    moves a follower's next index on replies (all checks run on the raft thread).
 
-    pysyncobj sets nextIndex to the acknowledged index even when later entries are already in
-    flight, so the hybrid flush would resend them (shared/notes/performance.md, lesson 3).
-    Keeping the larger value is safe: a follower missing entries answers with a reset.
+    pysyncobj applies every ``next_node_idx`` reply as it comes, which goes wrong because the
+    hybrid flush keeps several AppendEntries in flight per follower:
+    - an ack sets nextIndex back to the acked index although later entries are already on
+      their way, so they would be sent again (shared/notes/performance.md, lesson 3): an ack
+      only ever moves it forward;
+    - a reset older than what the follower has acknowledged in this term (a late answer to an
+      earlier probe) would make the leader resend acked entries, and pysyncobj's follower then
+      truncates its log behind them, even though they match; for a moment it lacks entries that
+      count towards commits.  Such resets are ignored (a follower that keeps asking for them,
+      say after losing its page cache, is believed after ``STALE_RESETS_BELIEVED`` answers);
+    - while probing for the point where the logs agree, one burst gets a "conflict at p, go
+      to p" answer and then "too short, go to end+1" answers; applied in order they undo each
+      other forever.  Until the next ack the next index only goes down.
     """
+
+    STALE_RESETS_BELIEVED = 50
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._probe_floor: dict[Any, tuple[int, int]] = {}   # node -> (term, lowest reset)
+        self._stale_resets: dict[Any, int] = {}
 
     def send(self, node: Any, message: Any) -> bool:
         if isinstance(message, dict) and message.get("type") in FLUSH_TRIGGERS:
@@ -83,14 +100,37 @@ class _ForwardOnlyTransport(TCPTransport):
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         if not (isinstance(message, dict) and message.get("type") == "next_node_idx"
-                and message.get("success") and not message.get("reset")):
+                and self._syncObj._isLeader()):
             super()._onMessageReceived(node, message)
             return
-        next_index = self._syncObj._SyncObj__raftNextIndex
+        store = self._syncObj
+        next_index = store._SyncObj__raftNextIndex
         before = next_index.get(node)
+        if message.get("reset"):
+            message = self._guard_reset(node, message, store)
+        elif message.get("success"):
+            self._probe_floor.pop(node, None)
+            self._stale_resets.pop(node, None)
         super()._onMessageReceived(node, message)
-        if before is not None and next_index.get(node, 0) < before:
+        if message.get("success") and before is not None and next_index.get(node, 0) < before:
             next_index[node] = before
+
+    def _guard_reset(self, node: Any, message: dict[str, Any], store: Any) -> dict[str, Any]:
+        wanted = message["next_node_idx"]
+        term = store._getTerm()
+        if wanted <= store._SyncObj__raftMatchIndex.get(node, 0):
+            stale = self._stale_resets.get(node, 0) + 1
+            self._stale_resets[node] = stale
+            if stale < self.STALE_RESETS_BELIEVED:
+                return {**message, "reset": False, "success": False}   # only "still alive"
+            log.warning("follower %s keeps asking for entries it acknowledged; resending", node)
+            store._SyncObj__raftMatchIndex[node] = wanted - 1
+        self._stale_resets.pop(node, None)
+        floor_term, floor = self._probe_floor.get(node, (term, wanted))
+        if floor_term == term:
+            wanted = min(wanted, floor)
+        self._probe_floor[node] = (term, wanted)
+        return {**message, "next_node_idx": wanted}
 
 
 class ReplicatedStore(SyncObj):
@@ -102,7 +142,7 @@ class ReplicatedStore(SyncObj):
         self.state_lock = threading.Lock()
         self.on_events: Callable[[int, list[dict[str, Any]]], None] | None = None
         self.durable_journal: DurableJournal | None = None
-        super().__init__(self_address, peer_addresses, conf, transportClass=_ForwardOnlyTransport)
+        super().__init__(self_address, peer_addresses, conf, transportClass=_GuardedTransport)
         if fsync:
             self.durable_journal = make_durable(self._SyncObj__raftLog, conf.fullDumpFile)
         self.machine = StateMachine()

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from consensus_store.config import MAX_KEY_BYTES, NodeConfig
-from consensus_store.errors import InvalidRequest, PayloadTooLarge
+from consensus_store.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from consensus_store.models import Consistency
 from consensus_store.node.coordination_api import QUERIES
 from consensus_store.protocol import COORDINATION_WRITES, KV_WRITE_OPS
@@ -61,7 +61,10 @@ class KVService:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(status))
 
         self.runner.call_on_raft_thread(collect)
-        raft = await asyncio.wait_for(future, 5.0)
+        try:
+            raft = await asyncio.wait_for(future, 5.0)
+        except asyncio.TimeoutError:
+            raise Unavailable("the raft thread did not answer within 5s") from None
         machine = self.runner.store.machine  # type: ignore[union-attr]
         return {
             "id": self.config.id, "role": raft.role, "term": raft.term,
@@ -226,6 +229,13 @@ class KVService:
         return await self.leases.keepalive(_session_id(body), self.leader_id(),
                                            forwarded=bool(body.get("forwarded")))
 
+    def digest(self) -> dict[str, Any]:
+        """Digest of the replicated state, with the index it covers (for convergence checks)."""
+        store = self.runner.store
+        assert store is not None
+        with store.state_lock:
+            return {"digest": store.machine.digest(), "index": store.machine.applied_index}
+
     def sessions(self) -> dict[str, Any]:
         store = self.runner.store
         assert store is not None
@@ -265,8 +275,14 @@ class KVService:
             return await self.watch(body)
         if op == "status":
             return await self.status()
+        return self.handle_now(op)
+
+    def handle_now(self, op: str) -> dict[str, Any]:
+        """The ops answered without waiting."""
         if op == "sessions":
             return self.sessions()
+        if op == "digest":
+            return self.digest()
         raise InvalidRequest(f"unknown op {op!r}")
 
     def _timeout(self, timeout: float | None) -> float:
