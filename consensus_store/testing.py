@@ -963,6 +963,14 @@ def node_state(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0
     return {kv.key: (kv.value, kv.mod_revision) for kv in result.kvs}
 
 
+def node_digest(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0
+                ) -> tuple[str, int, dict[str, str]]:
+    """(digest of the whole replicated state, the index it covers, digest of each part)."""
+    with cluster.client([node_id], timeout=timeout) as client:
+        result = client._request("digest", {}, timeout)
+    return result["digest"], result["index"], result["parts"]
+
+
 def wait_converged(cluster: ProxiedCluster, timeout: float = 60.0
                    ) -> tuple[dict[str, dict[str, tuple[Any, int]]], list[Anomaly]]:
     """(d) wait until every node reports the same applied index (unchanged while their states
@@ -977,6 +985,7 @@ def wait_converged(cluster: ProxiedCluster, timeout: float = 60.0
         if len(before) == len(cluster.ids) and len(marks) == 1:
             try:
                 states = {n: node_state(cluster, n) for n in cluster.ids}
+                digests = {n: node_digest(cluster, n) for n in cluster.ids}
             except Exception:  # noqa: BLE001 - a node went away: try again
                 time.sleep(0.2)
                 continue
@@ -990,6 +999,10 @@ def wait_converged(cluster: ProxiedCluster, timeout: float = 60.0
                     if state != states[reference_id]:
                         anomalies.append(Anomaly("divergence", _state_diff(
                             reference_id, states[reference_id], node_id, state, index)))
+                    elif digests[node_id] != digests[reference_id]:
+                        # same keys, yet sessions or the at-most-once tables differ
+                        anomalies.append(Anomaly("divergence", f"state digests differ at "
+                                                 f"index {index}: {digests}"))
                 return states, anomalies
         time.sleep(0.2)
     summary = ", ".join(f"{n}: applied {s.applied_index} commit {s.commit_index} "

@@ -87,7 +87,9 @@ class Proposer:
                 self._advance_applied(index)
                 if "error" in outcome:
                     raise error_from_json(400, outcome)
-                return index, outcome
+                # A copy: the state machine keeps this dict for at-most-once answers, and
+                # callers add to theirs (the answer's header).
+                return index, dict(outcome)
             last_error = _FAIL_NAMES.get(error, str(error))
             await asyncio.sleep(min(RETRY_BACKOFF_S, max(0.0, deadline - self._loop.time())))
         raise Timeout(f"write not confirmed within {timeout:g}s ({last_error}); "

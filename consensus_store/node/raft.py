@@ -99,6 +99,12 @@ class _GuardedTransport(TCPTransport):
         return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
+        if (isinstance(message, dict) and message.get("type") == "append_entries"
+                and message.get("entries") and "prevLogIdx" in message
+                and "transmission" not in message):
+            message = self._skip_matching_entries(node, message)
+            if message is None:
+                return
         if not (isinstance(message, dict) and message.get("type") == "next_node_idx"
                 and self._syncObj._isLeader()):
             super()._onMessageReceived(node, message)
@@ -114,6 +120,49 @@ class _GuardedTransport(TCPTransport):
         super()._onMessageReceived(node, message)
         if message.get("success") and before is not None and next_index.get(node, 0) < before:
             next_index[node] = before
+
+    def _skip_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Follower side: never truncate entries that match the leader's (Raft, section 5.3).
+
+        pysyncobj deletes everything after prevLogIdx before appending, even entries identical
+        to the ones sent.  So a resent batch shortens the log below what this node has
+        acknowledged, and a vote or a crash at that moment can lose committed entries.  Here
+        the entries this log already holds with the same term are dropped from the message;
+        only a real conflict reaches pysyncobj's truncation.  Returns None when the message
+        was fully handled here.
+        """
+        store = self._syncObj
+        if message["term"] < store._getTerm():
+            return message                          # stale leader: pysyncobj ignores it
+        log = store._SyncObj__raftLog
+        first, last = log[0][1], log[-1][1]
+
+        def term_at(index: int) -> int | None:
+            return log[index - first][2] if first <= index <= last else None
+
+        prev = message["prevLogIdx"]
+        if term_at(prev) != message["prevLogTerm"]:
+            return message                          # pysyncobj answers with a reset
+        entries = message["entries"]
+        skip = 0
+        while skip < len(entries) and term_at(entries[skip][1]) == entries[skip][2]:
+            skip += 1
+        if skip == 0:
+            return message
+        verified = entries[skip - 1][1]             # last index known to equal the leader's
+        if skip < len(entries) or verified == last:
+            return {**message, "prevLogIdx": verified, "prevLogTerm": entries[skip - 1][2],
+                    "entries": entries[skip:]}
+        # Everything sent is already here, and more after it that the leader has not vouched
+        # for: take the leader's term, leadership and commit (capped at what was verified),
+        # and acknowledge up to the verified index ourselves.
+        capped = {key: value for key, value in message.items()
+                  if key not in ("prevLogIdx", "prevLogTerm", "entries")}
+        capped["commit_index"] = min(message["commit_index"], verified)
+        super()._onMessageReceived(node, capped)
+        self.send(node, {"type": "next_node_idx", "next_node_idx": verified + 1,
+                         "reset": False, "success": True})
+        return None
 
     def _guard_reset(self, node: Any, message: dict[str, Any], store: Any) -> dict[str, Any]:
         wanted = message["next_node_idx"]

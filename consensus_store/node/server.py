@@ -6,6 +6,7 @@ node's proposer, so they are replicated like any client's), and reads straight f
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 from pathlib import Path
@@ -28,6 +29,14 @@ from consensus_store.node.service import KVService
 from consensus_store.node.watch import WatchHub
 
 log = logging.getLogger("consensus_store.node")
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _private(value: Any) -> Any:
+    """A value the caller may change without changing the replica's memory."""
+    return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
 
 
 class _ListenError(Exception):
@@ -170,7 +179,9 @@ class Node(KVApi, CoordinationMixin):
             if store is None:
                 raise Unavailable("node is not running")
             record = store.machine.keyspace.records.get(key)
-            return KeyValue(key, *record) if record is not None else None
+            if record is None:
+                return None
+            return KeyValue(key, _private(record[0]), *record[1:])
         return super().get(key, consistency=consistency, timeout=timeout)
 
     def get_value(self, key: str, default: Any = None) -> Any:
@@ -178,7 +189,7 @@ class Node(KVApi, CoordinationMixin):
         store = self._runner.store
         if store is None:
             raise Unavailable("node is not running")
-        return store.machine.get_value(key, default)
+        return _private(store.machine.get_value(key, default))
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         return self._call(self._service.status(), timeout)

@@ -234,7 +234,8 @@ class KVService:
         store = self.runner.store
         assert store is not None
         with store.state_lock:
-            return {"digest": store.machine.digest(), "index": store.machine.applied_index}
+            return {"digest": store.machine.digest(), "parts": store.machine.digest_parts(),
+                    "index": store.machine.applied_index}
 
     def sessions(self) -> dict[str, Any]:
         store = self.runner.store

@@ -271,9 +271,13 @@ class StateMachine:
 
     def digest(self) -> str:
         """SHA-256 of the whole replicated state: equal on replicas that applied the same log."""
+        return _sha256(self.digest_parts())
+
+    def digest_parts(self) -> dict[str, str]:
+        """Digests of each part of the state, to tell which part of two replicas differs."""
         state = self._plain_state()
         state.pop("applied_index")  # a replica may have applied a trailing no-op more or less
-        return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+        return {part: _sha256(value) for part, value in state.items()}
 
     # ---- snapshots: plain builtins only, so old snapshots load in new code ----------------
     def _plain_state(self) -> dict[str, Any]:
@@ -302,3 +306,7 @@ def _user_key(command: dict[str, Any]) -> str:
         raise InvalidRequest(f"keys under {RESERVED_PREFIX!r} are written only by the "
                              "coordination ops (groups, names, locks, elections)")
     return key
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
