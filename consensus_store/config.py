@@ -37,7 +37,7 @@ class Peer:
 
 @dataclass(frozen=True)
 class RaftTiming:
-    heartbeat_interval_s: float = 0.05
+    heartbeat_interval_s: float = 0.1
     election_timeout_min_s: float = 0.5
     election_timeout_max_s: float = 1.2
     leader_fallback_timeout_s: float = 0.5

@@ -157,7 +157,8 @@ def free_ports(count: int) -> list[int]:
 
 
 def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = None,
-                          raft_table: dict[str, float] | None = None) -> list[Path]:
+                          raft_table: dict[str, float] | None = None,
+                          durability: str = "process") -> list[Path]:
     """Write one config per node for a fresh loopback cluster on free ports."""
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports(3 * size)
@@ -168,7 +169,7 @@ def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = N
         lines = [f'id = "{node_id}"', f'raft_address = "127.0.0.1:{raft_port}"',
                  f'api_address = "127.0.0.1:{api_port}"',
                  f'native_address = "127.0.0.1:{native_port}"', f'data_dir = "data/{node_id}"',
-                 f'secret = "{secret}"', ""]
+                 f'secret = "{secret}"', f'durability = "{durability}"', ""]
         for peer_id, peer_raft, peer_api, peer_native in nodes:
             if peer_id != node_id:
                 lines += ["[[peers]]", f'id = "{peer_id}"', f'raft_address = "127.0.0.1:{peer_raft}"',

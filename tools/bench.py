@@ -66,6 +66,8 @@ import aiohttp  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from consensus_store.client import AsyncClient  # noqa: E402
+from consensus_store.errors import ConsensusStoreError  # noqa: E402
 from consensus_store.launcher import LocalCluster, free_ports, write_cluster_configs  # noqa: E402
 
 RAW_SCRIPT = Path(__file__).resolve().parent / "bench_raw_pysyncobj.py"
@@ -80,6 +82,9 @@ RATIOS = [  # (label, our op, other system, its op)
     ("get local vs etcd serializable", "get local", "etcd", "range serializable"),
     ("get session vs etcd serializable", "get session", "etcd", "range serializable"),
     ("get linearizable vs etcd linearizable", "get linearizable", "etcd", "range linearizable"),
+    ("python client (native) put vs etcd put", "client put", "etcd", "put"),
+    ("python client (native) get session vs etcd serializable", "client get session", "etcd",
+     "range serializable"),
 ]
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -268,20 +273,74 @@ class HttpTarget:
             await probe(self.session, workload)
 
 
+@dataclass
+class ClientTarget:
+    """Our own Python ``AsyncClient`` over the native protocol: the same load shape as the HTTP
+    generator (N concurrent requests in one process), but the client is ours, so this compares
+    what a Python program gets from us with what the shared HTTP generator gets from etcd."""
+    name: str
+    client: AsyncClient
+    keys: int
+    ops: list[str] = field(default_factory=lambda: ["client put", "client get session"])
+
+    async def measure(self, op: str, concurrency: int, plan: Plan) -> Run:
+        if plan.warmup > 0:
+            await self._load(op, concurrency, plan.warmup, plan.max_ops)
+        return await self._load(op, concurrency, plan.seconds, plan.max_ops)
+
+    async def _load(self, op: str, concurrency: int, seconds: float, max_ops: int) -> Run:
+        latencies: list[float] = []
+        errors: list[str] = []
+        counter = itertools.count()
+        start = time.perf_counter()
+        deadline = start + seconds
+        call = (lambda i: self.client.put(key(i % self.keys), VALUE)) if op == "client put" else \
+            (lambda i: self.client.get(key(i % self.keys), consistency="session"))
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline and (i := next(counter)) < max_ops:
+                sent = time.perf_counter()
+                try:
+                    answer = await call(i)
+                except ConsensusStoreError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if answer is None or answer.value != VALUE:
+                    errors.append(f"unexpected answer {answer!r:.200}")
+                    continue
+                latencies.append((time.perf_counter() - sent) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return summarize(latencies, len(errors), time.perf_counter() - start,
+                         errors[0] if errors else None)
+
+
+async def start_client_target(native_endpoints: list[str], leader_index: int, token: str,
+                              keys: int, stack: contextlib.AsyncExitStack) -> ClientTarget:
+    ordered = native_endpoints[leader_index:] + native_endpoints[:leader_index]  # leader first
+    client = AsyncClient(ordered, token=token, timeout=REQUEST_TIMEOUT_S)
+    stack.push_async_callback(client.aclose)
+    return ClientTarget("ours", client, keys)
+
+
 # ---- consensus_store ----------------------------------------------------------------------------
 async def start_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.AsyncExitStack,
                      session: aiohttp.ClientSession
-                     ) -> tuple[HttpTarget, dict[str, int], list[Path]]:
-    """Our cluster (started here unless --endpoints): target, node PIDs, node log files."""
+                     ) -> tuple[list[Target], dict[str, int], list[Path]]:
+    """Our cluster (started here unless --endpoints): targets, node PIDs, node log files."""
     pids: dict[str, int] = {}
     logs: list[Path] = []
+    native: list[str] = []
     if args.endpoints:
         endpoints, token = args.endpoints.split(","), args.token
     else:
-        cluster = LocalCluster(write_cluster_configs(workdir / "ours"), data_root=workdir / "ours")
+        configs = write_cluster_configs(workdir / "ours", durability=args.durability)
+        cluster = LocalCluster(configs, data_root=workdir / "ours")
         stack.push_async_callback(asyncio.to_thread, cluster.stop)
         cluster.start()
         endpoints, token = cluster.endpoints, cluster.token
+        native = [f"tcp://{n.config.native_address}" for n in cluster.nodes.values()
+                  if n.config.native_address is not None]
         for node in cluster.nodes.values():
             assert node.process is not None
             pids[f"ours {node.id}"] = node.process.pid
@@ -294,7 +353,11 @@ async def start_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.
     for level in READ_LEVELS:
         target.workloads[f"get {level}"] = ours_get(endpoints, headers, level, min_index, args.keys)
     await target.check()
-    return target, pids, logs
+    targets: list[Target] = [target]
+    if native and len(native) == len(endpoints) and not args.no_client:
+        targets.append(await start_client_target(native, endpoints.index(leader), token,
+                                                 args.keys, stack))
+    return targets, pids, logs
 
 
 async def ours_leader(session: aiohttp.ClientSession, endpoints: list[str],
@@ -648,8 +711,10 @@ def notes(args: argparse.Namespace, etcd: str | None) -> list[str]:
         f"100-byte values",
         "writes go to the leader; reads go round-robin per request to all 3 nodes/members",
         ("ours: the cluster at --endpoints" if args.endpoints else
-         "ours: default config (durability=\"process\": journal mmapped, not fsynced), peer "
-         "traffic encrypted") + "; session reads carry min_index of the last prefill write",
+         f"ours: durability=\"{args.durability}\" ("
+         + ("journal fsynced on a majority before each ack, one flush per batch"
+            if args.durability == "fsync" else "journal mmapped, not fsynced")
+         + "), peer traffic encrypted") + "; session reads carry min_index of the last prefill write",
     ]
     if not args.no_raw:
         lines.append("raw pysyncobj: SyncObjConf defaults (appendEntriesUseBatch=True, "
@@ -675,6 +740,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--keys", type=int, default=1024, help="key pool size")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw pysyncobj baseline")
+    parser.add_argument("--durability", choices=("process", "fsync"), default="process",
+                        help="our nodes' durability setting (default: process)")
+    parser.add_argument("--no-client", action="store_true",
+                        help="skip our Python client (native protocol) points")
     parser.add_argument("--vs-etcd", action="store_true", help="also measure etcd if installed")
     parser.add_argument("--embedded", action="store_true", help="embedded Node.get ops/s")
     parser.add_argument("--idle", action="store_true", help="idle CPU of every cluster process")
@@ -705,8 +774,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)))
-        ours, pids, logs = await start_ours(args, workdir, stack, session)
-        targets: list[Target] = [ours]
+        targets, pids, logs = await start_ours(args, workdir, stack, session)
         if not args.no_raw:
             raw, raw_pids, raw_logs = await start_raw(workdir, stack)
             targets.append(raw)

@@ -20,7 +20,7 @@ from consensus_store.node.raft import RaftRunner
 
 log = logging.getLogger("consensus_store.leases")
 
-CHECK_INTERVAL_S = 0.1
+CHECK_INTERVAL_S = 0.2
 
 
 class LeaseKeeper:

@@ -232,6 +232,7 @@ class RaftRunner:
         self._machine_seen: object = None
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
+        self._wake_pending = False
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._running = threading.Event()
@@ -274,6 +275,10 @@ class RaftRunner:
         self.wake()
 
     def wake(self) -> None:
+        # One byte per batch, not per command (see _drain_wake_pipe for why none is lost).
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             os.write(self._wake_write, b"\0")
         except (BlockingIOError, OSError):
@@ -296,7 +301,7 @@ class RaftRunner:
             self._started.set()
             return
         self._started.set()
-        tick = min(0.05, config.raft.heartbeat_interval_s)
+        tick = min(0.1, config.raft.heartbeat_interval_s)   # timers need no finer grain
         try:
             while self._running.is_set():
                 try:
@@ -315,6 +320,9 @@ class RaftRunner:
                 pass
         except BlockingIOError:
             pass
+        # Cleared after reading: a wake() that saw the flag still set queued its work before
+        # this point, and the tick that follows this poll will take it.
+        self._wake_pending = False
 
     def _before_poll(self) -> None:
         """Runs on every tick right before poll: jobs, hybrid flush, applied-index report."""

@@ -46,7 +46,7 @@ def test_shipped_local_cluster_configs_load() -> None:
 def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, VALID))
     assert config.data_dir == (tmp_path / "data" / "a").resolve()
-    assert config.raft.heartbeat_interval_s == 0.05
+    assert config.raft.heartbeat_interval_s == 0.1
     assert config.limits.max_value_bytes == 1024 * 1024
     assert config.api_endpoints == ["http://127.0.0.1:9101", "http://127.0.0.1:9102"]
 
