@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any, Iterable
 
-from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy, scheme_of
-from consensus_store.client.transport import async_transport, config_endpoints
-from consensus_store.config import load_config
+from consensus_store.client.core import (DEFAULT_TIMEOUT_S, ClientCore, ClientSettings,
+                                         RetryPolicy, scheme_of)
+from consensus_store.client.transport import async_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.kv_api import AsyncKVApi
 from consensus_store.models import NodeStatus, Role
 
 
-class AsyncClient(AsyncKVApi):
+class AsyncClient(AsyncKVApi, ClientSettings):
     """asyncio client of a consensus_store cluster (use it from one event loop at a time)."""
 
     def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
@@ -35,38 +34,6 @@ class AsyncClient(AsyncKVApi):
         for endpoint in self._core.endpoints:
             self._transport(endpoint)
 
-    @classmethod
-    def from_config(cls, path: str | Path, *, protocol: str | None = None,
-                    **options: Any) -> "AsyncClient":
-        """A client for the cluster a node config describes; see ``Client.from_config``."""
-        config = load_config(path)
-        return cls(config_endpoints(config, protocol), token=config.secret, **options)
-
-    @property
-    def endpoints(self) -> list[str]:
-        return self._core.endpoints
-
-    @property
-    def timeout(self) -> float:
-        return self._core.timeout
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._core.retry
-
-    @property
-    def client_id(self) -> str:
-        return self._core.client_id
-
-    @property
-    def preferred_endpoint(self) -> str:
-        """Where the next request goes first (moves on after a retryable failure)."""
-        return self._core.endpoints[self._core.preferred]
-
-    @property
-    def seen_index(self) -> int:
-        """Highest applied index seen in any answer (what session reads wait for)."""
-        return self._core.seen_index
 
     async def aclose(self) -> None:
         transports, self._transports = list(self._transports.values()), {}

@@ -26,6 +26,7 @@ Guarantees kept here:
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 import random
 import threading
 import time
@@ -197,3 +198,49 @@ class Attempts:
         if self.request_id is not None:
             self.core._close_write(self.request_id)
             self.request_id = None
+
+
+class ClientSettings:
+    """What ``Client`` and ``AsyncClient`` expose of their ``ClientCore`` (read-only)."""
+
+    _core: ClientCore
+
+    @classmethod
+    def from_config(cls, path: "str | Path", *, protocol: str | None = None,
+                    **options: Any) -> Any:
+        """A client for the cluster a node config describes (its endpoints and token).
+
+        Uses the native protocol when every node of the config has a ``native_address``;
+        ``protocol="http"`` forces HTTP, ``protocol="native"`` requires native.
+        """
+        from consensus_store.client.transport import config_endpoints
+        from consensus_store.config import load_config
+        config = load_config(path)
+        return cls(config_endpoints(config, protocol), token=config.secret,  # type: ignore[call-arg]
+                   **options)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._core.endpoints
+
+    @property
+    def timeout(self) -> float:
+        return self._core.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._core.retry
+
+    @property
+    def client_id(self) -> str:
+        return self._core.client_id
+
+    @property
+    def preferred_endpoint(self) -> str:
+        """Where the next request goes first (moves on after a retryable failure)."""
+        return self._core.endpoints[self._core.preferred]
+
+    @property
+    def seen_index(self) -> int:
+        """Highest applied index seen in any answer (what session reads wait for)."""
+        return self._core.seen_index

@@ -6,7 +6,8 @@ failover and write ids are ``core``'s business.  Transport failures become ``Una
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import httpx
 
@@ -18,6 +19,19 @@ def _route(op: str) -> tuple[str, str]:
         return ROUTES[op]
     except KeyError:
         raise InvalidRequest(f"unknown op {op!r}") from None
+
+
+@contextlib.contextmanager
+def _typed_errors(endpoint: str, timeout: float) -> Iterator[None]:
+    """httpx's exceptions as ours (the same for the blocking and the asyncio transport)."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise Timeout(f"{endpoint} did not answer within {timeout:g}s") from None
+    except httpx.TransportError as exc:
+        raise Unavailable(f"{endpoint}: {exc.__class__.__name__}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"request is not JSON-serialisable: {exc}") from None
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -40,18 +54,12 @@ class HttpTransport:
 
     def send(self, endpoint: str, op: str, body: dict[str, Any],
              timeout: float) -> tuple[int, Any]:
-        try:
-            method, path = _route(op)
+        method, path = _route(op)
+        with _typed_errors(endpoint, timeout):
             if method == "GET":
                 response = self._http.get(endpoint + path, timeout=timeout)
             else:
                 response = self._http.post(endpoint + path, json=body, timeout=timeout + 0.5)
-        except httpx.TimeoutException:
-            raise Timeout(f"{endpoint} did not answer within {timeout:g}s") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(f"{endpoint}: {exc.__class__.__name__}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"request is not JSON-serialisable: {exc}") from None
         return _result(response)
 
     def close(self) -> None:
@@ -68,18 +76,12 @@ class AsyncHttpTransport:
 
     async def send(self, endpoint: str, op: str, body: dict[str, Any],
                    timeout: float) -> tuple[int, Any]:
-        try:
-            method, path = _route(op)
+        method, path = _route(op)
+        with _typed_errors(endpoint, timeout):
             if method == "GET":
                 response = await self._http.get(endpoint + path, timeout=timeout)
             else:
                 response = await self._http.post(endpoint + path, json=body, timeout=timeout + 0.5)
-        except httpx.TimeoutException:
-            raise Timeout(f"{endpoint} did not answer within {timeout:g}s") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(f"{endpoint}: {exc.__class__.__name__}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"request is not JSON-serialisable: {exc}") from None
         return _result(response)
 
     async def aclose(self) -> None:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.client.coordination import DEFAULT_SESSION_TTL_S, CoordinationMixin
-from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy, scheme_of
-from consensus_store.client.transport import config_endpoints, sync_transport
-from consensus_store.config import load_config
+from consensus_store.client.core import (DEFAULT_TIMEOUT_S, ClientCore, ClientSettings,
+                                         RetryPolicy, scheme_of)
+from consensus_store.client.transport import sync_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.kv_api import KVApi
 from consensus_store.models import NodeStatus, Role
 
 
-class Client(KVApi, CoordinationMixin):
+class Client(KVApi, CoordinationMixin, ClientSettings):
     """Client of a consensus_store cluster; thread-safe (share one between threads).
 
     >>> client = Client(["tcp://127.0.0.1:7301"], token="...")   # or http://127.0.0.1:7201
@@ -38,43 +37,6 @@ class Client(KVApi, CoordinationMixin):
         for endpoint in self._core.endpoints:
             self._transport(endpoint)
 
-    @classmethod
-    def from_config(cls, path: str | Path, *, protocol: str | None = None,
-                    **options: Any) -> "Client":
-        """A client for the cluster a node config describes (its endpoints and token).
-
-        Uses the native protocol when every node of the config has a ``native_address``;
-        ``protocol="http"`` forces HTTP, ``protocol="native"`` requires native.
-        """
-        config = load_config(path)
-        return cls(config_endpoints(config, protocol), token=config.secret, **options)
-
-    # ---- settings -------------------------------------------------------------------------------
-    @property
-    def endpoints(self) -> list[str]:
-        return self._core.endpoints
-
-    @property
-    def timeout(self) -> float:
-        return self._core.timeout
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._core.retry
-
-    @property
-    def client_id(self) -> str:
-        return self._core.client_id
-
-    @property
-    def preferred_endpoint(self) -> str:
-        """Where the next request goes first (moves on after a retryable failure)."""
-        return self._core.endpoints[self._core.preferred]
-
-    @property
-    def seen_index(self) -> int:
-        """Highest applied index seen in any answer (what session reads wait for)."""
-        return self._core.seen_index
 
     def close(self) -> None:
         """Close this client's session (releasing what it owns) and its connections."""

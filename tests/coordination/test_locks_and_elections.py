@@ -1,7 +1,6 @@
 """Fenced locks and elections under kill -9 of holders and of the Raft leader."""
 from __future__ import annotations
 
-import time
 
 from consensus_store.launcher import LocalCluster
 from .support import wait_until

@@ -2,7 +2,6 @@
 (compared by /v1/digest), and no caller can change a replica's memory through an answer."""
 from __future__ import annotations
 
-import pytest
 
 from consensus_store.config import load_config
 from consensus_store.node import Node
