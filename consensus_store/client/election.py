@@ -52,6 +52,7 @@ class Election:
         deadline = None if timeout is None else time.monotonic() + timeout
         for leader in self.observe(deadline=deadline):
             if leader is not None and leader.member == member:
+                self.session.require_alive(deadline)
                 return leader
             self.session.require_alive(deadline)
         raise Timeout(f"not elected in {self.name!r} within {timeout}s")

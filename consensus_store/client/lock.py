@@ -37,6 +37,8 @@ class Lock:
     def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> bool:
         """Wait (up to ``timeout``; forever if None) for the lock; True once held."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._key is not None:
+            self._give_up()          # an earlier release that failed: finish it first
         self.session = self._session_factory()
         self.session.require_alive()
         body = {"name": self.name, "session": self.session.id, "owner": self.owner}
@@ -56,6 +58,7 @@ class Lock:
             status = self._api._request("locks_status", body, None)
             holder = status["holder"]
             if holder is not None and holder["key"] == self._key:
+                self.session.require_alive(deadline)   # granted to a session we still hold
                 self.token = token
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -74,9 +77,10 @@ class Lock:
             pass   # the entry goes with the session at the latest
 
     def _give_up(self) -> None:
-        key, self._key = self._key, None
-        if key is not None:
-            self._api._request("lock_release", {"name": self.name, "key": key}, None)
+        # The key is kept until the cluster confirms: a failed release can be tried again.
+        if self._key is not None:
+            self._api._request("lock_release", {"name": self.name, "key": self._key}, None)
+            self._key = None
 
     def release(self) -> None:
         """Release the lock (or stop waiting for it)."""

@@ -43,8 +43,10 @@ class Session:
 
     @property
     def alive(self) -> bool:
-        """True while the session can be trusted (CONNECTED)."""
-        return self._state is ConnectionState.CONNECTED
+        """True while the session can be trusted: CONNECTED, and a keepalive sent less than a
+        TTL ago was answered (a process that was paused may not have noticed yet)."""
+        return (self._state is ConnectionState.CONNECTED
+                and time.monotonic() - self._last_answered_send < self.ttl)
 
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
@@ -89,15 +91,18 @@ class Session:
                 self._set_state(ConnectionState.SUSPENDED)
 
     def require_alive(self, deadline: float | None = None) -> None:
-        """Return once CONNECTED; while SUSPENDED wait (until the monotonic ``deadline``, if
-        given); raise Unavailable when LOST or when the deadline passes."""
+        """Return once the session can be trusted (``alive``); while it cannot yet, wait
+        (until the monotonic ``deadline``, if given); raise Unavailable when LOST or when the
+        deadline passes."""
         with self._changed:
-            while self._state is ConnectionState.SUSPENDED:
+            while not self.alive and self._state is not ConnectionState.LOST:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                self._changed.wait(remaining)
-            if self._state is not ConnectionState.CONNECTED:
+                # The keepalive thread notifies on a state change; a stale CONNECTED state
+                # (after a pause) changes with its next answer, hence the bounded wait.
+                self._changed.wait(0.05 if remaining is None else min(0.05, remaining))
+            if not self.alive:
                 raise Unavailable(f"session {self.id} is {self._state.value}")
 
     def close(self, timeout: float | None = 5.0) -> None:

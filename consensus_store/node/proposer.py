@@ -21,6 +21,7 @@ from consensus_store.state import encode_command
 
 ATTEMPT_TIMEOUT_S = 2.0     # no callback by then: assume it was lost, propose again (deduplicated)
 RETRY_BACKOFF_S = 0.05
+LEADER_POLL_S = 0.02
 
 
 class Proposer:
@@ -29,6 +30,8 @@ class Proposer:
         self._runner = runner
         self._loop = loop
         self._bridge = bridge
+        # An election takes at most about two election timeouts.
+        self._no_leader_wait_s = 2 * runner.config.raft.election_timeout_max_s
         self._node_client_id = f"node-{uuid.uuid4().hex}"
         self._node_request_ids = itertools.count(1)
         self._pending_node_requests: set[int] = set()
@@ -73,13 +76,14 @@ class Proposer:
         deadline = self._loop.time() + timeout
         last_error = "no attempt finished"
         while (remaining := deadline - self._loop.time()) > 0:
+            await self._wait_for_leader(min(remaining, self._no_leader_wait_s))
             future = self._loop.create_future()
             self._runner.propose(data, lambda res, err, f=future: self._complete(f, res, err))
             try:
                 result, error = await asyncio.wait_for(future, min(ATTEMPT_TIMEOUT_S, remaining))
             except asyncio.TimeoutError:
                 last_error = "no answer from the raft layer"
-                continue
+                continue   # a lost callback: propose again (deduplicated)
             if error == FAIL_REASON.SUCCESS:
                 index, outcome = result
                 # Applied here already (the callback runs after apply), even if pysyncobj's
@@ -94,6 +98,19 @@ class Proposer:
             await asyncio.sleep(min(RETRY_BACKOFF_S, max(0.0, deadline - self._loop.time())))
         raise Timeout(f"write not confirmed within {timeout:g}s ({last_error}); "
                       "it may still be applied", outcome="unknown")
+
+    async def _wait_for_leader(self, wait_s: float) -> None:
+        """Fail fast on a node that knows no leader (cut off from the majority): pysyncobj
+        would keep the command queued with no answer, and the client could not move on to a
+        node that can serve it.  A command already queued may still apply later; retries
+        are deduplicated."""
+        store = self._runner.store
+        deadline = self._loop.time() + wait_s
+        while store is None or store._getLeader() is None:
+            if self._loop.time() >= deadline:
+                raise Unavailable(f"this node has known no leader for {wait_s:g}s; "
+                                  "try another node", retry="elsewhere")
+            await asyncio.sleep(LEADER_POLL_S)
 
     # ---- reads ----------------------------------------------------------------------------------
     @property

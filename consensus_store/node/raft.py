@@ -225,6 +225,7 @@ class RaftRunner:
     def __init__(self, config: NodeConfig, on_applied: Callable[[int], None],
                  on_events: Callable[[int, list[dict[str, Any]]], None] | None = None,
                  on_reset: Callable[[int], None] | None = None) -> None:
+        self.config = config
         self._config = config
         self._on_applied = on_applied
         self._on_events = on_events

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -223,9 +223,10 @@ def _lock_worker(args: argparse.Namespace, client: Any, log: EventLog,
         token, session = lock.token, lock.session
         assert token is not None and session is not None
         log.say("granted", token=token, session=session.id)
-        hold_until = time.monotonic() + args.hold
+        # A number of writes rather than a deadline: a process paused in the middle of its
+        # critical section goes on with it when it wakes up (the GC-pause case).
         outcome, writes = "held", 0
-        while time.monotonic() < hold_until:
+        while writes < _writes_per_hold(args):
             if not lock.is_held:     # the session is SUSPENDED or LOST: stop trusting the lock
                 outcome = "not-connected"
                 log.say("not-connected", token=token, state=session.state.value)
@@ -268,25 +269,13 @@ def _candidate_worker(args: argparse.Namespace, client: Any, log: EventLog,
         assert leader is not None and election.session is not None
         token, session = leader.token, election.session
         log.say("elected", token=token, session=session.id)
-        lead_until = time.monotonic() + args.hold
         confirm_at = time.monotonic() + 0.5
         outcome, writes = "resigned", 0
-        while time.monotonic() < lead_until:
+        while writes < _writes_per_hold(args):      # as for locks: a count, not a deadline
             if not session.alive:
                 outcome = "not-connected"
                 log.say("not-connected", token=token, state=session.state.value)
                 break
-            if time.monotonic() >= confirm_at:
-                try:
-                    current = election.leader()
-                except ConsensusStoreError:
-                    current = leader     # cannot tell: the session state decides
-                if current is None or current.token != token:
-                    outcome = "deposed"
-                    log.say("deposed", token=token,
-                            now=None if current is None else [current.member, current.token])
-                    break
-                confirm_at = time.monotonic() + 0.5
             try:
                 accepted, highest = resource.write(ELECTION_RESOURCE, token)
             except OSError as exc:
@@ -298,6 +287,17 @@ def _candidate_worker(args: argparse.Namespace, client: Any, log: EventLog,
                 outcome = "fenced"
                 log.say("fenced", token=token, highest=highest, state=session.state.value)
                 break
+            if time.monotonic() >= confirm_at:      # now and then: am I still the leader?
+                try:
+                    current = election.leader()
+                except ConsensusStoreError:
+                    current = leader     # cannot tell: the session state decides
+                if current is None or current.token != token:
+                    outcome = "deposed"
+                    log.say("deposed", token=token, state=session.state.value,
+                            now=None if current is None else [current.member, current.token])
+                    break
+                confirm_at = time.monotonic() + 0.5
             time.sleep(args.write_interval)
         try:
             election.resign()
@@ -305,6 +305,15 @@ def _candidate_worker(args: argparse.Namespace, client: Any, log: EventLog,
             log.say("resign-error", token=token, error=f"{type(exc).__name__}: {exc}")
         log.say("stepped-down", token=token, outcome=outcome, writes=writes)
         time.sleep(args.gap)
+
+
+def writes_per_hold(hold: float, write_interval: float = 0.05) -> int:
+    """How many writes a worker makes per grant / leadership (``--hold``, ``--write-interval``)."""
+    return max(1, round(hold / max(write_interval, 0.001)))
+
+
+def _writes_per_hold(args: argparse.Namespace) -> int:
+    return writes_per_hold(args.hold, args.write_interval)
 
 
 def worker_main(argv: list[str]) -> int:
@@ -317,7 +326,8 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--resource", required=True, help="HOST:PORT of the fenced resource")
     parser.add_argument("--events", required=True, type=Path, help="JSON lines file to append to")
     parser.add_argument("--ttl", type=float, default=2.0, help="session TTL (s)")
-    parser.add_argument("--hold", type=float, default=1.2, help="hold the lock / lead this long")
+    parser.add_argument("--hold", type=float, default=1.2, help="hold the lock / lead for about this long "
+                        "(as a number of writes: hold / write-interval)")
     parser.add_argument("--gap", type=float, default=0.2, help="pause before trying again")
     parser.add_argument("--write-interval", type=float, default=0.05)
     parser.add_argument("--acquire-timeout", type=float, default=8.0)
@@ -386,9 +396,12 @@ class WorkerProcess:
         return time.monotonic()
 
     def resume(self) -> float:
+        """SIGCONT; returns the monotonic time just *before* it was sent (the process may run,
+        and log, before this call returns)."""
+        sent_at = time.monotonic()
         self._signal(signal.SIGCONT)
         self.paused = False
-        return time.monotonic()
+        return sent_at
 
     def kill(self) -> float:
         """kill -9; returns the monotonic time of the kill."""
@@ -442,6 +455,7 @@ class CoordinationObserver:
         self.leaderships: list[Leadership] = []
         self.gaps: list[str] = []
         self.errors = 0
+        self.rotations = 0
         self.revision = 0
         self._queue: dict[str, dict[str, Any]] = {}
         self._head: str | None = None
@@ -490,6 +504,12 @@ class CoordinationObserver:
                                                          "after_revision": self.revision,
                                                          "wait": 0.5}, 3.0)
                 self._apply(answer["events"])
+                if (answer.get("header") or {}).get("leader") is None:
+                    # A node cut off from the majority answers watches without error, but sees
+                    # no new entries: go to another node.
+                    self.rotations += 1
+                    core = self._client._core
+                    core.rotate_from(core.preferred)
             except ConsensusStoreError as exc:
                 if exc.code == "compacted":
                     self.gaps.append(f"history after revision {self.revision} compacted")
@@ -671,6 +691,42 @@ def max_gap(times: list[float], start: float, end: float) -> float:
     """Longest time without an event in [start, end]."""
     points = [start] + sorted(t for t in times if start < t < end) + [end]
     return max(b - a for a, b in zip(points, points[1:]))
+
+
+def write_timeline(path: Path, t0: float, *, grants: list[Grant], leaderships: list[Leadership],
+                   records: list[WriteRecord], worker_events: Iterable[dict[str, Any]],
+                   notes: Iterable[tuple[float, str]] = ()) -> None:
+    """One merged, time-ordered text file of what everyone saw (times relative to ``t0``):
+    grants and leaderships as the observer learnt them, worker events, the resource's accepted
+    writes as one line per run of a token, every rejected write, and ``notes`` (faults)."""
+    lines: list[tuple[float, str]] = [(t, f"FAULT {text}") for t, text in notes]
+    lines += [(g.t, f"cluster: lock granted to {g.owner} token {g.token} (rev {g.revision})")
+              for g in grants]
+    lines += [(l.t, f"cluster: election leader {l.member} token {l.token} (rev {l.revision})")
+              for l in leaderships]
+    lines += [(e["t"], f"{e['id']}: {e['event']} " + json.dumps(
+        {k: v for k, v in e.items() if k not in ("t", "id", "event", "pid")}))
+        for e in worker_events]
+    run: dict[str, list[WriteRecord]] = {}
+    for record in records:
+        if not record.accepted:
+            lines.append((record.t, f"resource {record.describe()}"))
+            continue
+        current = run.get(record.resource)
+        if current and current[0].token == record.token:
+            current[1] = record
+            continue
+        if current:
+            lines.append((current[1].t, f"resource {current[1].resource}: last write of token "
+                                        f"{current[1].token} by {current[1].holder}"))
+        run[record.resource] = [record, record]
+        lines.append((record.t, f"resource {record.resource}: first write of token "
+                                f"{record.token} by {record.holder}"))
+    for first, last in run.values():
+        lines.append((last.t, f"resource {last.resource}: last write of token {last.token} "
+                              f"by {last.holder}"))
+    lines.sort(key=lambda line: line[0])
+    path.write_text("".join(f"{t - t0:8.3f} {text}\n" for t, text in lines))
 
 
 def main() -> None:
