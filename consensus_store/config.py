@@ -67,7 +67,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
     native_address: Address | None = None   # pipelined binary protocol; None: HTTP only
-    durability: str = "process"              # or "fsync": on disk on a majority before ack
+    durability: str = "fsync"                # on disk on a majority before ack; or "process"
 
     @property
     def api_endpoints(self) -> list[str]:
@@ -166,7 +166,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
         raft=_read_table(top, "raft", RaftTiming), limits=_read_table(top, "limits", Limits),
         log_level=top.str("log_level", "info"),
         native_address=top.optional_address("native_address"),
-        durability=top.str("durability", "process"),
+        durability=top.str("durability", "fsync"),
     )
     if config.durability not in DURABILITY_MODES:
         raise top.fail("durability", f"must be one of {', '.join(DURABILITY_MODES)}")

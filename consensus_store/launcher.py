@@ -158,7 +158,7 @@ def free_ports(count: int) -> list[int]:
 
 def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = None,
                           raft_table: dict[str, float] | None = None,
-                          durability: str = "process") -> list[Path]:
+                          durability: str = "fsync") -> list[Path]:
     """Write one config per node for a fresh loopback cluster on free ports."""
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports(3 * size)

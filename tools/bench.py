@@ -79,6 +79,8 @@ STOP_GRACE_S = 5.0
 RATIOS = [  # (label, our op, other system, its op)
     ("put vs raw pysyncobj put", "put", "raw", "put"),
     ("put vs etcd put", "put", "etcd", "put"),
+    ("put vs put of the --also-durability cluster", "put", "ours-fsync", "put"),
+    ("put vs put of the --also-durability cluster", "put", "ours-process", "put"),
     ("get local vs etcd serializable", "get local", "etcd", "range serializable"),
     ("get session vs etcd serializable", "get session", "etcd", "range serializable"),
     ("get linearizable vs etcd linearizable", "get linearizable", "etcd", "range linearizable"),
@@ -335,6 +337,9 @@ async def start_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.
         endpoints, token = args.endpoints.split(","), args.token
     else:
         configs = write_cluster_configs(workdir / "ours", durability=args.durability)
+        if args.also_durability:
+            targets_fsync, fsync_pids, fsync_logs = await start_other_durability(
+                args, workdir, stack, session)
         cluster = LocalCluster(configs, data_root=workdir / "ours")
         stack.push_async_callback(asyncio.to_thread, cluster.stop)
         cluster.start()
@@ -354,10 +359,33 @@ async def start_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.
         target.workloads[f"get {level}"] = ours_get(endpoints, headers, level, min_index, args.keys)
     await target.check()
     targets: list[Target] = [target]
+    if args.also_durability and not args.endpoints:
+        targets += targets_fsync
+        pids.update(fsync_pids)
+        logs += fsync_logs
     if native and len(native) == len(endpoints) and not args.no_client:
         targets.append(await start_client_target(native, endpoints.index(leader), token,
                                                  args.keys, stack))
     return targets, pids, logs
+
+
+async def start_other_durability(args: argparse.Namespace, workdir: Path,
+                                 stack: contextlib.AsyncExitStack, session: aiohttp.ClientSession
+                                 ) -> tuple[list[Target], dict[str, int], list[Path]]:
+    """A second cluster of ours with the other durability mode, measured for puts only (reads
+    do not touch the disk), so both modes are compared in one run."""
+    name = f"ours-{args.also_durability}"
+    configs = write_cluster_configs(workdir / name, durability=args.also_durability)
+    cluster = LocalCluster(configs, data_root=workdir / name)
+    stack.push_async_callback(asyncio.to_thread, cluster.stop)
+    cluster.start()
+    headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
+    leader = await poll(lambda: ours_leader(session, cluster.endpoints, headers),
+                        f"no {name} leader")
+    target = HttpTarget(name, session, {"put": ours_put(leader, headers, args.keys)})
+    await target.prefill()
+    pids = {f"{name} {n.id}": n.process.pid for n in cluster.nodes.values() if n.process}
+    return [target], pids, [n.log_path for n in cluster.nodes.values()]
 
 
 async def ours_leader(session: aiohttp.ClientSession, endpoints: list[str],
@@ -740,8 +768,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--keys", type=int, default=1024, help="key pool size")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw pysyncobj baseline")
-    parser.add_argument("--durability", choices=("process", "fsync"), default="process",
-                        help="our nodes' durability setting (default: process)")
+    parser.add_argument("--durability", choices=("process", "fsync"), default="fsync",
+                        help="our nodes' durability setting (default: fsync, the product's)")
+    parser.add_argument("--also-durability", choices=("process", "fsync"),
+                        help="also measure puts on a second cluster with this durability")
     parser.add_argument("--no-client", action="store_true",
                         help="skip our Python client (native protocol) points")
     parser.add_argument("--vs-etcd", action="store_true", help="also measure etcd if installed")

@@ -66,8 +66,12 @@ def test_every_ack_follows_a_majority_flush(tmp_path: Path) -> None:
             node.stop()
 
 
+def test_fsync_is_the_default(tmp_path: Path) -> None:
+    assert load_config(write_cluster_configs(tmp_path / "default", size=3)[0]).durability == "fsync"
+
+
 def test_process_mode_installs_no_fsync(tmp_path: Path) -> None:
-    node = Node(load_config(write_cluster_configs(tmp_path, size=3)[0]))
+    node = Node(load_config(write_cluster_configs(tmp_path, size=3, durability="process")[0]))
     node.start()
     try:
         assert node._runner.store.durable_journal is None
