@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from consensus_store.client.core import host_port
-from consensus_store.client.wire import (AUTH_ID, FrameReader, decode, encode_auth,
+from consensus_store.wire import (AUTH_ID, FrameReader, decode, encode_auth,
                                          encode_request)
 from consensus_store.errors import ConsensusStoreError, Timeout, Unavailable, error_from_json
 

@@ -1,6 +1,6 @@
 """The native client protocol: pipelined, length-prefixed JSON frames over TCP.
 
-The wire format is described (and implemented for both ends) in ``consensus_store.client.wire``.
+The wire format is described (and implemented for both ends) in ``consensus_store.wire``.
 Same operations, bodies, limits and errors as the HTTP API (``api.py``), through the same
 ``KVService``; what differs is the cost: no HTTP parsing, many requests in flight per connection,
 answers sent as soon as each completes (matched by id) and written in one batch per loop
@@ -23,7 +23,7 @@ import logging
 from functools import partial
 from typing import Any, Callable, Coroutine
 
-from consensus_store.client.wire import (AUTH_OP, FRAME_OVERHEAD_BYTES, FrameReader,
+from consensus_store.wire import (AUTH_OP, FRAME_OVERHEAD_BYTES, FrameReader,
                                          FrameTooLarge, decode, encode_response)
 from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest,
                                     PayloadTooLarge)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 
 from consensus_store.client import AsyncClient, Client
-from consensus_store.client.wire import FrameReader, decode, encode_auth, encode_request, frame
+from consensus_store.wire import FrameReader, decode, encode_auth, encode_request, frame
 from consensus_store.config import load_config
 from consensus_store.errors import (AuthError, CompareFailed, ConsensusStoreError,
                                     InvalidRequest, PayloadTooLarge)

@@ -15,7 +15,7 @@ import pytest
 
 from consensus_store.client.core import MAX_SERVER_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.native import _AsyncLink, _Link
-from consensus_store.client.wire import (HEADER, FrameReader, FrameTooLarge, decode,
+from consensus_store.wire import (HEADER, FrameReader, FrameTooLarge, decode,
                                          encode_auth, encode_request, encode_response, frame,
                                          peek_request_id)
 from consensus_store.errors import (CompareFailed, InvalidRequest, NotLeader, PayloadTooLarge,

@@ -1,7 +1,8 @@
 """The native protocol's wire format, shared by the node (``node/native.py``) and the clients.
 
-It lives here because the client must never import ``consensus_store.node``; the node may import
-this module (it imports nothing but the standard library and ``errors``).
+It sits beside ``protocol`` at the top of the package because both layers use it: the client
+must never import ``consensus_store.node``, and the node should not reach into the client (it
+imports nothing but the standard library and ``errors``).
 
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of UTF-8 JSON (an
 object).  On one TCP connection:
