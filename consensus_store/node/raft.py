@@ -226,7 +226,6 @@ class RaftRunner:
                  on_events: Callable[[int, list[dict[str, Any]]], None] | None = None,
                  on_reset: Callable[[int], None] | None = None) -> None:
         self.config = config
-        self._config = config
         self._on_applied = on_applied
         self._on_events = on_events
         self._on_reset = on_reset
@@ -246,18 +245,18 @@ class RaftRunner:
 
     # ---- lifecycle (any thread) -------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
-        _check_bindable(self._config)
+        _check_bindable(self.config)
         try:
-            self._config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"{self._config.path}: data_dir: cannot create "
-                              f"{self._config.data_dir}: {exc.strerror or exc}") from None
+            raise ConfigError(f"{self.config.path}: data_dir: cannot create "
+                              f"{self.config.data_dir}: {exc.strerror or exc}") from None
         self._running.set()
         self._thread.start()
         if not self._started.wait(timeout):
-            raise ConfigError(f"raft node {self._config.raft_address} did not start in {timeout}s")
+            raise ConfigError(f"raft node {self.config.raft_address} did not start in {timeout}s")
         if self._start_error is not None:
-            raise ConfigError(f"raft node {self._config.raft_address}: {self._start_error}")
+            raise ConfigError(f"raft node {self.config.raft_address}: {self._start_error}")
 
     def stop(self, timeout: float = 5.0) -> None:
         self._running.clear()
@@ -287,7 +286,7 @@ class RaftRunner:
 
     # ---- raft thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        config = self._config
+        config = self.config
         try:
             peers = [str(p.raft_address) for p in config.peers]
             self.store = ReplicatedStore(str(config.raft_address), peers, syncobj_conf(config),
@@ -362,7 +361,7 @@ class RaftRunner:
         store = self.store
         assert store is not None
         raw = store.getStatus()
-        connected = tuple(str(p.raft_address) for p in self._config.peers
+        connected = tuple(str(p.raft_address) for p in self.config.peers
                           if raw.get(f"partner_node_status_server_{p.raft_address}") == 2)
         leader = raw.get("leader")
         return RaftStatus(
