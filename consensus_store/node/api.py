@@ -28,7 +28,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(service: KVService) -> web.Application:
     limit = service.config.limits.max_value_bytes + 64 * 1024   # room for key and fields
-    app = web.Application(client_max_size=limit, middlewares=[_errors_as_json, _require_token])
+    app = web.Application(client_max_size=limit, middlewares=[_guard])
     app[SERVICE] = service
     app.router.add_get("/health", _health)
     app.router.add_get("/v1/status", _status)
@@ -54,8 +54,12 @@ def _reply(request: web.Request, body: dict[str, Any], status: int = 200) -> web
 
 
 @web.middleware
-async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The token check, then the handler; every error becomes a JSON answer (one middleware:
+    each layer costs a coroutine per request)."""
     try:
+        if request.path != "/health":
+            _check_token(request)
         return await handler(request)
     except ConsensusStoreError as exc:
         return _reply(request, exc.to_json(), exc.http_status)
@@ -76,14 +80,11 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return _reply(request, {"error": "internal", "message": type(exc).__name__}, 500)
 
 
-@web.middleware
-async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path != "/health":
-        secret = request.app[SERVICE].config.secret.encode()
-        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(supplied, secret):
-            raise AuthError("missing or wrong cluster token (Authorization: Bearer <token>)")
-    return await handler(request)
+def _check_token(request: web.Request) -> None:
+    secret = request.app[SERVICE].config.secret.encode()
+    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+    if not hmac.compare_digest(supplied, secret):
+        raise AuthError("missing or wrong cluster token (Authorization: Bearer <token>)")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
