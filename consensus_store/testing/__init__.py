@@ -8,6 +8,8 @@ Nothing in the product imports this package.  Its modules, each owning one thing
 - ``workload``: the recorded client workload (``Workload``, ``OpRecord``, the lincheck history);
 - ``checks``: the safety checks (``check_safety`` and each check on its own);
 - ``nemesis``: the fault catalogue and schedules, ``Nemesis`` and ``run_nemesis``.
+- ``fenced``, ``coordination_workers``, ``coordination_observer``, ``coordination_checks``: the
+  lock and election fault checks (fenced resource, worker processes, observer, checks).
 
 The names below are the ones tests and tools import from ``consensus_store.testing``; anything
 else is imported from its module.

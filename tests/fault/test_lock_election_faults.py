@@ -47,14 +47,14 @@ import pytest
 
 from consensus_store.errors import ConsensusStoreError
 from consensus_store.testing import ProxiedCluster, poll_until
-from consensus_store.testing.coordination_checks import (ELECTION_RESOURCE, LOCK_RESOURCE,
-                                                         CoordinationObserver,
-                                                         FencedResourceServer, Finding,
-                                                         WorkerProcess, check_beliefs,
-                                                         check_fencing, check_no_interleaving,
+from consensus_store.testing.coordination_checks import (Finding, check_beliefs, check_fencing,
+                                                         check_no_interleaving,
                                                          check_strictly_increasing, first_after,
-                                                         max_gap, stale_writes,
-                                                         write_timeline, writes_per_hold)
+                                                         max_gap, stale_writes, write_timeline)
+from consensus_store.testing.coordination_observer import CoordinationObserver
+from consensus_store.testing.coordination_workers import WorkerProcess, writes_per_hold
+from consensus_store.testing.fenced import (ELECTION_RESOURCE, LOCK_RESOURCE,
+                                            FencedResourceServer)
 
 TTL_S = 2.0                          # session TTL of every worker
 PAUSE_S = TTL_S + 2.5                # SIGSTOP longer than the TTL: the session expires
@@ -488,7 +488,7 @@ def test_fenced_locks_and_elections_under_faults(fault_root: Path) -> None:
 def test_the_checks_catch_violations(tmp_path: Path) -> None:
     """The resource and the checks on their own (no cluster): a lower token is rejected over
     TCP, and hand-made bad histories are flagged, so the fault test above cannot pass vacuously."""
-    from consensus_store.testing.coordination_checks import ResourceClient, WriteRecord
+    from consensus_store.testing.fenced import ResourceClient, WriteRecord
     with FencedResourceServer(tmp_path / "resource.jsonl") as resource:
         a, b = ResourceClient(resource.address, "A"), ResourceClient(resource.address, "B")
         assert a.write(LOCK_RESOURCE, 5) == (True, 0)

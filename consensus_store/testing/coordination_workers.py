@@ -1,0 +1,261 @@
+"""The worker processes of the lock and election checks, and their event log.
+
+The worker (``python -m consensus_store.testing.coordination_workers ROLE ...``) is a separate OS
+process so tests can SIGSTOP it and kill it with -9.  ``lock``: take the lock in a loop; while it
+believes it holds it (granted, session CONNECTED) it writes to the ``lock`` resource with its
+token, then releases.  ``candidate``: campaign; while it believes it leads it writes to the
+``election`` resource with its leadership token, resigning after a while.  Events go to a JSON
+lines file (``EventLog``, flushed per line, so they survive kill -9).  ``WorkerProcess`` starts
+one and signals it, only by its own PID.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from consensus_store.testing.fenced import ELECTION_RESOURCE, LOCK_RESOURCE, ResourceClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class EventLog:
+    def __init__(self, path: Path, ident: str) -> None:
+        self._file = open(path, "a", buffering=1)
+        self.ident = ident
+        self._lock = threading.Lock()
+
+    def say(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"t": time.monotonic(), "event": event, "id": self.ident,
+                           "pid": os.getpid(), **fields})
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+
+def _lock_worker(args: argparse.Namespace, client: Any, log: EventLog,
+                 resource: ResourceClient) -> None:
+    from consensus_store.errors import ConsensusStoreError
+    lock = client.lock(args.name, ttl=args.ttl, owner=args.id)   # one session, reused
+    end = time.monotonic() + args.max_s
+    while time.monotonic() < end:
+        try:
+            granted = lock.acquire(timeout=args.acquire_timeout)
+        except ConsensusStoreError as exc:
+            log.say("acquire-error", error=f"{type(exc).__name__}: {exc}")
+            time.sleep(0.2)
+            continue
+        if not granted:
+            log.say("acquire-timeout")
+            continue
+        token, session = lock.token, lock.session
+        assert token is not None and session is not None
+        log.say("granted", token=token, session=session.id)
+        # A number of writes rather than a deadline: a process paused in the middle of its
+        # critical section goes on with it when it wakes up (the GC-pause case).
+        outcome, writes = "held", 0
+        while writes < _writes_per_hold(args):
+            if not lock.is_held:     # the session is SUSPENDED or LOST: stop trusting the lock
+                outcome = "not-connected"
+                log.say("not-connected", token=token, state=session.state.value)
+                break
+            try:
+                accepted, highest = resource.write(LOCK_RESOURCE, token)
+            except OSError as exc:
+                log.say("resource-error", token=token, error=str(exc))
+                time.sleep(0.1)
+                continue
+            writes += 1
+            if not accepted:
+                outcome = "fenced"
+                log.say("fenced", token=token, highest=highest, state=session.state.value)
+                break
+            time.sleep(args.write_interval)
+        try:
+            lock.release()
+        except ConsensusStoreError as exc:
+            log.say("release-error", token=token, error=f"{type(exc).__name__}: {exc}")
+        log.say("released", token=token, outcome=outcome, writes=writes)
+        time.sleep(args.gap)
+
+
+def _candidate_worker(args: argparse.Namespace, client: Any, log: EventLog,
+                      resource: ResourceClient) -> None:
+    from consensus_store.errors import ConsensusStoreError, Timeout
+    end = time.monotonic() + args.max_s
+    while time.monotonic() < end:
+        election = client.election(args.name)
+        try:
+            leader = election.campaign(args.id, timeout=args.acquire_timeout)
+        except Timeout:
+            log.say("campaign-timeout")
+            continue
+        except ConsensusStoreError as exc:
+            log.say("campaign-error", error=f"{type(exc).__name__}: {exc}")
+            time.sleep(0.2)
+            continue
+        assert leader is not None and election.session is not None
+        token, session = leader.token, election.session
+        log.say("elected", token=token, session=session.id)
+        confirm_at = time.monotonic() + 0.5
+        outcome, writes = "resigned", 0
+        while writes < _writes_per_hold(args):      # as for locks: a count, not a deadline
+            if not session.alive:
+                outcome = "not-connected"
+                log.say("not-connected", token=token, state=session.state.value)
+                break
+            try:
+                accepted, highest = resource.write(ELECTION_RESOURCE, token)
+            except OSError as exc:
+                log.say("resource-error", token=token, error=str(exc))
+                time.sleep(0.1)
+                continue
+            writes += 1
+            if not accepted:
+                outcome = "fenced"
+                log.say("fenced", token=token, highest=highest, state=session.state.value)
+                break
+            if time.monotonic() >= confirm_at:      # now and then: am I still the leader?
+                try:
+                    current = election.leader()
+                except ConsensusStoreError:
+                    current = leader     # cannot tell: the session state decides
+                if current is None or current.token != token:
+                    outcome = "deposed"
+                    log.say("deposed", token=token, state=session.state.value,
+                            now=None if current is None else [current.member, current.token])
+                    break
+                confirm_at = time.monotonic() + 0.5
+            time.sleep(args.write_interval)
+        try:
+            election.resign()
+        except ConsensusStoreError as exc:
+            log.say("resign-error", token=token, error=f"{type(exc).__name__}: {exc}")
+        log.say("stepped-down", token=token, outcome=outcome, writes=writes)
+        time.sleep(args.gap)
+
+
+def writes_per_hold(hold: float, write_interval: float = 0.05) -> int:
+    """How many writes a worker makes per grant / leadership (``--hold``, ``--write-interval``)."""
+    return max(1, round(hold / max(write_interval, 0.001)))
+
+
+def _writes_per_hold(args: argparse.Namespace) -> int:
+    return writes_per_hold(args.hold, args.write_interval)
+
+
+def worker_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m consensus_store.testing.coordination_workers")
+    parser.add_argument("role", choices=("lock", "candidate"))
+    parser.add_argument("--endpoints", required=True, help="comma-separated node API endpoints")
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--name", required=True, help="lock or election name")
+    parser.add_argument("--id", required=True, help="owner / member id of this process")
+    parser.add_argument("--resource", required=True, help="HOST:PORT of the fenced resource")
+    parser.add_argument("--events", required=True, type=Path, help="JSON lines file to append to")
+    parser.add_argument("--ttl", type=float, default=2.0, help="session TTL (s)")
+    parser.add_argument("--hold", type=float, default=1.2, help="hold the lock / lead for about this long "
+                        "(as a number of writes: hold / write-interval)")
+    parser.add_argument("--gap", type=float, default=0.2, help="pause before trying again")
+    parser.add_argument("--write-interval", type=float, default=0.05)
+    parser.add_argument("--acquire-timeout", type=float, default=8.0)
+    parser.add_argument("--op-timeout", type=float, default=5.0)
+    parser.add_argument("--max-s", type=float, default=600.0, help="exit after this long anyway")
+    args = parser.parse_args(argv)
+    from consensus_store.client import Client
+    client = Client(args.endpoints.split(","), token=args.token, timeout=args.op_timeout,
+                    session_ttl=args.ttl)
+    log = EventLog(args.events, args.id)
+    resource = ResourceClient(args.resource, args.id)
+    log.say("started", role=args.role)
+    (_lock_worker if args.role == "lock" else _candidate_worker)(args, client, log, resource)
+    log.say("exiting")
+    return 0
+
+
+class WorkerProcess:
+    """One worker process started by a test; signalled only by its own PID."""
+
+    def __init__(self, role: str, ident: str, *, endpoints: Iterable[str], token: str, name: str,
+                 resource: str, events_dir: Path, ttl: float, extra: Iterable[str] = (),
+                 log_dir: Path | None = None) -> None:
+        self.role, self.ident = role, ident
+        self.events_path = Path(events_dir) / f"{ident}.jsonl"
+        self.events_path.parent.mkdir(parents=True, exist_ok=True)
+        stderr_path = (Path(log_dir or events_dir) / f"{ident}.stderr")
+        self._stderr = open(stderr_path, "ab")
+        command = [sys.executable, "-m", "consensus_store.testing.coordination_workers", role,
+                   "--endpoints", ",".join(endpoints), "--token", token, "--name", name,
+                   "--id", ident, "--resource", resource, "--events", str(self.events_path),
+                   "--ttl", str(ttl), *extra]
+        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                        start_new_session=True)
+        self.pid = self.process.pid
+        self.paused = False
+        self.killed_at: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        try:
+            lines = self.events_path.read_text().splitlines()
+        except OSError:
+            return []
+        found = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue                # a line cut by kill -9
+            if event is None or record["event"] == event:
+                found.append(record)
+        return found
+
+    def _signal(self, signum: int) -> None:
+        if self.alive:
+            os.kill(self.pid, signum)
+
+    def pause(self) -> float:
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+        return time.monotonic()
+
+    def resume(self) -> float:
+        """SIGCONT; returns the monotonic time just *before* it was sent (the process may run,
+        and log, before this call returns)."""
+        sent_at = time.monotonic()
+        self._signal(signal.SIGCONT)
+        self.paused = False
+        return sent_at
+
+    def kill(self) -> float:
+        """kill -9; returns the monotonic time of the kill."""
+        self._signal(signal.SIGKILL)
+        self.process.wait()
+        self.killed_at = self.killed_at or time.monotonic()
+        self.paused = False
+        return self.killed_at
+
+    def stop(self) -> None:
+        if self.alive:
+            self._signal(signal.SIGCONT)
+            self.kill()
+        self._stderr.close()
+
+
+def main() -> None:
+    sys.exit(worker_main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
