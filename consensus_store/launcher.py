@@ -135,10 +135,14 @@ class LocalCluster:
                 time.sleep(0.1)
         raise Timeout(f"no leader within {timeout:g}s")
 
+    def exited(self) -> list[NodeProcess]:
+        """Nodes whose process has ended (a crash, unless we stopped it)."""
+        return [n for n in self.nodes.values()
+                if n.process is not None and n.process.poll() is not None]
+
     def check_exits(self) -> list[str]:
         """Nodes whose process ended on its own (a crash), with their exit codes."""
-        return [f"{n.id} exited with {n.process.returncode}" for n in self.nodes.values()
-                if n.process is not None and n.process.poll() is not None]
+        return [f"{n.id} exited with {n.process.returncode}" for n in self.exited()]
 
 
 def free_ports(count: int) -> list[int]:

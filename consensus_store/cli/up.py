@@ -32,8 +32,9 @@ def run_up(config_dir: Path, data_dir: Path | None) -> int:
         leader = cluster.wait_for_leader(timeout=30)
         _print_usage(console, cluster, configs[0].path, leader)
         while not stop.wait(1.0):
-            for problem in cluster.check_exits():
-                console.print(f"[red]{problem}[/]; see {cluster.nodes[problem.split()[0]].log_path}")
+            for node in cluster.exited():
+                console.print(f"[red]{node.id} exited with {node.process.returncode}[/]; "
+                              f"see {node.log_path}")
                 stop.set()
     finally:
         console.print("stopping the cluster…")

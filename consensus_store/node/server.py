@@ -32,6 +32,9 @@ log = logging.getLogger("consensus_store.node")
 
 
 _IMMUTABLE = (str, int, float, bool, type(None))
+# Built once: this test runs on every embedded read (Consistency is a str enum, so its members
+# hash and compare like the plain words).
+_READ_FROM_MEMORY = frozenset({None, Consistency.LOCAL, Consistency.SESSION})
 
 
 def _private(value: Any) -> Any:
@@ -174,7 +177,7 @@ class Node(KVApi, CoordinationMixin):
             timeout: float | None = None) -> KeyValue | None:
         """Local reads come straight from memory.  ``session`` is local here: this node's own
         writes return only after this node applied them."""
-        if consistency in (None, Consistency.LOCAL, Consistency.SESSION, "local", "session"):
+        if consistency in _READ_FROM_MEMORY:
             store = self._runner.store
             if store is None:
                 raise Unavailable("node is not running")

@@ -106,7 +106,7 @@ class KVService:
             if op == "cas":
                 command.update(self._cas_guard(body))
             if op in ("put", "cas") and body.get("session") is not None:
-                if not commands._is_int(body["session"]):
+                if not commands.is_int(body["session"]):
                     raise InvalidRequest("'session' must be an integer session id")
                 command["session"] = body["session"]
         command.update(self._request_identity(body))
@@ -158,7 +158,7 @@ class KVService:
     def _cas_guard(body: dict[str, Any]) -> dict[str, Any]:
         if "expect_mod_revision" in body:
             expected = body["expect_mod_revision"]
-            if not commands._is_int(expected) or expected < 0:
+            if not commands.is_int(expected) or expected < 0:
                 raise InvalidRequest("'expect_mod_revision' must be a non-negative integer")
             return {"expect_mod_revision": expected}
         if "expect_value" in body:
@@ -172,10 +172,10 @@ class KVService:
             return {}
         if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS:
             raise InvalidRequest(f"'client_id' must be a string of 1-{MAX_CLIENT_ID_CHARS} chars")
-        if not commands._is_int(request_id) or request_id < 0:
+        if not commands.is_int(request_id) or request_id < 0:
             raise InvalidRequest("'request_id' must be a non-negative integer")
         done = body.get("done_below", 0)
-        if not commands._is_int(done) or done < 0:
+        if not commands.is_int(done) or done < 0:
             raise InvalidRequest("'done_below' must be a non-negative integer")
         return {"cid": client_id, "rid": request_id, "done": done}
 
@@ -187,7 +187,7 @@ class KVService:
             await self.proposer.barrier(self._timeout(timeout))
         elif level is Consistency.SESSION:
             min_index = body.get("min_index", 0)
-            if not commands._is_int(min_index) or min_index < 0:
+            if not commands.is_int(min_index) or min_index < 0:
                 raise InvalidRequest("'min_index' must be a non-negative integer")
             if min_index:
                 wait = min(self.config.limits.session_read_wait_s, self._timeout(timeout))
@@ -249,7 +249,7 @@ class KVService:
         wait = body.get("wait", 30.0)
         if not isinstance(prefix, str):
             raise InvalidRequest("'prefix' must be a string")
-        if not commands._is_int(after) or after < 0:
+        if not commands.is_int(after) or after < 0:
             raise InvalidRequest("'after_revision' must be a non-negative integer")
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WATCH_WAIT_S:
             raise InvalidRequest(f"'wait' must be a number of seconds in [0, {MAX_WATCH_WAIT_S:g}]")
@@ -292,7 +292,7 @@ class KVService:
 
 def _session_id(body: dict[str, Any]) -> int:
     session = body.get("session")
-    if not commands._is_int(session) or session <= 0:
+    if not commands.is_int(session) or session <= 0:
         raise InvalidRequest("'session' must be a positive integer session id")
     return session
 

@@ -61,7 +61,7 @@ def validate_compare(compare: Any) -> dict[str, Any]:
         raise InvalidRequest(f"compare op must be one of {' '.join(COMPARE_OPERATORS)}")
     if "value" not in compare:
         raise InvalidRequest("compare needs a 'value'")
-    if target != "value" and not _is_int(compare["value"]):
+    if target != "value" and not is_int(compare["value"]):
         raise InvalidRequest(f"compare on {target} needs an integer value")
     if target == "value" and operator in ("<", ">"):
         raise InvalidRequest("compare on value supports only == and !=")
@@ -82,7 +82,7 @@ def validate_txn_op(op: Any) -> dict[str, Any]:
         if "value" not in op:
             raise InvalidRequest("put needs a 'value'")
         session = op.get("session")
-        if session is not None and not _is_int(session):
+        if session is not None and not is_int(session):
             raise InvalidRequest("'session' must be an integer session id")
         return {"op": "put", "key": key, "value": op["value"], "session": session}
     return {"op": kind, "key": key}
@@ -105,10 +105,10 @@ def validate_txn(body: dict[str, Any]) -> dict[str, Any]:
 def validate_limit(limit: Any) -> int:
     if limit is None:
         return 0
-    if not _is_int(limit) or limit < 0:
+    if not is_int(limit) or limit < 0:
         raise InvalidRequest("'limit' must be a non-negative integer")
     return int(limit)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

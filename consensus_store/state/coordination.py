@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import quote, unquote
 
 from consensus_store.errors import InvalidRequest, NotFound
-from consensus_store.state.commands import _is_int
+from consensus_store.state.commands import is_int
 
 if TYPE_CHECKING:
     from consensus_store.state.machine import StateMachine
@@ -179,7 +179,7 @@ class Coordination:
         name = command.get("name")
         session = self._session(command)
         priority = command.get("priority", 0)
-        if not _is_int(priority):
+        if not is_int(priority):
             raise InvalidRequest("'priority' must be an integer")
         member = command.get("member")
         key = candidates_prefix(name) + name_part(member, "member")

@@ -166,7 +166,7 @@ class StateMachine:
     def _cas_guard_holds(self, command: dict[str, Any], record: Record | None) -> bool:
         if "expect_mod_revision" in command:
             expected = command["expect_mod_revision"]
-            if not commands._is_int(expected):
+            if not commands.is_int(expected):
                 raise InvalidRequest("'expect_mod_revision' must be an integer (0: key absent)")
             return (record[2] if record else 0) == expected
         if "expect_value" in command:
@@ -239,7 +239,7 @@ class StateMachine:
     @staticmethod
     def _require_session_id(command: dict[str, Any]) -> int:
         session_id = command.get("session")
-        if not commands._is_int(session_id):
+        if not commands.is_int(session_id):
             raise InvalidRequest("'session' must be an integer session id")
         return session_id
 
