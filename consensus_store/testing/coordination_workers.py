@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from consensus_store.testing.fenced import ELECTION_RESOURCE, LOCK_RESOURCE, ResourceClient
 
@@ -58,26 +58,8 @@ def _lock_worker(args: argparse.Namespace, client: Any, log: EventLog,
         token, session = lock.token, lock.session
         assert token is not None and session is not None
         log.say("granted", token=token, session=session.id)
-        # A number of writes rather than a deadline: a process paused in the middle of its
-        # critical section goes on with it when it wakes up (the GC-pause case).
-        outcome, writes = "held", 0
-        while writes < _writes_per_hold(args):
-            if not lock.is_held:     # the session is SUSPENDED or LOST: stop trusting the lock
-                outcome = "not-connected"
-                log.say("not-connected", token=token, state=session.state.value)
-                break
-            try:
-                accepted, highest = resource.write(LOCK_RESOURCE, token)
-            except OSError as exc:
-                log.say("resource-error", token=token, error=str(exc))
-                time.sleep(0.1)
-                continue
-            writes += 1
-            if not accepted:
-                outcome = "fenced"
-                log.say("fenced", token=token, highest=highest, state=session.state.value)
-                break
-            time.sleep(args.write_interval)
+        outcome, writes = _write_while_trusted(args, log, resource, LOCK_RESOURCE, token,
+                                               session, lambda: lock.is_held, "held")
         try:
             lock.release()
         except ConsensusStoreError as exc:
@@ -104,42 +86,62 @@ def _candidate_worker(args: argparse.Namespace, client: Any, log: EventLog,
         assert leader is not None and election.session is not None
         token, session = leader.token, election.session
         log.say("elected", token=token, session=session.id)
-        confirm_at = time.monotonic() + 0.5
-        outcome, writes = "resigned", 0
-        while writes < _writes_per_hold(args):      # as for locks: a count, not a deadline
-            if not session.alive:
-                outcome = "not-connected"
-                log.say("not-connected", token=token, state=session.state.value)
-                break
+
+        def deposed() -> dict[str, Any] | None:
             try:
-                accepted, highest = resource.write(ELECTION_RESOURCE, token)
-            except OSError as exc:
-                log.say("resource-error", token=token, error=str(exc))
-                time.sleep(0.1)
-                continue
-            writes += 1
-            if not accepted:
-                outcome = "fenced"
-                log.say("fenced", token=token, highest=highest, state=session.state.value)
-                break
-            if time.monotonic() >= confirm_at:      # now and then: am I still the leader?
-                try:
-                    current = election.leader()
-                except ConsensusStoreError:
-                    current = leader     # cannot tell: the session state decides
-                if current is None or current.token != token:
-                    outcome = "deposed"
-                    log.say("deposed", token=token, state=session.state.value,
-                            now=None if current is None else [current.member, current.token])
-                    break
-                confirm_at = time.monotonic() + 0.5
-            time.sleep(args.write_interval)
+                current = election.leader()
+            except ConsensusStoreError:
+                return None      # cannot tell: the session state decides
+            if current is None or current.token != token:
+                return {"now": None if current is None else [current.member, current.token]}
+            return None
+
+        outcome, writes = _write_while_trusted(args, log, resource, ELECTION_RESOURCE, token,
+                                               session, lambda: session.alive, "resigned",
+                                               deposed)
         try:
             election.resign()
         except ConsensusStoreError as exc:
             log.say("resign-error", token=token, error=f"{type(exc).__name__}: {exc}")
         log.say("stepped-down", token=token, outcome=outcome, writes=writes)
         time.sleep(args.gap)
+
+
+def _write_while_trusted(args: argparse.Namespace, log: EventLog, resource: ResourceClient,
+                         resource_name: str, token: int, session: Any,
+                         trusted: Callable[[], bool], finished: str,
+                         deposed: Callable[[], dict[str, Any] | None] | None = None
+                         ) -> tuple[str, int]:
+    """Write to the fenced resource while the grant is trusted; returns (outcome, writes).
+
+    A number of writes rather than a deadline: a process paused in the middle of its critical
+    section goes on with it when it wakes up (the GC-pause case).  ``deposed``, checked every
+    0.5 s, asks the cluster whether the grant still stands (elections).
+    """
+    confirm_at = time.monotonic() + 0.5
+    writes = 0
+    while writes < _writes_per_hold(args):
+        if not trusted():     # the session is SUSPENDED or LOST: stop trusting the grant
+            log.say("not-connected", token=token, state=session.state.value)
+            return "not-connected", writes
+        try:
+            accepted, highest = resource.write(resource_name, token)
+        except OSError as exc:
+            log.say("resource-error", token=token, error=str(exc))
+            time.sleep(0.1)
+            continue
+        writes += 1
+        if not accepted:
+            log.say("fenced", token=token, highest=highest, state=session.state.value)
+            return "fenced", writes
+        if deposed is not None and time.monotonic() >= confirm_at:
+            news = deposed()
+            if news is not None:
+                log.say("deposed", token=token, state=session.state.value, **news)
+                return "deposed", writes
+            confirm_at = time.monotonic() + 0.5
+        time.sleep(args.write_interval)
+    return finished, writes
 
 
 def writes_per_hold(hold: float, write_interval: float = 0.05) -> int:

@@ -189,18 +189,12 @@ class Workload:
 
     def _put(self, client: Any, process: int, key: str, value: str,
              last_seen: dict[str, Any]) -> None:
-        from consensus_store.errors import Timeout, Unavailable
         handle = self.history.invoke(process, "write", key, value)
         op = self._begin(OpRecord(process, "put", key, value, None, time.monotonic()))
         try:
             kv = client.put(key, value)
-        except (Timeout, Unavailable) as exc:
-            self.history.info(handle)
-            self._finish(op, "info", exc)
-        except Exception as exc:  # noqa: BLE001 - unknown outcome, and a finding
-            self.history.info(handle)
-            self._finish(op, "info", exc)
-            self._unexpected(op, exc)
+        except Exception as exc:  # noqa: BLE001 - unknown outcome (see _outcome_unknown)
+            self._outcome_unknown(handle, op, exc)
         else:
             self.history.ok(handle)
             op.revision = kv.mod_revision
@@ -209,9 +203,19 @@ class Workload:
                 self._unexpected(op, AssertionError(f"put answered {kv}"))
             last_seen[key] = value
 
+    def _outcome_unknown(self, handle: Any, op: OpRecord, exc: Exception) -> None:
+        """The op may or may not have taken effect; anything but a Timeout or Unavailable is
+        also a finding (the client should raise nothing else for a valid request)."""
+        from consensus_store.errors import Timeout, Unavailable
+        if handle is not None:
+            self.history.info(handle)
+        self._finish(op, "info", exc)
+        if not isinstance(exc, (Timeout, Unavailable)):
+            self._unexpected(op, exc)
+
     def _cas(self, client: Any, process: int, key: str, expected: Any, value: str,
              last_seen: dict[str, Any]) -> None:
-        from consensus_store.errors import CompareFailed, Timeout, Unavailable
+        from consensus_store.errors import CompareFailed
         handle = self.history.invoke(process, "cas", key, [expected, value])
         op = self._begin(OpRecord(process, "cas", key, [expected, value], None, time.monotonic()))
         try:
@@ -228,13 +232,8 @@ class Workload:
             else:
                 op.observed = (None, 0)
             self._finish(op, "fail", exc)
-        except (Timeout, Unavailable) as exc:
-            self.history.info(handle)
-            self._finish(op, "info", exc)
-        except Exception as exc:  # noqa: BLE001
-            self.history.info(handle)
-            self._finish(op, "info", exc)
-            self._unexpected(op, exc)
+        except Exception as exc:  # noqa: BLE001 - unknown outcome (see _outcome_unknown)
+            self._outcome_unknown(handle, op, exc)
         else:
             self.history.ok(handle)
             op.revision = kv.mod_revision
@@ -245,21 +244,13 @@ class Workload:
 
     def _read(self, client: Any, process: int, key: str, level: str,
               last_seen: dict[str, Any]) -> None:
-        from consensus_store.errors import Timeout, Unavailable
         linearizable = level == "linearizable"
         handle = self.history.invoke(process, "read", key) if linearizable else None
         op = self._begin(OpRecord(process, "read", key, None, level, time.monotonic()))
         try:
             kv = client.get(key, consistency=level)
-        except (Timeout, Unavailable) as exc:
-            if handle is not None:
-                self.history.info(handle)
-            self._finish(op, "info", exc)
-        except Exception as exc:  # noqa: BLE001
-            if handle is not None:
-                self.history.info(handle)
-            self._finish(op, "info", exc)
-            self._unexpected(op, exc)
+        except Exception as exc:  # noqa: BLE001 - unknown outcome (see _outcome_unknown)
+            self._outcome_unknown(handle, op, exc)
         else:
             value = kv.value if kv is not None else None
             if handle is not None:
