@@ -86,11 +86,3 @@ class AsyncHttpTransport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def __getattr__(name: str) -> Any:
-    """``Client`` and ``RetryPolicy`` used to live here: keep old imports working."""
-    if name in ("Client", "RetryPolicy"):
-        from consensus_store import client
-        return getattr(client, name)
-    raise AttributeError(name)
