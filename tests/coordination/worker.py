@@ -19,8 +19,15 @@ from consensus_store.errors import ConsensusStoreError
 TTL_S = 1.5
 
 
+_OUTPUT = threading.Lock()
+
+
 def say(**event: object) -> None:
-    print(json.dumps({"t": time.monotonic(), **event}), flush=True)
+    # Replica callbacks run on the client's threads: one whole line at a time.
+    line = json.dumps({"t": time.monotonic(), **event}) + "\n"
+    with _OUTPUT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 class Worker:
