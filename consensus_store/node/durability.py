@@ -2,10 +2,13 @@
 
 pysyncobj 0.3.17 writes its journal through mmap and never syncs it (upstream issue #84), so a
 power loss can drop acknowledged entries.  Here each node fsyncs its journal once per batch,
-right before the first message that could make the batch count towards a commit leaves it:
-  - a follower, before ``next_node_idx`` (its acknowledgement of appended entries);
-  - the leader, before ``append_entries`` (it counts itself in the majority) and before each
-    poll (covers a single-node cluster, which never sends).
+before the batch can count towards a commit:
+  - a follower, before ``next_node_idx`` (its acknowledgement of appended entries) leaves;
+  - the leader, at the end of every tick, right after that tick's AppendEntries went out (Raft
+    thesis 10.2.1: the leader writes its log in parallel with replicating it).  It counts
+    itself towards a commit only in a later tick: pysyncobj computes the commit index at the
+    start of a tick, before it appends new commands, and acknowledgements are handled between
+    ticks on the same thread.  So its fsync overlaps the followers' work instead of delaying it.
 The term/vote meta file is fsynced before any vote leaves, the snapshot before the journal is
 truncated behind it.  Installed per instance by swapping the journal's class (no global patch).
 """
@@ -17,7 +20,7 @@ from typing import Any, Callable
 
 from pysyncobj.journal import FileJournal
 
-FLUSH_TRIGGERS = frozenset({"append_entries", "next_node_idx"})
+FLUSH_TRIGGERS = frozenset({"next_node_idx"})   # messages that must not leave unsynced
 
 
 def fsync_path(path: str) -> None:

@@ -66,8 +66,8 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
 
 
 class _GuardedTransport(TCPTransport):
-    """TCPTransport that syncs a durable journal before acks and corrects how pysyncobj's leader
-    moves a follower's next index on replies (all checks run on the raft thread).
+    """TCPTransport that syncs a durable journal before a follower's acks, and corrects how
+    pysyncobj's leader moves a follower's next index on replies (all on the raft thread).
 
     pysyncobj applies every ``next_node_idx`` reply as it comes, which goes wrong because the
     hybrid flush keeps several AppendEntries in flight per follower:
@@ -325,17 +325,17 @@ class RaftRunner:
         self._wake_pending = False
 
     def _before_poll(self) -> None:
-        """Runs on every tick right before poll: jobs, hybrid flush, applied-index report."""
+        """Runs on every tick right before poll: jobs, hybrid flush, fsync, applied index."""
         store = self.store
         assert store is not None
         self._drain_jobs()
-        if store.durable_journal is not None:
-            store.durable_journal.sync_if_dirty()
         if store._isLeader():
             mark = (store._SyncObj__raftLog[-1][1], store.raftCommitIndex)
             if mark != self._flushed:
                 self._flushed = mark
                 store._SyncObj__sendAppendEntries()
+        if store.durable_journal is not None:   # after the send: see durability.py
+            store.durable_journal.sync_if_dirty()
         applied = store.raftLastApplied
         if store.machine is not self._machine_seen:   # a snapshot replaced the state
             self._machine_seen = store.machine
