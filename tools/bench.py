@@ -67,6 +67,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from consensus_store.client import AsyncClient  # noqa: E402
+from consensus_store.event_loop import new_event_loop  # noqa: E402
 from consensus_store.errors import ConsensusStoreError  # noqa: E402
 from consensus_store.launcher import LocalCluster, free_ports, write_cluster_configs  # noqa: E402
 
@@ -861,7 +862,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cs-bench-"))
     started = time.monotonic()
     try:
-        report = asyncio.run(run(args, workdir))
+        # The shared load generator runs on the same loop as our nodes (uvloop where present).
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            report = runner.run(run(args, workdir))
     except BenchError as exc:
         console.print(f"[red]benchmark failed: {exc}[/]")
         args.keep = any(workdir.iterdir())   # its logs explain the failure

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from consensus_store.config import NodeConfig, load_config
 from consensus_store.errors import ConfigError, Timeout, Unavailable
+from consensus_store.event_loop import new_event_loop
 from consensus_store.client.coordination import CoordinationMixin
 from consensus_store.kv_api import KVApi
 from consensus_store.models import Consistency, KeyValue
@@ -61,7 +62,7 @@ class Node(KVApi, CoordinationMixin):
         locks and candidacies through this node), which ends when this process dies."""
         self.config = config
         self._init_coordination(session_ttl)
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         bridge = LoopBridge(self._loop)
         self._watches = WatchHub(bridge)
         self._runner = RaftRunner(config, on_applied=self._on_applied,
