@@ -11,7 +11,7 @@ class Consistency(str, enum.Enum):
 
     LOCAL = "local"                # this replica's memory: fastest, may be stale
     SESSION = "session"            # read-your-writes and monotonic reads for one client
-    LINEARIZABLE = "linearizable"  # confirmed through the leader's log (a batched no-op barrier)
+    LINEARIZABLE = "linearizable"  # confirmed by the leader with a heartbeat round (ReadIndex)
 
 
 class Role(str, enum.Enum):

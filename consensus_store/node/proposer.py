@@ -1,8 +1,9 @@
 """The asyncio side of the raft bridge: writes with retries, read barriers, applied-index waits.
 
-Results come back from the raft thread through the node's ``LoopBridge`` (one wake-up per batch).  Writes carry a (client id, request id) pair;
-writes that arrive without one get this node's own pair, so the node may retry any write after an
-ambiguous failure (``LEADER_CHANGED``, a lost callback) without applying it twice.
+Results come back from the raft thread through the node's ``LoopBridge`` (one wake-up per
+batch).  Writes carry a (client id, request id) pair; writes that arrive without one get this
+node's own pair, so the node may retry any write after an ambiguous failure
+(``LEADER_CHANGED``, a lost callback) without applying it twice.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from consensus_store.state import encode_command
 ATTEMPT_TIMEOUT_S = 2.0     # no callback by then: assume it was lost, propose again (deduplicated)
 RETRY_BACKOFF_S = 0.05
 LEADER_POLL_S = 0.02
+READ_INDEX_RETRY_S = 0.02
 
 
 class Proposer:
@@ -39,6 +41,7 @@ class Proposer:
         self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []
         self._waiter_order = itertools.count()
         self._next_barrier: asyncio.Future | None = None
+        self._next_barrier_deadline = 0.0    # the latest deadline of its readers
         self._barrier_running = False
 
     # ---- raft thread -> loop ----------------------------------------------------------------
@@ -132,35 +135,55 @@ class Proposer:
                               f"{timeout:g}s; retry on another node") from None
 
     async def barrier(self, timeout: float) -> int:
-        """An index such that every write acknowledged before this call is applied here.
+        """Wait until every write acknowledged before this call is applied here; returns the
+        index confirmed by the leader (ReadIndex, see node/read_index.py).
 
-        Reads arriving while a barrier is in flight share the next one, never the current one:
-        a barrier proposed before a read began could miss writes acknowledged just before it.
+        Reads arriving while a confirmation is in flight share the next one, never the current
+        one: an index noted before a read began could miss writes acknowledged just before it.
         """
+        deadline = self._loop.time() + timeout
         if self._next_barrier is None:
             self._next_barrier = self._loop.create_future()
+            self._next_barrier_deadline = deadline
         group = self._next_barrier
+        self._next_barrier_deadline = max(self._next_barrier_deadline, deadline)
         if not self._barrier_running:
-            self._loop.create_task(self._run_barriers(timeout))
+            self._loop.create_task(self._run_barriers())
         try:
-            return await asyncio.wait_for(asyncio.shield(group), timeout)
+            index = await asyncio.wait_for(asyncio.shield(group), timeout)
         except asyncio.TimeoutError:
-            raise Timeout(f"read barrier not confirmed within {timeout:g}s (no quorum reachable "
+            raise Timeout(f"read index not confirmed within {timeout:g}s (no quorum reachable "
                           "from this node?); retry on another node") from None
+        await self.wait_applied(index, max(0.0, deadline - self._loop.time()))
+        return index
 
-    async def _run_barriers(self, timeout: float) -> None:
+    async def _run_barriers(self) -> None:
         self._barrier_running = True
         try:
             while self._next_barrier is not None:
                 group, self._next_barrier = self._next_barrier, None
-                try:
-                    index, _ = await self.write({"op": "noop"}, timeout, deduplicate=False)
-                except Exception as exc:  # noqa: BLE001 - handed to every waiting reader
-                    _settle(group, exception=exc)
-                else:
+                index = await self._confirmed_read_index(self._next_barrier_deadline)
+                if index is not None:
                     _settle(group, result=index)
+                # else: the group's readers time out; later readers start a new run
         finally:
             self._barrier_running = False
+
+    async def _confirmed_read_index(self, deadline: float) -> int | None:
+        """Ask the raft thread until it confirms an index, or None once ``deadline`` passed."""
+        while (remaining := deadline - self._loop.time()) > 0:
+            future: asyncio.Future[int | None] = self._loop.create_future()
+            self._runner.request_read_index(
+                lambda index, f=future: self._bridge.post(_settle, f, index))
+            try:
+                index = await asyncio.wait_for(future, remaining)
+            except asyncio.TimeoutError:
+                return None
+            if index is not None:
+                return index
+            # No leader, or it lost leadership during the round: ask again shortly.
+            await asyncio.sleep(min(READ_INDEX_RETRY_S, max(0.0, deadline - self._loop.time())))
+        return None
 
 
 _FAIL_NAMES = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}

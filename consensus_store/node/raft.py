@@ -28,6 +28,7 @@ from pysyncobj.transport import TCPTransport
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
+from consensus_store.node import read_index
 from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal, make_durable
 from consensus_store.state import StateMachine
 
@@ -90,15 +91,50 @@ class _GuardedTransport(TCPTransport):
         super().__init__(*args, **kwargs)
         self._probe_floor: dict[Any, tuple[int, int]] = {}   # node -> (term, lowest reset)
         self._stale_resets: dict[Any, int] = {}
+        # ReadIndex bookkeeping (read_index.py): AppendEntries numbers sent to / answered by
+        # each follower, and the one this node is answering right now.
+        self.sent_seq: dict[Any, int] = {}
+        self.acked_seq: dict[Any, int] = {}
+        self._answering: tuple[Any, int] | None = None
+        self.on_ack: Callable[[], None] | None = None
+        self.on_read_index_message: Callable[[Any, dict[str, Any]], None] | None = None
 
     def send(self, node: Any, message: Any) -> bool:
-        if isinstance(message, dict) and message.get("type") in FLUSH_TRIGGERS:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":              # numbered for read_index.py
+            seq = self.sent_seq.get(node, 0) + 1
+            self.sent_seq[node] = seq
+            message = {**message, "cs_seq": seq}
+        elif kind in FLUSH_TRIGGERS:
             journal = self._syncObj._SyncObj__raftLog
             if isinstance(journal, DurableJournal):
                 journal.sync_if_dirty()
+            answering = self._answering
+            if kind == "next_node_idx" and answering is not None and answering[0] is node:
+                message = {**message, "cs_ack": answering[1]}
         return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind in read_index.MESSAGES:
+            if self.on_read_index_message is not None:
+                self.on_read_index_message(node, message)
+            return
+        if kind == "append_entries":
+            # Replies sent while handling it name it (pysyncobj answers synchronously).
+            self._answering = (node, message.get("cs_seq", 0))
+            try:
+                self._receive(node, message)
+            finally:
+                self._answering = None
+            return
+        self._receive(node, message)
+        if kind == "next_node_idx" and message.get("cs_ack", 0) > self.acked_seq.get(node, 0):
+            self.acked_seq[node] = message["cs_ack"]
+            if self.on_ack is not None:
+                self.on_ack()
+
+    def _receive(self, node: Any, message: Any) -> None:
         if (isinstance(message, dict) and message.get("type") == "append_entries"
                 and message.get("entries") and "prevLogIdx" in message
                 and "transmission" not in message):
@@ -242,6 +278,7 @@ class RaftRunner:
         self._flushed = (0, 0)
         self._reported_applied = 0
         self.store: ReplicatedStore | None = None
+        self._read_index: read_index.ReadIndex | None = None
 
     # ---- lifecycle (any thread) -------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -270,6 +307,13 @@ class RaftRunner:
         self.store.apply_command(data, callback=callback)
         self.wake()
 
+    def request_read_index(self, callback: read_index.Callback) -> None:
+        """Any thread: ``callback`` gets (on the raft thread) an index confirmed by the leader
+        to cover every write acknowledged before this call, or None to ask again."""
+        reader = self._read_index
+        assert reader is not None, "raft node not started"
+        self.call_on_raft_thread(lambda: reader.request(callback))
+
     def call_on_raft_thread(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)
         self.wake()
@@ -296,6 +340,10 @@ class RaftRunner:
             self.store._poller.subscribe(self._wake_read, self._drain_wake_pipe,
                                         POLL_EVENT_TYPE.READ)
             self.store.addOnTickCallback(self._before_poll)
+            transport = self.store._SyncObj__transport
+            self._read_index = read_index.ReadIndex(self.store, transport)
+            transport.on_ack = self._read_index.advance
+            transport.on_read_index_message = self._read_index.on_message
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             self._start_error = exc
             self._started.set()
@@ -329,6 +377,7 @@ class RaftRunner:
         store = self.store
         assert store is not None
         self._drain_jobs()
+        self._read_index.tick()
         if store._isLeader():
             mark = (store._SyncObj__raftLog[-1][1], store.raftCommitIndex)
             if mark != self._flushed:

@@ -69,8 +69,11 @@ def test_isolated_leader_acknowledges_nothing_and_steps_down(fault_root: Path) -
         with cluster.client(majority, timeout=10.0) as client:
             after = client.put("k", "after")
 
-        # The cut-off old leader acknowledges no write; its local state is the old one.
+        # The cut-off old leader acknowledges no write, confirms no linearizable read (its
+        # ReadIndex heartbeats reach no majority); its local state is the old one.
         with cluster.client([old], timeout=2.0) as cut_off:
+            with pytest.raises((Timeout, Unavailable)):
+                cut_off.get("k", consistency="linearizable")
             with pytest.raises((Timeout, Unavailable)):
                 cut_off.put("k", "minority")
             assert cut_off.get("k", consistency="local").value == "before"
