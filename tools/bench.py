@@ -5,9 +5,10 @@ Method
       ``--endpoints`` names a running one; a raw pysyncobj cluster (three processes running
       ``tools/bench_raw_pysyncobj.py``); with ``--vs-etcd`` a 3-member etcd cluster.  Everything
       listens on 127.0.0.1 on free ports.  All clusters stay up for the whole run.
-    * One load generator for every HTTP server: this process, one asyncio loop, one aiohttp
-      ClientSession with keep-alive connections, pre-serialized bodies, ``concurrency`` workers
-      each with one request in flight.  Ratios therefore compare servers, not clients.
+    * One load generator for every HTTP server: this process, one event loop (uvloop where
+      installed, as in our nodes), one aiohttp ClientSession with keep-alive connections,
+      pre-serialized bodies, ``concurrency`` workers each with one request in flight.  Ratios
+      therefore compare servers, not clients.
     * Writes go to the leader's endpoint.  Reads go round-robin, request by request, to every
       node (a follower serves local/session reads itself and forwards a linearizable read's
       barrier to the leader; etcd members do the same with ReadIndex).
@@ -27,11 +28,11 @@ Method
       process over ``--idle-seconds`` (utime+stime from /proc/PID/stat, % of one core).
 
 Caveats
-    * One machine runs servers and client: at high concurrency the Python client itself is a
-      bottleneck (~8K HTTP requests/s), which caps every HTTP figure alike.
-    * etcd fsyncs its WAL before acknowledging; consensus_store with its default
-      ``durability = "process"`` does not fsync, and its peer traffic is encrypted (cluster
-      secret as pysyncobj password).
+    * One machine (2 cores here) runs servers and client: at high concurrency the Python client
+      itself costs ~60 us of CPU per HTTP request, which weighs on every HTTP figure alike.
+    * etcd fsyncs its WAL before acknowledging; so does consensus_store with its default
+      ``durability = "fsync"`` (``--durability process`` measures the other mode).  Our peer
+      traffic is also encrypted (cluster secret as pysyncobj password); etcd's here is not.
     * Single runs are noisy (+-10-15 %); compare ratios taken in one run.  Other work on the
       machine skews everything: the report says how much CPU other processes used meanwhile.
     * Only processes this script started are signalled, always by their PID.
