@@ -5,12 +5,17 @@ pysyncobj does (socket I/O, apply, callbacks) therefore runs on that thread; oth
 to it only through ``propose`` (pysyncobj's queue is thread-safe) and ``call_on_raft_thread``.
 
 Timing ("hybrid flush", see shared/notes/performance.md): batching stays on, and right before
-each poll we send AppendEntries at once if the log grew or the commit index moved, so a commit
-costs one round trip instead of waiting for the 50 ms heartbeat.  A pipe registered with
-pysyncobj's poller wakes the tick when a command or job is queued.
+each poll we send AppendEntries at once if the log grew, so a commit costs one round trip
+instead of waiting for the 100 ms heartbeat.  A commit index that moved alone is announced
+``COMMIT_NOTICE_DELAY_S`` later unless new entries carry it first: under load they always do,
+which halves the messages, and the commit notice no longer competes for the CPU with the
+answers to the writes just committed.  A pipe registered with pysyncobj's poller wakes the
+tick when a command or job is queued.
 
-Private pysyncobj names used here (pinned to 0.3.17 in pyproject.toml):
-``_SyncObj__sendAppendEntries``, ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``, ``_poller``.
+Private pysyncobj names used here and in read_index.py (pinned to 0.3.17 in pyproject.toml):
+``_SyncObj__sendAppendEntries``, ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``,
+``_SyncObj__raftMatchIndex``, ``_SyncObj__transport``, ``_SyncObj__otherNodes``,
+``_SyncObj__getEntries``, ``_poller``.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,6 +41,9 @@ from consensus_store.state import StateMachine
 log = logging.getLogger("consensus_store.raft")
 
 ApplyCallback = Callable[[Any, int], None]   # (result or None, FAIL_REASON code)
+
+# Followers learn of a commit at most this much later than the leader (when no entries follow).
+COMMIT_NOTICE_DELAY_S = 0.002
 
 # FAIL_REASONs after which the command may still have been applied (or may apply later).
 MAYBE_APPLIED = frozenset({FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME})
@@ -275,7 +284,9 @@ class RaftRunner:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"raft-{config.id}", daemon=True)
-        self._flushed = (0, 0)
+        self._flushed_entries = 0           # last log index sent to the followers
+        self._flushed_commit = 0            # commit index they were last told
+        self._commit_notice_due: float | None = None
         self._reported_applied = 0
         self.store: ReplicatedStore | None = None
         self._read_index: read_index.ReadIndex | None = None
@@ -341,7 +352,8 @@ class RaftRunner:
                                         POLL_EVENT_TYPE.READ)
             self.store.addOnTickCallback(self._before_poll)
             transport = self.store._SyncObj__transport
-            self._read_index = read_index.ReadIndex(self.store, transport)
+            self._read_index = read_index.ReadIndex(self.store, transport,
+                                                    self._send_append_entries)
             transport.on_ack = self._read_index.advance
             transport.on_read_index_message = self._read_index.on_message
         except BaseException as exc:  # noqa: BLE001 - reported to start()
@@ -353,7 +365,7 @@ class RaftRunner:
         try:
             while self._running.is_set():
                 try:
-                    self.store.doTick(tick)
+                    self.store.doTick(self._poll_timeout(tick))
                 except Exception:  # noqa: BLE001 - one bad tick must not kill the node
                     log.exception("raft tick failed")
         finally:
@@ -379,10 +391,7 @@ class RaftRunner:
         self._drain_jobs()
         self._read_index.tick()
         if store._isLeader():
-            mark = (store._SyncObj__raftLog[-1][1], store.raftCommitIndex)
-            if mark != self._flushed:
-                self._flushed = mark
-                store._SyncObj__sendAppendEntries()
+            self._flush(store)
         if store.durable_journal is not None:   # after the send: see durability.py
             store.durable_journal.sync_if_dirty()
         applied = store.raftLastApplied
@@ -393,6 +402,38 @@ class RaftRunner:
         if applied != self._reported_applied:
             self._reported_applied = applied
             self._on_applied(applied)
+
+    def _flush(self, store: ReplicatedStore) -> None:
+        """The hybrid flush: new entries go out at once, a commit index alone a bit later."""
+        last, commit = store._SyncObj__raftLog[-1][1], store.raftCommitIndex
+        if last == self._flushed_entries:
+            if commit == self._flushed_commit:
+                return
+            now = time.monotonic()
+            if self._commit_notice_due is None:
+                self._commit_notice_due = now + COMMIT_NOTICE_DELAY_S
+            if now < self._commit_notice_due:
+                return
+        self._send_append_entries()
+
+    def _send_append_entries(self) -> None:
+        """Send AppendEntries to every follower now (entries they lack, or a heartbeat)."""
+        store = self.store
+        assert store is not None
+        self._flushed_entries = store._SyncObj__raftLog[-1][1]
+        self._flushed_commit = store.raftCommitIndex
+        self._commit_notice_due = None
+        store._SyncObj__sendAppendEntries()
+
+    def _poll_timeout(self, tick: float) -> float:
+        """Short while a commit notice may be due (entries in flight or a notice pending)."""
+        store = self.store
+        if store is None or not store._isLeader():
+            return tick
+        if (self._commit_notice_due is not None
+                or store.raftCommitIndex < store._SyncObj__raftLog[-1][1]):
+            return COMMIT_NOTICE_DELAY_S
+        return tick
 
     def _drain_jobs(self) -> None:
         while True:

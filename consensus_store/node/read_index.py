@@ -38,9 +38,10 @@ class _Round:
 
 
 class ReadIndex:
-    def __init__(self, store: Any, transport: Any) -> None:
+    def __init__(self, store: Any, transport: Any, send_append_entries: Callable[[], None]) -> None:
         self._store = store
         self._transport = transport
+        self._send_append_entries = send_append_entries
         self._waiting: list[Callback] = []            # leader: for the next round
         self._round: _Round | None = None
         self._asked: dict[int, tuple[Callback, float]] = {}   # follower: id -> (callback, sent)
@@ -126,7 +127,7 @@ class ReadIndex:
         if self._confirmed(self._round):          # a single-node cluster
             self.advance()
         else:
-            store._SyncObj__sendAppendEntries()   # the heartbeat that confirms the round
+            self._send_append_entries()            # the heartbeat that confirms the round
 
     # ---- helpers ----------------------------------------------------------------------------
     def _confirmed(self, current: _Round) -> bool:

@@ -60,7 +60,7 @@ def leader() -> tuple[ReadIndex, FakeStore, FakeTransport]:
     transport = FakeTransport()
     transport.sent_seq = {"a": 5, "b": 7}          # AppendEntries already sent before the read
     store = FakeStore(transport)
-    return ReadIndex(store, transport), store, transport
+    return ReadIndex(store, transport, store._SyncObj__sendAppendEntries), store, transport
 
 
 def ack(reader: ReadIndex, transport: FakeTransport, node: str, seq: int) -> None:
@@ -130,14 +130,14 @@ def test_a_single_node_confirms_at_once() -> None:
     store = FakeStore(transport)
     store._SyncObj__otherNodes = set()
     got: list[int | None] = []
-    ReadIndex(store, transport).request(got.append)
+    ReadIndex(store, transport, store._SyncObj__sendAppendEntries).request(got.append)
     assert got == [10]
 
 
 def test_a_follower_asks_the_leader_and_passes_its_answer_on() -> None:
     transport = FakeTransport()
     store = FakeStore(transport, leader=False)
-    reader = ReadIndex(store, transport)
+    reader = ReadIndex(store, transport, store._SyncObj__sendAppendEntries)
     got: list[int | None] = []
     reader.request(got.append)
     (node, message), = transport.messages
@@ -149,7 +149,7 @@ def test_a_follower_asks_the_leader_and_passes_its_answer_on() -> None:
 def test_a_follower_gives_up_on_questions_to_a_leader_it_no_longer_follows() -> None:
     transport = FakeTransport()
     store = FakeStore(transport, leader=False)
-    reader = ReadIndex(store, transport)
+    reader = ReadIndex(store, transport, store._SyncObj__sendAppendEntries)
     got: list[int | None] = []
     reader.request(got.append)
     store.leader_node = "n2"
