@@ -19,6 +19,8 @@ Method
       over the time until the last one returned; p50/p99 are per request.  ``--repeat`` rounds
       run every system in turn (interleaved, so drift hits all alike); the table shows medians
       and the min-max of ops/s.  Ratios are medians too, with the min-max of per-round ratios.
+    * CPU per operation: utime+stime of the system's processes (/proc/PID/stat) and of this
+      load generator over each measured run, divided by the answers counted.
     * Raw pysyncobj: ``ReplDict.set`` driven from inside the leader process (bounded in-flight
       commands, completion callbacks on pysyncobj's tick thread), pysyncobj's default
       configuration (``appendEntriesUseBatch=True``, 100 ms append period, memory journal, no
@@ -47,6 +49,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -111,6 +114,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     first_error: str | None = None
+    server_cpu_us: float = float("nan")   # CPU of the system's processes per answered op
+    client_cpu_us: float = float("nan")   # CPU of this load generator per answered op
 
     @property
     def ops_per_s(self) -> float:
@@ -259,10 +264,8 @@ class HttpTarget:
         return list(self.workloads)
 
     async def measure(self, op: str, concurrency: int, plan: Plan) -> Run:
-        workload = self.workloads[op]
-        if plan.warmup > 0:
-            await http_load(self.session, workload, concurrency, plan.warmup, plan.max_ops)
-        return await http_load(self.session, workload, concurrency, plan.seconds, plan.max_ops)
+        return await http_load(self.session, self.workloads[op], concurrency, plan.seconds,
+                               plan.max_ops)
 
     async def prefill(self) -> dict[str, Any]:
         """Write every key once; returns one checked put answer."""
@@ -288,8 +291,6 @@ class ClientTarget:
     ops: list[str] = field(default_factory=lambda: ["client put", "client get session"])
 
     async def measure(self, op: str, concurrency: int, plan: Plan) -> Run:
-        if plan.warmup > 0:
-            await self._load(op, concurrency, plan.warmup, plan.max_ops)
         return await self._load(op, concurrency, plan.seconds, plan.max_ops)
 
     async def _load(self, op: str, concurrency: int, seconds: float, max_ops: int) -> Run:
@@ -560,22 +561,41 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
 
 # ---- measuring ----------------------------------------------------------------------------------
 async def measure_all(targets: list[Target], concurrencies: list[int], plan: Plan,
-                      repeat: int) -> list[Point]:
+                      repeat: int, pids: dict[str, int]) -> list[Point]:
     points: dict[tuple[str, str, int], Point] = {}
+    warmup = Plan(plan.warmup, plan.max_ops, 0.0)
+    measured = Plan(plan.seconds, plan.max_ops, 0.0)
     for round_number in range(1, repeat + 1):
         for target in targets:
+            servers = [pid for name, pid in pids.items() if name.startswith(f"{target.name} ")]
             for op in target.ops:
                 for concurrency in concurrencies:
                     point = points.setdefault((target.name, op, concurrency),
                                               Point(target.name, op, concurrency))
-                    run = await target.measure(op, concurrency, plan)
+                    if plan.warmup > 0:
+                        await target.measure(op, concurrency, warmup)
+                    server_before, client_before = cpu_of(servers), own_cpu_seconds()
+                    run = await target.measure(op, concurrency, measured)
+                    if run.ops:
+                        run.server_cpu_us = (cpu_of(servers) - server_before) / run.ops * 1e6
+                        run.client_cpu_us = (own_cpu_seconds() - client_before) / run.ops * 1e6
                     point.runs.append(run)
                     error = f" [red]{run.errors} errors: {run.first_error}[/]" if run.errors else ""
                     console.log(f"{round_number}/{repeat} {target.name:>4} {op:<18} "
                                 f"c={concurrency:<3}{run.ops_per_s:8.1f}/s "
-                                f"p50 {run.p50_ms:6.2f} p99 {run.p99_ms:6.2f} ms{error}",
-                                highlight=False)
+                                f"p50 {run.p50_ms:6.2f} p99 {run.p99_ms:6.2f} ms "
+                                f"cpu/op {run.server_cpu_us:5.0f}+{run.client_cpu_us:3.0f} us"
+                                f"{error}", highlight=False)
     return list(points.values())
+
+
+def cpu_of(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def ratios(points: list[Point], concurrencies: list[int]) -> list[dict[str, Any]]:
@@ -593,6 +613,7 @@ def ratios(points: list[Point], concurrencies: list[int]) -> list[dict[str, Any]
                          "throughput": ours.median("ops_per_s") / other.median("ops_per_s"),
                          "throughput_rounds": [min(paired), max(paired)],
                          "p50": ours.median("p50_ms") / other.median("p50_ms"),
+                         "server_cpu": ours.median("server_cpu_us") / other.median("server_cpu_us"),
                          "p99": ours.median("p99_ms") / other.median("p99_ms")})
     return rows
 
@@ -700,7 +721,8 @@ def rate(value: float) -> str:
 
 def print_points(points: list[Point], repeat: int) -> None:
     table = Table(title=f"Median of {repeat} run(s) per point")
-    for column in ("system", "op", "c", "ops/s", "ops/s min-max", "p50 ms", "p99 ms", "errors"):
+    for column in ("system", "op", "c", "ops/s", "ops/s min-max", "p50 ms", "p99 ms",
+                   "server CPU us/op", "client CPU us/op", "errors"):
         table.add_column(column, justify="left" if column in ("system", "op") else "right")
     for point in points:
         low, high = point.spread()
@@ -708,6 +730,8 @@ def print_points(points: list[Point], repeat: int) -> None:
         table.add_row(point.system, point.op, str(point.concurrency),
                       rate(point.median("ops_per_s")), f"{rate(low)}-{rate(high)}",
                       f"{point.median('p50_ms'):.2f}", f"{point.median('p99_ms'):.2f}",
+                      f"{point.median('server_cpu_us'):.0f}",
+                      f"{point.median('client_cpu_us'):.0f}",
                       f"[red]{errors}[/]" if errors else "0")
     console.print(table)
 
@@ -716,12 +740,14 @@ def print_ratios(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = Table(title="ours / other (throughput: higher is better; latency: lower is better)")
-    for column in ("comparison", "c", "ops/s ratio", "per-round min-max", "p50 ratio", "p99 ratio"):
+    for column in ("comparison", "c", "ops/s ratio", "per-round min-max", "p50 ratio", "p99 ratio",
+                   "server CPU/op ratio"):
         table.add_column(column, justify="left" if column == "comparison" else "right")
     for row in rows:
         low, high = row["throughput_rounds"]
         table.add_row(row["label"], str(row["concurrency"]), f"{row['throughput']:.2f}x",
-                      f"{low:.2f}-{high:.2f}x", f"{row['p50']:.2f}x", f"{row['p99']:.2f}x")
+                      f"{low:.2f}-{high:.2f}x", f"{row['p50']:.2f}x", f"{row['p99']:.2f}x",
+                      f"{row['server_cpu']:.2f}x")
     console.print(table)
 
 
@@ -820,7 +846,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         console.log(f"clusters up: {', '.join(t.name for t in targets)}; measuring")
         own = [os.getpid(), *pids.values()]
         busy, own_cpu, start = machine_busy_seconds(), sum(map(cpu_seconds, own)), time.monotonic()
-        points = await measure_all(targets, concurrencies, plan, args.repeat)
+        points = await measure_all(targets, concurrencies, plan, args.repeat, pids)
         report["background_cpu_percent"] = background_cpu(own, busy, own_cpu,
                                                           time.monotonic() - start)
         report["points"] = [p.to_json() for p in points]
