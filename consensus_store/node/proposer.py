@@ -15,10 +15,11 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON
 
-from consensus_store.errors import Timeout, Unavailable, error_from_json
+from consensus_store.errors import InvalidRequest, Timeout, Unavailable, error_from_json
 from consensus_store.node.bridge import LoopBridge
 from consensus_store.node.raft import RaftRunner
-from consensus_store.state import encode_command
+from consensus_store.state import encode_batch, encode_command
+from consensus_store.state.commands import BATCHED_OPS
 
 ATTEMPT_TIMEOUT_S = 2.0     # no callback by then: assume it was lost, propose again (deduplicated)
 RETRY_BACKOFF_S = 0.05
@@ -38,6 +39,8 @@ class Proposer:
         self._node_request_ids = itertools.count(1)
         self._pending_node_requests: set[int] = set()
         self._applied = 0
+        self._batch: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._batch_scheduled = False
         self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []
         self._waiter_order = itertools.count()
         self._next_barrier: asyncio.Future | None = None
@@ -62,18 +65,83 @@ class Proposer:
     async def write(self, command: dict[str, Any], timeout: float,
                     deduplicate: bool = True) -> tuple[int, dict[str, Any]]:
         """Replicate ``command``; returns (index, result) or raises a typed error."""
+        deadline = self._loop.time() + timeout
         own_request = None
         if deduplicate and "cid" not in command:
             own_request = next(self._node_request_ids)
             self._pending_node_requests.add(own_request)
             command = {**command, "cid": self._node_client_id, "rid": own_request,
                        "done": min(self._pending_node_requests)}
-        data = encode_command(command)
         try:
-            return await self._propose_until_done(data, timeout)
+            if command.get("op") in BATCHED_OPS and "key" in command:
+                answer = await self._write_in_batch(command, timeout)
+                if answer is not None:
+                    return answer
+            # Alone: not batchable, or the batch's outcome is unknown (retried alone, the
+            # state machine's at-most-once table answers if the batch did apply it).
+            return await self._propose_until_done(encode_command(command),
+                                                  max(0.0, deadline - self._loop.time()))
         finally:
             if own_request is not None:
                 self._pending_node_requests.discard(own_request)
+
+    # ---- group commit -----------------------------------------------------------------------
+    async def _write_in_batch(self, command: dict[str, Any], timeout: float
+                              ) -> tuple[int, dict[str, Any]] | None:
+        """Single-key writes arriving in one loop iteration share one log entry: pysyncobj's
+        per-entry work (journal record, pickling, apply dispatch, callbacks) on every node is
+        paid once per batch.  None: the batch did not confirm it; write it alone."""
+        await self._wait_for_leader(min(timeout, self._no_leader_wait_s))
+        future: asyncio.Future = self._loop.create_future()
+        self._batch.append((command, future))
+        if not self._batch_scheduled:
+            self._batch_scheduled = True
+            self._loop.call_soon(self._propose_batch)
+        try:
+            outcome = await asyncio.wait_for(future, min(timeout, ATTEMPT_TIMEOUT_S))
+        except asyncio.TimeoutError:
+            return None
+        if outcome is None:
+            return None
+        index, result = outcome
+        self._advance_applied(index)
+        if "error" in result:
+            raise error_from_json(400, result)
+        return index, dict(result)   # a copy: see _propose_until_done
+
+    def _propose_batch(self) -> None:
+        self._batch_scheduled = False
+        pending, self._batch = self._batch, []
+        while pending:
+            # Never two writes to one key in an entry: each write keeps its own mod_revision.
+            keys: set[str] = set()
+            batch, later = [], []
+            for item in pending:
+                if item[0]["key"] in keys:
+                    later.append(item)
+                else:
+                    keys.add(item[0]["key"])
+                    batch.append(item)
+            pending = later
+            futures = [future for _, future in batch]
+            try:
+                data = encode_batch([command for command, _ in batch])
+            except InvalidRequest:
+                for future in futures:
+                    _settle(future, None)   # alone, the bad one gets its own error
+                continue
+            self._runner.propose(data, lambda res, err, fs=futures: self._bridge.post(
+                self._answer_batch, fs, res, err))
+
+    @staticmethod
+    def _answer_batch(futures: list[asyncio.Future], result: Any, error: int) -> None:
+        if error != FAIL_REASON.SUCCESS:
+            for future in futures:
+                _settle(future, None)
+            return
+        index, outcome = result
+        for future, answer in zip(futures, outcome["results"]):
+            _settle(future, (index, answer))
 
     async def _propose_until_done(self, data: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
         deadline = self._loop.time() + timeout

@@ -19,7 +19,8 @@ from consensus_store.errors import InvalidRequest
 COMMAND_VERSION = 1
 
 WRITE_OPS = ("put", "delete", "cas", "txn")
-INTERNAL_OPS = ("noop",)
+INTERNAL_OPS = ("noop", "batch")
+BATCHED_OPS = ("put", "delete", "cas")     # single-key writes a batch may carry
 TXN_OPS = ("put", "delete", "get", "range")
 COMPARE_TARGETS = ("value", "mod_revision", "create_revision", "version")
 COMPARE_OPERATORS = ("==", "!=", "<", ">")
@@ -33,6 +34,12 @@ def encode_command(command: dict[str, Any]) -> bytes:
         return _encoder.encode({"v": COMMAND_VERSION, **command}).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"value is not JSON-serialisable: {exc}") from None
+
+
+def encode_batch(batch: list[dict[str, Any]]) -> bytes:
+    """Several commands in one log entry (each as ``encode_command`` would write it)."""
+    return encode_command({"op": "batch",
+                           "ops": [{"v": COMMAND_VERSION, **command} for command in batch]})
 
 
 def decode_command(data: bytes) -> dict[str, Any]:

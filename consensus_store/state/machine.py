@@ -62,7 +62,7 @@ class StateMachine:
         self.applied_index = 0   # index of the last entry applied
         self._ops: dict[str, Callable[[dict[str, Any], int], Result]] = {
             "put": self._apply_put, "delete": self._apply_delete, "cas": self._apply_cas,
-            "txn": self._apply_txn, "noop": self._apply_noop,
+            "txn": self._apply_txn, "noop": self._apply_noop, "batch": self._apply_batch,
             "session_open": self._apply_session_open, "session_close": self._apply_session_end,
             "session_expire": self._apply_session_end,
         }
@@ -87,6 +87,25 @@ class StateMachine:
         except (ValueError, ConsensusStoreError) as exc:
             return {"error": InvalidRequest.code, "message": f"undecodable command: {exc}"}
         try:
+            return self._apply_once(command, index)
+        except ConsensusStoreError as exc:
+            return exc.to_json()
+        except Exception as exc:  # noqa: BLE001 - apply must never raise (see module doc)
+            return {"error": "internal", "message": f"{type(exc).__name__}: {exc}"}
+
+    def _apply_batch(self, command: dict[str, Any], index: int) -> Result:
+        """Independent writes of several clients in one entry (group commit, see
+        node/proposer.py): each applied, deduplicated and answered as if alone, all at this
+        entry's revision, like the keys of one txn."""
+        ops = command.get("ops")
+        if not isinstance(ops, list):
+            raise InvalidRequest("'ops' must be a list")
+        return {"results": [self._apply_batched(op, index) for op in ops]}
+
+    def _apply_batched(self, command: Any, index: int) -> Result:
+        try:
+            if not isinstance(command, dict) or command.get("op") not in commands.BATCHED_OPS:
+                raise InvalidRequest(f"a batch holds only {', '.join(commands.BATCHED_OPS)}")
             return self._apply_once(command, index)
         except ConsensusStoreError as exc:
             return exc.to_json()

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from consensus_store.state import StateMachine, encode_command
+from consensus_store.state import StateMachine, encode_batch, encode_command
 from consensus_store.state import machine as machine_module
 
 
@@ -247,3 +247,46 @@ def test_sessions_survive_snapshots(sm: StateMachine) -> None:
     assert restored.digest() == sm.digest()
     assert restored.session_ids() == [session]
     assert apply(restored, 3, op="session_expire", session=session)["deleted"] == 1
+
+
+# ---- batches (group commit: several clients' writes in one entry) ------------------------------
+def test_a_batch_applies_each_write_as_if_alone_at_the_entry_revision(sm: StateMachine) -> None:
+    apply(sm, 1, op="put", key="c", value="old")
+    result = sm.apply(encode_batch([
+        {"op": "put", "key": "a", "value": 1, "cid": "x", "rid": 1},
+        {"op": "cas", "key": "c", "value": "new", "expect_value": "other", "cid": "y", "rid": 1},
+        {"op": "delete", "key": "c", "cid": "z", "rid": 1},
+    ]), 7)
+    put, cas, delete = result["results"]
+    assert put["kv"]["mod_revision"] == 7 and put["kv"]["version"] == 1
+    assert cas["succeeded"] is False                     # fails alone, the others still apply
+    assert delete["deleted"] == 1
+    assert sm.get("a")["mod_revision"] == 7 and sm.get("c") is None
+    assert sm.revision == 7
+
+
+def test_a_write_retried_alone_after_its_batch_gets_the_batch_answer(sm: StateMachine) -> None:
+    first = sm.apply(encode_batch([{"op": "put", "key": "a", "value": 1, "cid": "x", "rid": 4}]),
+                     3)["results"][0]
+    again = apply(sm, 5, op="put", key="a", value=1, cid="x", rid=4)
+    assert again == first
+    assert sm.get("a")["version"] == 1 and sm.get("a")["mod_revision"] == 3
+
+
+@pytest.mark.parametrize("op", [
+    {"op": "txn", "compare": [], "success": [], "failure": []},
+    {"op": "batch", "ops": []},
+    {"op": "lock_acquire", "name": "l", "session": 1},
+    "not an object",
+])
+def test_a_batch_refuses_what_it_may_not_carry_and_applies_the_rest(sm: StateMachine,
+                                                                     op: object) -> None:
+    data = json.dumps({"v": 1, "op": "batch", "ops": [
+        op, {"v": 1, "op": "put", "key": "a", "value": 1}]}).encode()
+    refused, put = sm.apply(data, 2)["results"]
+    assert refused["error"] == "invalid_request"
+    assert put["kv"]["value"] == 1
+
+
+def test_a_batch_without_a_list_of_ops_is_refused(sm: StateMachine) -> None:
+    assert apply(sm, 1, op="batch", ops="put")["error"] == "invalid_request"
