@@ -762,7 +762,8 @@ def print_mapping(title: str, columns: tuple[str, str], rows: dict[str, str]) ->
 
 def notes(args: argparse.Namespace, etcd: str | None) -> list[str]:
     lines = [
-        f"load: one asyncio/aiohttp client, keep-alive; {args.seconds:g} s (<= {args.max_ops:,} "
+        f"load: one aiohttp client process on {type(asyncio.get_running_loop()).__module__}'s "
+        f"loop, keep-alive; {args.seconds:g} s (<= {args.max_ops:,} "
         f"requests) per point after {args.warmup:g} s warm-up; {args.keys} 16-byte keys, "
         f"100-byte values",
         "writes go to the leader; reads go round-robin per request to all 3 nodes/members",
