@@ -2,7 +2,7 @@
 
 It sits beside ``protocol`` at the top of the package because both layers use it: the client
 must never import ``consensus_store.node``, and the node should not reach into the client (it
-imports nothing but the standard library and ``errors``).
+imports nothing but the standard library, ``errors`` and ``fast_json``).
 
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of UTF-8 JSON (an
 object).  On one TCP connection:
@@ -27,6 +27,7 @@ import re
 import struct
 from typing import Any
 
+from consensus_store import fast_json
 from consensus_store.errors import InvalidRequest
 
 HEADER = struct.Struct(">I")
@@ -41,7 +42,6 @@ _COMPACT_AT = 256 * 1024
 _ID_PREFIX = re.compile(rb'\s*\{\s*"id"\s*:\s*(\d{1,18})\s*[,}]')
 _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _dumps = _encoder.encode
-_response_encoder = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class FrameTooLarge(Exception):
@@ -131,12 +131,12 @@ def encode_auth(token: str | None) -> bytes:
 
 
 def encode_response(request_id: int | None, status: int, body: dict[str, Any]) -> bytes:
-    """One answer frame (the node's side).  ``body`` must already be JSON-safe."""
-    text = _response_encoder(body)
-    rid = "null" if request_id is None else str(request_id)
-    return frame(f'{{"id":{rid},"status":{status},"body":{text}}}'.encode())
+    """One answer frame (the node's side).  ``body`` must already be JSON-safe (values were
+    checked when written), so the fast encoder can be used."""
+    rid = b"null" if request_id is None else str(request_id).encode()
+    return frame(b'{"id":%s,"status":%d,"body":%s}' % (rid, status, fast_json.encode(body)))
 
 
 def decode(payload: bytes | bytearray) -> Any:
-    """Parse one frame's payload (raises ValueError, incl. UnicodeDecodeError, if not JSON)."""
-    return json.loads(payload)
+    """Parse one frame's payload (raises ValueError if it is not JSON)."""
+    return fast_json.decode(payload)

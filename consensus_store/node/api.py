@@ -7,12 +7,12 @@ errors are ``{"error": code, "message": ...}`` with a 4xx/5xx status, never a tr
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from consensus_store import fast_json
 from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest, NotFound,
                                     PayloadTooLarge)
 from consensus_store.node.coordination_api import QUERIES
@@ -49,7 +49,7 @@ def create_app(service: KVService) -> web.Application:
 
 def _reply(request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
     body["header"] = request.app[SERVICE].header()
-    return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
+    return web.Response(body=fast_json.encode(body), status=status,
                         content_type="application/json")
 
 
@@ -90,8 +90,8 @@ def _check_token(request: web.Request) -> None:
 async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = fast_json.decode(raw or b"{}")
+    except ValueError as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequest("body is nested too deeply") from None

@@ -21,6 +21,10 @@ from consensus_store.node.watch import WatchHub
 from consensus_store.state import commands
 
 MAX_CLIENT_ID_CHARS = 128
+KEEPALIVE_LEADER_WAIT_S = 0.3     # well inside the third of a TTL a client gives a keepalive
+# Far below the recursion limit, so every node decodes every command it applies, whatever its
+# call stack (JSON decoders recurse; a batch adds two levels).
+MAX_COMMAND_DEPTH = 200
 COORDINATION_OPS = frozenset(COORDINATION_WRITES)
 MAX_WATCH_WAIT_S = 60.0
 
@@ -83,6 +87,7 @@ class KVService:
             command = self._coordination_command(op, body)
         else:
             command = self._write_command(op, body)
+        _check_depth(command)
         _, result = await self.proposer.write(command, self._timeout(timeout))
         return result
 
@@ -302,3 +307,14 @@ def parse_consistency(value: Any) -> Consistency:
         return Consistency(value)
     except ValueError:
         raise InvalidRequest("'consistency' must be one of local, session, linearizable") from None
+
+
+def _check_depth(command: dict[str, Any]) -> None:
+    """Refuse commands nested deeper than MAX_COMMAND_DEPTH (iterative: no recursion here)."""
+    stack: list[tuple[Any, int]] = [(command, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_COMMAND_DEPTH:
+            raise InvalidRequest(f"request is nested more than {MAX_COMMAND_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from consensus_store import fast_json
 from consensus_store.errors import InvalidRequest
 
 COMMAND_VERSION = 1
@@ -43,7 +44,7 @@ def encode_batch(batch: list[dict[str, Any]]) -> bytes:
 
 
 def decode_command(data: bytes) -> dict[str, Any]:
-    command = json.loads(data)
+    command = fast_json.decode(data)
     if not isinstance(command, dict):
         raise InvalidRequest("command is not an object")
     return command

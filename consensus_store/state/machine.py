@@ -84,7 +84,7 @@ class StateMachine:
         self.applied_index = index
         try:
             command = commands.decode_command(data)
-        except (ValueError, ConsensusStoreError) as exc:
+        except (ValueError, ConsensusStoreError, RecursionError) as exc:
             return {"error": InvalidRequest.code, "message": f"undecodable command: {exc}"}
         try:
             return self._apply_once(command, index)

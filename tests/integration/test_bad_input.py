@@ -83,6 +83,9 @@ CASES: list[tuple[str, str, str, Any, str, int, str]] = [
      413, "payload_too_large"),
     ("deeply-nested-value", "POST", "/v1/kv/put",
      b'{"key": "deep", "value": ' + _deep(20_000) + b"}", AUTH, 400, "invalid_request"),
+    # Decodable, but deeper than every node could be sure to decode again when applying it.
+    ("value-nested-past-the-command-limit", "POST", "/v1/kv/put",
+     b'{"key": "deep", "value": ' + _deep(300) + b"}", AUTH, 400, "invalid_request"),
     ("missing-token", "POST", "/v1/kv/get", {"key": "a"}, NO_AUTH, 401, "unauthorized"),
     ("wrong-token", "POST", "/v1/kv/put", {"key": "a", "value": 1}, WRONG_AUTH, 401, "unauthorized"),
     ("status-missing-token", "GET", "/v1/status", None, NO_AUTH, 401, "unauthorized"),
@@ -165,3 +168,16 @@ def test_client_raises_typed_errors_for_bad_input(cluster: LocalCluster) -> None
             client.get("bad/x")
     with cluster.client() as client:
         assert client.delete("bad/edge") is True
+
+
+def test_a_value_nested_well_inside_the_limit_is_stored(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    response = _send(cluster, leader, "POST", "/v1/kv/put",
+                     b'{"key": "nested", "value": ' + _deep(150) + b"}", AUTH)
+    assert response.status_code == 200, response.text
+    answer = _send(cluster, leader, "POST", "/v1/kv/get",
+                   {"key": "nested", "consistency": "linearizable"}, AUTH).json()
+    depth, value = 0, answer["kv"]["value"]
+    while value:
+        depth, value = depth + 1, value[0]
+    assert depth == 149   # 150 brackets: 149 nested lists inside the outermost one
