@@ -231,8 +231,16 @@ class KVService:
         return result
 
     async def session_keepalive(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.leases.keepalive(_session_id(body), self.leader_id(),
-                                           forwarded=bool(body.get("forwarded")))
+        session_id, forwarded = _session_id(body), bool(body.get("forwarded"))
+        leader = self.leader_id()
+        # A follower learns who leads only from the new leader's first message: right after an
+        # election, wait a moment for it rather than failing the keepalive (a client whose
+        # keepalives fail stops trusting its session).
+        deadline = asyncio.get_running_loop().time() + KEEPALIVE_LEADER_WAIT_S
+        while leader is None and not forwarded and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            leader = self.leader_id()
+        return await self.leases.keepalive(session_id, leader, forwarded=forwarded)
 
     def digest(self) -> dict[str, Any]:
         """Digest of the replicated state, with the index it covers (for convergence checks)."""
