@@ -91,7 +91,7 @@ class Proposer:
         """Single-key writes arriving in one loop iteration share one log entry: pysyncobj's
         per-entry work (journal record, pickling, apply dispatch, callbacks) on every node is
         paid once per batch.  None: the batch did not confirm it; write it alone."""
-        await self._wait_for_leader(min(timeout, self._no_leader_wait_s))
+        await self.wait_for_leader(min(timeout, self._no_leader_wait_s))
         future: asyncio.Future = self._loop.create_future()
         self._batch.append((command, future, min(timeout, ATTEMPT_TIMEOUT_S)))
         if not self._batch_scheduled:
@@ -102,11 +102,18 @@ class Proposer:
         outcome = await future
         if outcome is None:
             return None
-        index, result = outcome
+        return self._applied_answer(*outcome)
+
+    def _applied_answer(self, index: int, outcome: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A write's answer once the state machine applied it (alone or in a batch)."""
+        # Applied here already (the callback runs after apply), even if pysyncobj's counter
+        # moves only later: answers must report it, for session reads.
         self._advance_applied(index)
-        if "error" in result:
-            raise error_from_json(400, result)
-        return index, dict(result)   # a copy: see _propose_until_done
+        if "error" in outcome:
+            raise error_from_json(400, outcome)
+        # A copy: the state machine keeps this dict for at-most-once answers, and callers add
+        # to theirs (the answer's header).
+        return index, dict(outcome)
 
     def _propose_batch(self) -> None:
         self._batch_scheduled = False
@@ -152,7 +159,7 @@ class Proposer:
         deadline = self._loop.time() + timeout
         last_error = "no attempt finished"
         while (remaining := deadline - self._loop.time()) > 0:
-            await self._wait_for_leader(min(remaining, self._no_leader_wait_s))
+            await self.wait_for_leader(min(remaining, self._no_leader_wait_s))
             future = self._loop.create_future()
             self._runner.propose(data, lambda res, err, f=future: self._complete(f, res, err))
             try:
@@ -161,21 +168,13 @@ class Proposer:
                 last_error = "no answer from the raft layer"
                 continue   # a lost callback: propose again (deduplicated)
             if error == FAIL_REASON.SUCCESS:
-                index, outcome = result
-                # Applied here already (the callback runs after apply), even if pysyncobj's
-                # counter moves only later: answers must report it, for session reads.
-                self._advance_applied(index)
-                if "error" in outcome:
-                    raise error_from_json(400, outcome)
-                # A copy: the state machine keeps this dict for at-most-once answers, and
-                # callers add to theirs (the answer's header).
-                return index, dict(outcome)
+                return self._applied_answer(*result)
             last_error = _FAIL_NAMES.get(error, str(error))
             await asyncio.sleep(min(RETRY_BACKOFF_S, max(0.0, deadline - self._loop.time())))
         raise Timeout(f"write not confirmed within {timeout:g}s ({last_error}); "
                       "it may still be applied", outcome="unknown")
 
-    async def _wait_for_leader(self, wait_s: float) -> None:
+    async def wait_for_leader(self, wait_s: float) -> None:
         """Fail fast on a node that knows no leader (cut off from the majority): pysyncobj
         would keep the command queued with no answer, and the client could not move on to a
         node that can serve it.  A command already queued may still apply later; retries

@@ -118,8 +118,8 @@ class _GuardedTransport(TCPTransport):
             journal = self._syncObj._SyncObj__raftLog
             if isinstance(journal, DurableJournal):
                 journal.sync_if_dirty()
-            answering = self._answering
-            if kind == "next_node_idx" and answering is not None and answering[0] is node:
+            answering = self._answering            # FLUSH_TRIGGERS is the follower's ack
+            if answering is not None and answering[0] is node:
                 message = {**message, "cs_ack": answering[1]}
         return super().send(node, message)
 

@@ -232,15 +232,15 @@ class KVService:
 
     async def session_keepalive(self, body: dict[str, Any]) -> dict[str, Any]:
         session_id, forwarded = _session_id(body), bool(body.get("forwarded"))
-        leader = self.leader_id()
-        # A follower learns who leads only from the new leader's first message: right after an
-        # election, wait a moment for it rather than failing the keepalive (a client whose
-        # keepalives fail stops trusting its session).
-        deadline = asyncio.get_running_loop().time() + KEEPALIVE_LEADER_WAIT_S
-        while leader is None and not forwarded and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-            leader = self.leader_id()
-        return await self.leases.keepalive(session_id, leader, forwarded=forwarded)
+        if not forwarded:
+            # A follower learns who leads only from the new leader's first message: right
+            # after an election, wait a moment for it rather than failing the keepalive (a
+            # client whose keepalives fail stops trusting its session).
+            try:
+                await self.proposer.wait_for_leader(KEEPALIVE_LEADER_WAIT_S)
+            except Unavailable:
+                pass   # the lease keeper says so, in its own words
+        return await self.leases.keepalive(session_id, self.leader_id(), forwarded=forwarded)
 
     def digest(self) -> dict[str, Any]:
         """Digest of the replicated state, with the index it covers (for convergence checks)."""

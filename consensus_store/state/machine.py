@@ -86,6 +86,10 @@ class StateMachine:
             command = commands.decode_command(data)
         except (ValueError, ConsensusStoreError, RecursionError) as exc:
             return {"error": InvalidRequest.code, "message": f"undecodable command: {exc}"}
+        return self._apply_answering(command, index)
+
+    def _apply_answering(self, command: dict[str, Any], index: int) -> Result:
+        """Apply one command; every failure becomes its answer (apply must never raise)."""
         try:
             return self._apply_once(command, index)
         except ConsensusStoreError as exc:
@@ -100,17 +104,11 @@ class StateMachine:
         ops = command.get("ops")
         if not isinstance(ops, list):
             raise InvalidRequest("'ops' must be a list")
-        return {"results": [self._apply_batched(op, index) for op in ops]}
-
-    def _apply_batched(self, command: Any, index: int) -> Result:
-        try:
-            if not isinstance(command, dict) or command.get("op") not in commands.BATCHED_OPS:
-                raise InvalidRequest(f"a batch holds only {', '.join(commands.BATCHED_OPS)}")
-            return self._apply_once(command, index)
-        except ConsensusStoreError as exc:
-            return exc.to_json()
-        except Exception as exc:  # noqa: BLE001 - apply must never raise (see module doc)
-            return {"error": "internal", "message": f"{type(exc).__name__}: {exc}"}
+        refused = InvalidRequest(f"a batch holds only {', '.join(commands.BATCHED_OPS)}")
+        return {"results": [
+            self._apply_answering(op, index)
+            if isinstance(op, dict) and op.get("op") in commands.BATCHED_OPS
+            else refused.to_json() for op in ops]}
 
     def _apply_once(self, command: dict[str, Any], index: int) -> Result:
         if command.get("v") != commands.COMMAND_VERSION:
