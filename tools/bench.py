@@ -561,7 +561,8 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
 
 # ---- measuring ----------------------------------------------------------------------------------
 async def measure_all(targets: list[Target], concurrencies: list[int], plan: Plan,
-                      repeat: int, pids: dict[str, int]) -> list[Point]:
+                      repeat: int, pids: dict[str, int],
+                      only_ops: frozenset[str] = frozenset()) -> list[Point]:
     points: dict[tuple[str, str, int], Point] = {}
     warmup = Plan(plan.warmup, plan.max_ops, 0.0)
     measured = Plan(plan.seconds, plan.max_ops, 0.0)
@@ -569,6 +570,8 @@ async def measure_all(targets: list[Target], concurrencies: list[int], plan: Pla
         for target in targets:
             servers = [pid for name, pid in pids.items() if name.startswith(f"{target.name} ")]
             for op in target.ops:
+                if only_ops and op not in only_ops:
+                    continue
                 for concurrency in concurrencies:
                     point = points.setdefault((target.name, op, concurrency),
                                               Point(target.name, op, concurrency))
@@ -791,6 +794,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--endpoints", help="use a running cluster: URL,URL,... (needs --token)")
     parser.add_argument("--token", help="cluster secret for --endpoints")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated list")
+    parser.add_argument("--ops", default="", help='only these ops, comma-separated '
+                        '(e.g. "put,client put"; default: all)')
     parser.add_argument("--seconds", type=float, default=4.0, help="time bound per point")
     parser.add_argument("--max-ops", type=int, default=200_000, help="count bound per point")
     parser.add_argument("--warmup", type=float, default=0.5, help="per point, unmeasured")
@@ -847,7 +852,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         console.log(f"clusters up: {', '.join(t.name for t in targets)}; measuring")
         own = [os.getpid(), *pids.values()]
         busy, own_cpu, start = machine_busy_seconds(), sum(map(cpu_seconds, own)), time.monotonic()
-        points = await measure_all(targets, concurrencies, plan, args.repeat, pids)
+        points = await measure_all(targets, concurrencies, plan, args.repeat, pids,
+                                   frozenset(filter(None, args.ops.split(","))))
         report["background_cpu_percent"] = background_cpu(own, busy, own_cpu,
                                                           time.monotonic() - start)
         report["points"] = [p.to_json() for p in points]

@@ -15,7 +15,9 @@ tick when a command or job is queued.
 Private pysyncobj names used here and in read_index.py (pinned to 0.3.17 in pyproject.toml):
 ``_SyncObj__sendAppendEntries``, ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``,
 ``_SyncObj__raftMatchIndex``, ``_SyncObj__transport``, ``_SyncObj__otherNodes``,
-``_SyncObj__getEntries``, ``_poller``.
+``_SyncObj__getEntries``, ``_poller``, and TcpConnection's ``_TcpConnection__readBuffer``,
+``_TcpConnection__writeBuffer``, ``_TcpConnection__trySendBuffer``,
+``_TcpConnection__processParseMessage``.
 """
 from __future__ import annotations
 
@@ -30,12 +32,14 @@ from typing import Any, Callable
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
 from consensus_store.node import read_index
 from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal, make_durable
+from consensus_store.node.peer_frames import FrameError, FrameOpener, FrameSealer, master_key
 from consensus_store.state import StateMachine
 
 log = logging.getLogger("consensus_store.raft")
@@ -70,9 +74,61 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
         logCompactionMinEntries=timing.log_compaction_min_entries,
         logCompactionMinTime=timing.log_compaction_min_time_s,
         commandsQueueSize=200_000,
+        # pysyncobj's 8 KiB socket buffers split a busy AppendEntries into several sends, each
+        # waiting for a poll round.
+        sendBufferSize=2 ** 18,
+        recvBufferSize=2 ** 18,
         bindRetryTime=0.2,
         maxBindRetries=10,
     )
+
+
+class _SealedConnection(TcpConnection):
+    """A TcpConnection that frames messages with peer_frames instead of pickle + zlib + Fernet.
+    Installed per connection by _GuardedTransport (its class is swapped before first use)."""
+
+    frame_key: bytes = b""
+    _sealer: FrameSealer | None = None
+    _opener: FrameOpener | None = None
+
+    def send(self, message: Any) -> None:
+        if self.sendRandKey:
+            message = (self.sendRandKey, message)
+        if self._sealer is None:
+            self._sealer = FrameSealer(self.frame_key)
+        self._TcpConnection__writeBuffer += self._sealer.seal(message)
+        self._TcpConnection__trySendBuffer()
+
+    def _TcpConnection__processParseMessage(self) -> Any:
+        if self._opener is None:
+            self._opener = FrameOpener(self.frame_key)
+        buffer = self._TcpConnection__readBuffer
+        try:
+            opened = self._opener.open(buffer)
+        except FrameError as exc:
+            log.warning("dropping a peer connection: %s", exc)
+            self.disconnect()
+            return None
+        if opened is None:
+            return None
+        message, consumed = opened
+        self._TcpConnection__readBuffer = buffer[consumed:]
+        if self.recvRandKey:
+            if (not isinstance(message, tuple) or len(message) != 2
+                    or message[0] != self.recvRandKey):
+                log.warning("dropping a peer connection: handshake key mismatch")
+                self.disconnect()
+                return None
+            message = message[1]
+        return message
+
+    def disconnect(self) -> None:
+        super().disconnect()
+        self._sealer = self._opener = None     # a new connection, new keys
+
+    def connect(self, host: str, port: int) -> bool:
+        self._sealer = self._opener = None
+        return super().connect(host, port)
 
 
 class _GuardedTransport(TCPTransport):
@@ -96,8 +152,10 @@ class _GuardedTransport(TCPTransport):
 
     STALE_RESETS_BELIEVED = 50
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, syncObj: Any, *args: Any, **kwargs: Any) -> None:
+        password = syncObj.conf.password
+        self._frame_key = master_key(password) if password else b""   # before addNode runs
+        super().__init__(syncObj, *args, **kwargs)
         self._probe_floor: dict[Any, tuple[int, int]] = {}   # node -> (term, lowest reset)
         self._stale_resets: dict[Any, int] = {}
         # ReadIndex bookkeeping (read_index.py): AppendEntries numbers sent to / answered by
@@ -107,6 +165,21 @@ class _GuardedTransport(TCPTransport):
         self._answering: tuple[Any, int] | None = None
         self.on_ack: Callable[[], None] | None = None
         self.on_read_index_message: Callable[[Any, dict[str, Any]], None] | None = None
+
+    def _seal(self, connection: TcpConnection) -> None:
+        if self._frame_key and type(connection) is TcpConnection:
+            connection.__class__ = _SealedConnection
+            connection.frame_key = self._frame_key
+
+    def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
+        self._seal(conn)
+        super()._onNewIncomingConnection(conn)
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        connection = self._connections.get(node)
+        if connection is not None:
+            self._seal(connection)
 
     def send(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None

@@ -238,15 +238,16 @@ def node_digest(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0
 def raft_status(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0) -> dict[str, Any]:
     """pysyncobj's own ``getStatus()`` of one node (next/match indexes, log length...), asked
     directly on its raft port (not through the proxy), like ``syncobj_admin -status``."""
-    from pysyncobj.utility import TcpUtility
+    from consensus_store.node.peer_frames import ask_raft_port
     config = cluster.nodes[node_id].config
     result: dict[str, Any] = {}
     done = threading.Event()
 
     def ask() -> None:
         try:
-            answer = TcpUtility(config.secret, timeout).executeCommand(str(config.raft_address),
-                                                                       ["status"])
+            address = config.raft_address
+            answer = ask_raft_port(address.host, address.port, config.secret, ["status"],
+                                   timeout)
             result.update(answer if isinstance(answer, dict) else {"answer": answer})
         except Exception as exc:  # noqa: BLE001 - diagnostics only
             result["error"] = f"{type(exc).__name__}: {exc}"

@@ -181,3 +181,26 @@ def test_a_value_nested_well_inside_the_limit_is_stored(cluster: LocalCluster) -
     while value:
         depth, value = depth + 1, value[0]
     assert depth == 149   # 150 brackets: 149 nested lists inside the outermost one
+
+
+def test_raft_port_answers_only_peers_that_hold_the_secret(cluster: LocalCluster) -> None:
+    import socket
+
+    from pysyncobj.utility import TcpUtility
+
+    from consensus_store.node.peer_frames import FrameError, ask_raft_port
+
+    node = next(iter(cluster.nodes.values()))
+    address = node.config.raft_address
+    status = ask_raft_port(address.host, address.port, cluster.token, ["status"], 5.0)
+    assert str(status["self"]) == str(address)
+    with pytest.raises((FrameError, ConnectionError, socket.timeout)):
+        ask_raft_port(address.host, address.port, "not the secret", ["status"], 2.0)
+    # pysyncobj's own framing (pickle + zlib + Fernet) is not ours: no answer.
+    with pytest.raises(Exception):
+        TcpUtility(cluster.token, 2.0).executeCommand(str(address), ["status"])
+    with socket.create_connection((address.host, address.port), timeout=2.0) as sock:
+        sock.sendall(b"\x10\x00\x00\x00" + b"garbage garbage!")
+        assert sock.recv(100) == b""                    # dropped, no answer
+    assert node.alive
+    assert ask_raft_port(address.host, address.port, cluster.token, ["status"], 5.0)["self"]
