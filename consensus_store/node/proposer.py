@@ -25,6 +25,7 @@ ATTEMPT_TIMEOUT_S = 2.0     # no callback by then: assume it was lost, propose a
 RETRY_BACKOFF_S = 0.05
 LEADER_POLL_S = 0.02
 READ_INDEX_RETRY_S = 0.02
+MAX_BATCHES_IN_FLIGHT = 2   # group commit: proposed and not yet answered
 
 
 class Proposer:
@@ -39,8 +40,12 @@ class Proposer:
         self._node_request_ids = itertools.count(1)
         self._pending_node_requests: set[int] = set()
         self._applied = 0
-        self._batch: list[tuple[dict[str, Any], asyncio.Future, float]] = []   # (command, answer, wait)
-        self._batch_scheduled = False
+        # group commit: (command, answer, deadline) of writes not yet in a proposed batch
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future, float]] = []
+        self._waiting_timer: asyncio.TimerHandle | None = None
+        self._waiting_deadline = 0.0
+        self._proposal_scheduled = False
+        self._batches_in_flight = 0
         self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []
         self._waiter_order = itertools.count()
         self._next_barrier: asyncio.Future | None = None
@@ -52,8 +57,11 @@ class Proposer:
         self._bridge.post(_settle, future, (result, error))
 
     def on_applied(self, index: int) -> None:
-        """Called on the raft thread whenever the applied index moved."""
-        self._bridge.post(self._advance_applied, index)
+        """Called on the raft thread whenever the applied index moved.  Wakes the loop only if
+        a read waits: ``wait_applied`` registers first and then re-reads the applied index,
+        which pysyncobj moved before this call, so no wake-up is lost."""
+        if self._applied_waiters:
+            self._bridge.post(self._advance_applied, index)
 
     def _advance_applied(self, index: int) -> None:
         self._applied = max(self._applied, index)
@@ -88,17 +96,20 @@ class Proposer:
     # ---- group commit -----------------------------------------------------------------------
     async def _write_in_batch(self, command: dict[str, Any], timeout: float
                               ) -> tuple[int, dict[str, Any]] | None:
-        """Single-key writes arriving in one loop iteration share one log entry: pysyncobj's
-        per-entry work (journal record, pickling, apply dispatch, callbacks) on every node is
-        paid once per batch.  None: the batch did not confirm it; write it alone."""
+        """Single-key writes share log entries: pysyncobj's per-entry work (journal record,
+        pickling, apply dispatch, callbacks) on every node is paid once per batch.  At most
+        ``MAX_BATCHES_IN_FLIGHT`` batches are proposed and unanswered; writes arriving meanwhile
+        wait for the next one, so batches grow with the load instead of the pipeline filling
+        with tiny entries.  None: the batch did not confirm it; write it alone."""
         await self.wait_for_leader(min(timeout, self._no_leader_wait_s))
         future: asyncio.Future = self._loop.create_future()
-        self._batch.append((command, future, min(timeout, ATTEMPT_TIMEOUT_S)))
-        if not self._batch_scheduled:
-            self._batch_scheduled = True
-            self._loop.call_soon(self._propose_batch)
-        # Settled by the batch's answer or by its timer (one timer per batch: a wait_for per
-        # write cost a tenth of the loop's time at 64 clients).
+        deadline = self._loop.time() + min(timeout, ATTEMPT_TIMEOUT_S)
+        self._waiting.append((command, future, deadline))
+        if self._waiting_timer is None or deadline < self._waiting_deadline:
+            self._set_waiting_timer()
+        self._schedule_proposal()
+        # Settled by the batch's answer or by a timer (one per batch: a wait_for per write
+        # cost a tenth of the loop's time at 64 clients).
         outcome = await future
         if outcome is None:
             return None
@@ -115,38 +126,67 @@ class Proposer:
         # to theirs (the answer's header).
         return index, dict(outcome)
 
-    def _propose_batch(self) -> None:
-        self._batch_scheduled = False
-        pending, self._batch = self._batch, []
-        while pending:
-            # Never two writes to one key in an entry: each write keeps its own mod_revision.
-            keys: set[str] = set()
-            batch, later = [], []
-            for item in pending:
-                if item[0]["key"] in keys:
-                    later.append(item)
-                else:
-                    keys.add(item[0]["key"])
-                    batch.append(item)
-            pending = later
-            futures = [future for _, future, _ in batch]
-            try:
-                data = encode_batch([command for command, _, _ in batch])
-            except InvalidRequest:
-                for future in futures:
-                    _settle(future, None)   # alone, the bad one gets its own error
-                continue
-            timer = self._loop.call_later(min(wait for _, _, wait in batch),
-                                          self._answer_batch, futures, None, None)
-            self._runner.propose(data, lambda res, err, fs=futures, t=timer: self._bridge.post(
-                self._answer_batch, fs, res, err, t))
+    def _set_waiting_timer(self) -> None:
+        if self._waiting_timer is not None:
+            self._waiting_timer.cancel()
+        self._waiting_timer = None
+        if self._waiting:
+            self._waiting_deadline = min(item[2] for item in self._waiting)
+            self._waiting_timer = self._loop.call_at(self._waiting_deadline, self._expire_waiting)
 
-    @staticmethod
-    def _answer_batch(futures: list[asyncio.Future], result: Any, error: int | None,
-                      timer: asyncio.TimerHandle | None = None) -> None:
+    def _expire_waiting(self) -> None:
+        """Writes that never got into a batch in time (batches in flight got no answer)."""
+        self._waiting_timer = None
+        waiting, self._waiting = self._waiting, []
+        for _, future, _ in waiting:
+            _settle(future, None)
+
+    def _schedule_proposal(self) -> None:
+        if (not self._proposal_scheduled and self._waiting
+                and self._batches_in_flight < MAX_BATCHES_IN_FLIGHT):
+            self._proposal_scheduled = True
+            self._loop.call_soon(self._propose_batch)
+
+    def _propose_batch(self) -> None:
+        self._proposal_scheduled = False
+        if not self._waiting or self._batches_in_flight >= MAX_BATCHES_IN_FLIGHT:
+            return
+        # Never two writes to one key in an entry: each write keeps its own mod_revision.
+        keys: set[str] = set()
+        batch, later = [], []
+        for item in self._waiting:
+            if item[0]["key"] in keys:
+                later.append(item)
+            else:
+                keys.add(item[0]["key"])
+                batch.append(item)
+        self._waiting = later
+        self._set_waiting_timer()
+        futures = [future for _, future, _ in batch]
+        try:
+            data = encode_batch([command for command, _, _ in batch])
+        except InvalidRequest:
+            for future in futures:
+                _settle(future, None)   # alone, the bad one gets its own error
+            self._schedule_proposal()
+            return
+        self._batches_in_flight += 1
+        answered = [False]
+        timer = self._loop.call_at(min(deadline for _, _, deadline in batch),
+                                   self._answer_batch, futures, answered, None, None)
+        self._runner.propose(data, lambda res, err: self._bridge.post(
+            self._answer_batch, futures, answered, res, err, timer))
+        self._schedule_proposal()        # a slot may be left (writes to a repeated key)
+
+    def _answer_batch(self, futures: list[asyncio.Future], answered: list[bool], result: Any,
+                      error: int | None, timer: asyncio.TimerHandle | None = None) -> None:
         """The batch's outcome, or (error None) its timer: unsettled writes go alone."""
         if timer is not None:
             timer.cancel()
+        if not answered[0]:
+            answered[0] = True
+            self._batches_in_flight -= 1
+            self._schedule_proposal()
         if error != FAIL_REASON.SUCCESS:
             for future in futures:
                 _settle(future, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from typing import Any
 
 from consensus_store.errors import ConsensusStoreError
@@ -24,8 +25,12 @@ class Compacted(ConsensusStoreError):
 
 
 class WatchHub:
+    """The buffer is filled on the raft thread, under a lock; the loop is woken only when a
+    watcher waits (a wake-up per applied entry cost followers a tenth of their raft thread)."""
+
     def __init__(self, bridge: LoopBridge, max_events: int = MAX_BUFFERED_EVENTS) -> None:
         self._bridge = bridge
+        self._lock = threading.Lock()
         self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
         self._max_events = max_events
         self.floor = 0        # all changes with a revision above this are known
@@ -34,40 +39,47 @@ class WatchHub:
 
     # ---- raft thread ----------------------------------------------------------------------------
     def on_events(self, index: int, events: list[dict[str, Any]]) -> None:
-        self._bridge.post(self._add, index, events)
+        with self._lock:
+            if index <= self.floor:
+                return
+            for event in events:
+                self._events.append((index, event))
+            while len(self._events) > self._max_events:
+                self.floor = self._events.popleft()[0]
+            self.latest = index
+            wake = bool(self._waiters)
+        if wake:
+            self._bridge.post(self._wake, lambda prefix: any(_matches(e, prefix) for e in events))
 
     def on_reset(self, index: int) -> None:
         """The state was replaced wholesale (snapshot) at ``index``: history below is gone."""
-        self._bridge.post(self._reset, index)
+        with self._lock:
+            self._events.clear()
+            self.floor = self.latest = max(self.latest, index)
+            wake = bool(self._waiters)
+        if wake:   # their `after` may now be compacted: let them re-check
+            self._bridge.post(self._wake, lambda prefix: True)
 
     # ---- loop -----------------------------------------------------------------------------------
-    def _add(self, index: int, events: list[dict[str, Any]]) -> None:
-        if index <= self.floor:
-            return
-        for event in events:
-            self._events.append((index, event))
-        while len(self._events) > self._max_events:
-            self.floor = self._events.popleft()[0]
-        self.latest = index
-        self._wake(lambda prefix: any(_matches(e, prefix) for e in events))
-
-    def _reset(self, index: int) -> None:
-        self._events.clear()
-        self.floor = self.latest = max(self.latest, index)
-        self._wake(lambda prefix: True)   # their `after` may now be compacted: let them re-check
-
     def _wake(self, concerns: Any) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
         still_waiting = []
-        for prefix, after, future in self._waiters:
+        for prefix, after, future in waiters:
             if future.done():
                 continue
             if concerns(prefix):
                 future.set_result(None)
             else:
                 still_waiting.append((prefix, after, future))
-        self._waiters = still_waiting
+        with self._lock:
+            self._waiters.extend(still_waiting)
 
     def events_after(self, prefix: str, after: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._events_after(prefix, after)
+
+    def _events_after(self, prefix: str, after: int) -> list[dict[str, Any]]:
         if after < self.floor:
             raise Compacted(f"history before revision {self.floor} is gone; re-read and watch "
                             f"from the revision of that read", floor=self.floor)
@@ -85,12 +97,13 @@ class WatchHub:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            events = self.events_after(prefix, after)
-            remaining = deadline - loop.time()
-            if events or remaining <= 0:
-                return events
-            future = loop.create_future()
-            self._waiters.append((prefix, after, future))
+            with self._lock:   # look and register as one step: no change slips in between
+                events = self._events_after(prefix, after)
+                remaining = deadline - loop.time()
+                if events or remaining <= 0:
+                    return events
+                future = loop.create_future()
+                self._waiters.append((prefix, after, future))
             try:
                 await asyncio.wait_for(future, remaining)
             except asyncio.TimeoutError:

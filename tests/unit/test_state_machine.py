@@ -141,6 +141,18 @@ def test_done_mark_forgets_results_and_rejects_very_late_retries(sm: StateMachin
     assert sm.get_value("k") == 2
 
 
+def test_done_mark_forgets_from_the_oldest_and_keeps_late_arrivals_answerable(sm: StateMachine) -> None:
+    # Concurrent requests of one client reach the log out of order.
+    for index, rid in enumerate([1, 2, 4, 3], start=1):
+        apply(sm, index, op="put", key=f"k{rid}", value=rid, cid="c", rid=rid)
+    apply(sm, 5, op="put", key="k5", value=5, cid="c", rid=5, done=4)
+    assert list(sm._clients["c"].results) == [4, 3, 5]      # 3 sits behind 4: kept a while
+    retry = apply(sm, 6, op="put", key="k3", value=3, cid="c", rid=3)
+    assert retry["kv"]["mod_revision"] == 4 and sm.get("k3")["version"] == 1   # first answer
+    apply(sm, 7, op="put", key="k6", value=6, cid="c", rid=6, done=6)
+    assert list(sm._clients["c"].results) == [6]
+
+
 def test_client_tables_are_bounded(sm: StateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(machine_module, "MAX_CLIENTS", 3)
     monkeypatch.setattr(machine_module, "MAX_RESULTS_PER_CLIENT", 2)
