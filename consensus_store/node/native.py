@@ -7,11 +7,12 @@ answers sent as soon as each completes (matched by id) and written in one batch 
 iteration (shared/notes/performance.md, lesson 7).
 
 Per request the node does the least it can: a read that needs no wait (``local``, or ``session``
-with a ``min_index`` already applied) is answered inside ``data_received``, without a task; a
-write, a linearizable read or a read that must wait for the replica runs as one task.
+with a ``min_index`` already applied) is answered inside ``data_received``, without a task; so
+is a single-key write that joins a group-commit batch (answered from the batch's callback).  Other
+writes, linearizable reads and reads that must wait for the replica run as one task each.
 
 Connections that never authenticate are closed after ``AUTH_TIMEOUT_S``.  A connection with
-``MAX_IN_FLIGHT`` requests running, or whose peer does not read its answers, is not read from
+``MAX_IN_FLIGHT`` requests running (tasks and batched writes), or whose peer does not read its answers, is not read from
 until that drains.  When a client disconnects, requests it had in flight still run to the end
 (a write may already be in the log); their answers are dropped.
 """
@@ -102,6 +103,7 @@ class _Connection(asyncio.Protocol):
         self.authenticated = False
         self.closed = False
         self.tasks: set[asyncio.Task] = set()
+        self.batched = 0                # writes waiting in a group-commit batch (no task)
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._write_paused = False      # the peer does not read its answers fast enough
@@ -181,7 +183,7 @@ class _Connection(asyncio.Protocol):
             if read is not None:
                 self._read(request_id, read, message)
             elif op in server.writes:
-                self._spawn(request_id, self.service.write(op, message, request_timeout(message)))
+                self._write(request_id, op, message)
             elif op in server.others:
                 self._spawn(request_id, server.others[op](message))
             elif op in ("sessions", "digest"):
@@ -246,6 +248,39 @@ class _Connection(asyncio.Protocol):
             coroutine.close()
             self._spawn(request_id, read(message, request_timeout(message)))
 
+    def _write(self, request_id: int, op: str, message: dict[str, Any]) -> None:
+        """Single-key writes join a group-commit batch without a task (a task per write cost
+        more than the rest of the write on this thread); the others run as a task."""
+        service = self.service
+        seconds = service.timeout_s(request_timeout(message))
+        command = service.command_for(op, message)
+        started = self.loop.time()
+
+        def deliver(outcome: Any) -> None:
+            self.batched -= 1
+            if outcome is None:   # the batch did not confirm it: alone, with the usual retries
+                left = max(0.0, seconds - (self.loop.time() - started))
+                self._spawn(request_id, service.write_command(command, left, alone=True))
+                return
+            try:
+                _, result = service.proposer.applied_answer(*outcome)
+            except ConsensusStoreError as exc:
+                self._reply(request_id, exc.http_status, exc.to_json())
+            else:
+                self._reply(request_id, 200, result)
+            if not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2:
+                self._update_reading()
+
+        if service.proposer.try_write_in_batch(command, seconds, deliver):
+            self.batched += 1
+            if self._in_flight() >= MAX_IN_FLIGHT:
+                self._update_reading()
+        else:
+            self._spawn(request_id, service.write_command(command, seconds))
+
+    def _in_flight(self) -> int:
+        return len(self.tasks) + self.batched
+
     def _must_wait(self, message: dict[str, Any]) -> bool:
         min_index = message.get("min_index", 0)
         return type(min_index) is int and min_index > self.service.proposer.applied_index
@@ -253,7 +288,7 @@ class _Connection(asyncio.Protocol):
     def _spawn(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
         task = self.loop.create_task(self._run(request_id, coroutine))
         self.tasks.add(task)
-        if len(self.tasks) >= MAX_IN_FLIGHT:
+        if self._in_flight() >= MAX_IN_FLIGHT:
             self._update_reading()
 
     async def _run(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
@@ -271,7 +306,7 @@ class _Connection(asyncio.Protocol):
             self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         if body is not None:
             self._reply(request_id, status, body)
-        if not self._reading and len(self.tasks) < MAX_IN_FLIGHT // 2:
+        if not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2:
             self._update_reading()
 
     def _internal_error(self, request_id: int, what: str, exc: Exception) -> None:
@@ -310,7 +345,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _update_reading(self) -> None:
-        reading = not self._write_paused and len(self.tasks) < MAX_IN_FLIGHT
+        reading = not self._write_paused and self._in_flight() < MAX_IN_FLIGHT
         if reading == self._reading or self.transport is None or self.transport.is_closing():
             return
         self._reading = reading

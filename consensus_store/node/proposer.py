@@ -11,7 +11,8 @@ import asyncio
 import heapq
 import itertools
 import uuid
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from pysyncobj import FAIL_REASON
 
@@ -25,6 +26,8 @@ ATTEMPT_TIMEOUT_S = 2.0     # no callback by then: assume it was lost, propose a
 RETRY_BACKOFF_S = 0.05
 LEADER_POLL_S = 0.02
 READ_INDEX_RETRY_S = 0.02
+_Deliver = Callable[[Any], None]   # a batched write's (index, outcome), or None: go alone
+
 MAX_BATCHES_IN_FLIGHT = 2   # group commit: proposed and not yet answered
 
 
@@ -40,8 +43,8 @@ class Proposer:
         self._node_request_ids = itertools.count(1)
         self._pending_node_requests: set[int] = set()
         self._applied = 0
-        # group commit: (command, answer, deadline) of writes not yet in a proposed batch
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future, float]] = []
+        # group commit: (command, deliver, deadline) of writes not yet in a proposed batch
+        self._waiting: list[tuple[dict[str, Any], _Deliver, float]] = []
         self._waiting_timer: asyncio.TimerHandle | None = None
         self._waiting_deadline = 0.0
         self._proposal_scheduled = False
@@ -71,8 +74,9 @@ class Proposer:
 
     # ---- writes -------------------------------------------------------------------------------
     async def write(self, command: dict[str, Any], timeout: float,
-                    deduplicate: bool = True) -> tuple[int, dict[str, Any]]:
-        """Replicate ``command``; returns (index, result) or raises a typed error."""
+                    deduplicate: bool = True, alone: bool = False) -> tuple[int, dict[str, Any]]:
+        """Replicate ``command``; returns (index, result) or raises a typed error.
+        ``alone``: in an entry of its own (after a batch did not confirm it)."""
         deadline = self._loop.time() + timeout
         own_request = None
         if deduplicate and "cid" not in command:
@@ -81,7 +85,7 @@ class Proposer:
             command = {**command, "cid": self._node_client_id, "rid": own_request,
                        "done": min(self._pending_node_requests)}
         try:
-            if command.get("op") in BATCHED_OPS and "key" in command:
+            if not alone and command.get("op") in BATCHED_OPS and "key" in command:
                 answer = await self._write_in_batch(command, timeout)
                 if answer is not None:
                     return answer
@@ -103,19 +107,35 @@ class Proposer:
         with tiny entries.  None: the batch did not confirm it; write it alone."""
         await self.wait_for_leader(min(timeout, self._no_leader_wait_s))
         future: asyncio.Future = self._loop.create_future()
-        deadline = self._loop.time() + min(timeout, ATTEMPT_TIMEOUT_S)
-        self._waiting.append((command, future, deadline))
-        if self._waiting_timer is None or deadline < self._waiting_deadline:
-            self._set_waiting_timer()
-        self._schedule_proposal()
+        self._join_batch(command, timeout, partial(_settle, future))
         # Settled by the batch's answer or by a timer (one per batch: a wait_for per write
         # cost a tenth of the loop's time at 64 clients).
         outcome = await future
         if outcome is None:
             return None
-        return self._applied_answer(*outcome)
+        return self.applied_answer(*outcome)
 
-    def _applied_answer(self, index: int, outcome: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def try_write_in_batch(self, command: dict[str, Any], timeout: float,
+                           deliver: Callable[[tuple[int, dict[str, Any]] | None], None]) -> bool:
+        """``_write_in_batch`` without a task, for the native protocol: False if the write
+        cannot join a batch now (not a single-key write, no client identity, no leader known);
+        else ``deliver`` gets (index, outcome) for ``applied_answer``, or None when the batch
+        did not confirm the write and the caller must ``write`` it alone."""
+        store = self._runner.store
+        if (command.get("op") not in BATCHED_OPS or "key" not in command or "cid" not in command
+                or store is None or store._getLeader() is None):
+            return False
+        self._join_batch(command, timeout, deliver)
+        return True
+
+    def _join_batch(self, command: dict[str, Any], timeout: float, deliver: _Deliver) -> None:
+        deadline = self._loop.time() + min(timeout, ATTEMPT_TIMEOUT_S)
+        self._waiting.append((command, deliver, deadline))
+        if self._waiting_timer is None or deadline < self._waiting_deadline:
+            self._set_waiting_timer()
+        self._schedule_proposal()
+
+    def applied_answer(self, index: int, outcome: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """A write's answer once the state machine applied it (alone or in a batch)."""
         # Applied here already (the callback runs after apply), even if pysyncobj's counter
         # moves only later: answers must report it, for session reads.
@@ -138,8 +158,8 @@ class Proposer:
         """Writes that never got into a batch in time (batches in flight got no answer)."""
         self._waiting_timer = None
         waiting, self._waiting = self._waiting, []
-        for _, future, _ in waiting:
-            _settle(future, None)
+        for _, deliver, _ in waiting:
+            deliver(None)
 
     def _schedule_proposal(self) -> None:
         if (not self._proposal_scheduled and self._waiting
@@ -162,38 +182,40 @@ class Proposer:
                 batch.append(item)
         self._waiting = later
         self._set_waiting_timer()
-        futures = [future for _, future, _ in batch]
+        delivers = [deliver for _, deliver, _ in batch]
         try:
             data = encode_batch([command for command, _, _ in batch])
         except InvalidRequest:
-            for future in futures:
-                _settle(future, None)   # alone, the bad one gets its own error
+            for deliver in delivers:
+                deliver(None)           # alone, the bad one gets its own error
             self._schedule_proposal()
             return
         self._batches_in_flight += 1
+        # [answered]: a batch's raft answer and its timer both call _answer_batch
         answered = [False]
         timer = self._loop.call_at(min(deadline for _, _, deadline in batch),
-                                   self._answer_batch, futures, answered, None, None)
+                                   self._answer_batch, delivers, answered, None, None)
         self._runner.propose(data, lambda res, err: self._bridge.post(
-            self._answer_batch, futures, answered, res, err, timer))
+            self._answer_batch, delivers, answered, res, err, timer))
         self._schedule_proposal()        # a slot may be left (writes to a repeated key)
 
-    def _answer_batch(self, futures: list[asyncio.Future], answered: list[bool], result: Any,
+    def _answer_batch(self, delivers: list[_Deliver], answered: list[bool], result: Any,
                       error: int | None, timer: asyncio.TimerHandle | None = None) -> None:
-        """The batch's outcome, or (error None) its timer: unsettled writes go alone."""
+        """The batch's outcome, or (error None) its timer: writes not confirmed go alone."""
         if timer is not None:
             timer.cancel()
-        if not answered[0]:
-            answered[0] = True
-            self._batches_in_flight -= 1
-            self._schedule_proposal()
+        if answered[0]:
+            return                      # the timer came first: they went alone already
+        answered[0] = True
+        self._batches_in_flight -= 1
+        self._schedule_proposal()
         if error != FAIL_REASON.SUCCESS:
-            for future in futures:
-                _settle(future, None)
+            for deliver in delivers:
+                deliver(None)
             return
         index, outcome = result
-        for future, answer in zip(futures, outcome["results"]):
-            _settle(future, (index, answer))
+        for deliver, answer in zip(delivers, outcome["results"]):
+            deliver((index, answer))
 
     async def _propose_until_done(self, data: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
         deadline = self._loop.time() + timeout
@@ -208,7 +230,7 @@ class Proposer:
                 last_error = "no answer from the raft layer"
                 continue   # a lost callback: propose again (deduplicated)
             if error == FAIL_REASON.SUCCESS:
-                return self._applied_answer(*result)
+                return self.applied_answer(*result)
             last_error = _FAIL_NAMES.get(error, str(error))
             await asyncio.sleep(min(RETRY_BACKOFF_S, max(0.0, deadline - self._loop.time())))
         raise Timeout(f"write not confirmed within {timeout:g}s ({last_error}); "

@@ -83,12 +83,20 @@ class KVService:
 
     # ---- writes -------------------------------------------------------------------------------
     async def write(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        return await self.write_command(self.command_for(op, body), self._timeout(timeout))
+
+    def command_for(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The log command of a client write (raises InvalidRequest & co. for bad input)."""
         if op in COORDINATION_OPS:
             command = self._coordination_command(op, body)
         else:
             command = self._write_command(op, body)
         _check_depth(command)
-        _, result = await self.proposer.write(command, self._timeout(timeout))
+        return command
+
+    async def write_command(self, command: dict[str, Any], timeout: float,
+                            alone: bool = False) -> dict[str, Any]:
+        _, result = await self.proposer.write(command, timeout, alone=alone)
         return result
 
     def _write_command(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -298,6 +306,9 @@ class KVService:
         if op == "digest":
             return self.digest()
         raise InvalidRequest(f"unknown op {op!r}")
+
+    def timeout_s(self, timeout: float | None) -> float:
+        return self._timeout(timeout)
 
     def _timeout(self, timeout: float | None) -> float:
         return timeout if timeout is not None else self.config.limits.request_timeout_s

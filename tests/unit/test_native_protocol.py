@@ -269,7 +269,8 @@ class FakeService:
     def __init__(self) -> None:
         limits = SimpleNamespace(max_value_bytes=1000)
         self.config = SimpleNamespace(secret=SECRET, limits=limits, native_address=None)
-        self.proposer = SimpleNamespace(applied_index=5)
+        # try_write_in_batch: False sends writes down the task path (see the batch test)
+        self.proposer = SimpleNamespace(applied_index=5, try_write_in_batch=lambda *a: False)
         self.store: dict[str, Any] = {}
         self.gates: dict[str, asyncio.Future] = {}
         self.waited_reads = 0
@@ -277,13 +278,21 @@ class FakeService:
     def header(self) -> dict[str, Any]:
         return {"node": "n1", "applied_index": self.proposer.applied_index}
 
-    async def write(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def timeout_s(self, timeout: float | None) -> float:
+        return 10.0 if timeout is None else timeout
+
+    def command_for(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         if op != "put":
             raise InvalidRequest(f"fake has no {op}")
-        gate = self.gates[body["key"]] = asyncio.get_running_loop().create_future()
+        return {"op": op, **body}
+
+    async def write_command(self, command: dict[str, Any], timeout: float,
+                            alone: bool = False) -> dict[str, Any]:
+        self.alone = alone
+        gate = self.gates[command["key"]] = asyncio.get_running_loop().create_future()
         await gate
-        self.store[body["key"]] = body["value"]
-        return {"kv": {"key": body["key"], "value": body["value"]}}
+        self.store[command["key"]] = command["value"]
+        return {"kv": {"key": command["key"], "value": command["value"]}}
 
     async def get(self, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         min_index = body.get("min_index", 0)
@@ -394,6 +403,43 @@ def test_answers_go_out_as_requests_complete_in_any_order() -> None:
         [put_a] = transport.answers()
         assert (put_a["id"], put_a["body"]["kv"]) == (1, {"key": "a", "value": 1})
         assert not connection.tasks
+    asyncio.run(scenario())
+
+
+def test_batched_writes_are_answered_from_the_batch_without_a_task() -> None:
+    async def scenario() -> None:
+        from consensus_store.errors import error_from_json
+        joined: list[Any] = []
+
+        def applied_answer(index: int, outcome: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            if "error" in outcome:
+                raise error_from_json(400, outcome)
+            return index, dict(outcome)
+
+        service = FakeService()
+        service.proposer = SimpleNamespace(
+            applied_index=5, applied_answer=applied_answer,
+            try_write_in_batch=lambda command, timeout, deliver: joined.append(deliver) or True)
+        connection, transport, _ = await _connection(service)
+        connection.data_received(encode_auth(SECRET))
+        transport.answers()
+        for request_id, key in ((1, "a"), (2, "b"), (3, "c")):
+            connection.data_received(encode_request(request_id, "put", {"key": key, "value": 1}))
+        assert len(joined) == 3 and not connection.tasks and connection.batched == 3
+        joined[1]((7, {"kv": {"key": "b"}}))
+        joined[0]((7, {"error": "compare_failed", "message": "no"}))
+        await asyncio.sleep(0)
+        answers = {a["id"]: a for a in transport.answers()}
+        assert answers[2]["status"] == 200 and answers[2]["body"]["kv"] == {"key": "b"}
+        assert answers[1]["status"] == 409
+        joined[2](None)                              # the batch did not confirm it: alone
+        assert len(connection.tasks) == 1 and connection.batched == 0
+        await asyncio.sleep(0)
+        assert service.alone is True
+        service.gates["c"].set_result(None)
+        await asyncio.sleep(0.01)
+        [alone] = transport.answers()
+        assert (alone["id"], alone["status"]) == (3, 200)
     asyncio.run(scenario())
 
 
