@@ -116,7 +116,7 @@ class Proposer:
         return self.applied_answer(*outcome)
 
     def try_write_in_batch(self, command: dict[str, Any], timeout: float,
-                           deliver: Callable[[tuple[int, dict[str, Any]] | None], None]) -> bool:
+                           deliver: _Deliver) -> bool:
         """``_write_in_batch`` without a task, for the native protocol: False if the write
         cannot join a batch now (not a single-key write, no client identity, no leader known);
         else ``deliver`` gets (index, outcome) for ``applied_answer``, or None when the batch
