@@ -20,9 +20,10 @@ from consensus_store.testing.proxy import HOST, NODE_PORT_RANGE, FaultProxy, pic
 log = logging.getLogger("consensus_store.testing")
 
 
-def _toml_node(node_id: str, raft: str, api: str, secret: str) -> list[str]:
+def _toml_node(node_id: str, raft: str, api: str, native: str, secret: str) -> list[str]:
     return [f'id = "{node_id}"', f'raft_address = "{raft}"', f'api_address = "{api}"',
-            f'data_dir = "data/{node_id}"', f'secret = "{secret}"', ""]
+            f'native_address = "{native}"', f'data_dir = "data/{node_id}"', f'secret = "{secret}"',
+            ""]
 
 
 def write_proxied_cluster_configs(directory: Path, size: int, proxy: FaultProxy, *,
@@ -37,11 +38,13 @@ def write_proxied_cluster_configs(directory: Path, size: int, proxy: FaultProxy,
     """
     directory.mkdir(parents=True, exist_ok=True)
     raft_ports = pick_ports(size, NODE_PORT_RANGE)     # unseeded: concurrent runs differ
-    api_ports = free_ports(size)
+    client_ports = free_ports(2 * size)
+    api_ports, native_ports = client_ports[:size], client_ports[size:]
     secret = secret or os.urandom(16).hex()
     ids = [f"n{i + 1}" for i in range(size)]
     raft = {node_id: f"{HOST}:{port}" for node_id, port in zip(ids, raft_ports)}
     api = {node_id: f"{HOST}:{port}" for node_id, port in zip(ids, api_ports)}
+    native = {node_id: f"{HOST}:{port}" for node_id, port in zip(ids, native_ports)}
     # seen_by[a][b]: the raft address of b written in a's config
     seen_by: dict[str, dict[str, str]] = {a: {b: raft[b] for b in ids if b != a} for a in ids}
     for i, a in enumerate(ids):
@@ -55,11 +58,11 @@ def write_proxied_cluster_configs(directory: Path, size: int, proxy: FaultProxy,
             seen_by[dialer][acceptor] = address
     paths = []
     for node_id in ids:
-        lines = _toml_node(node_id, raft[node_id], api[node_id], secret)
+        lines = _toml_node(node_id, raft[node_id], api[node_id], native[node_id], secret)
         for peer in ids:
             if peer != node_id:
                 lines += ["[[peers]]", f'id = "{peer}"', f'raft_address = "{seen_by[node_id][peer]}"',
-                          f'api_address = "{api[peer]}"', ""]
+                          f'api_address = "{api[peer]}"', f'native_address = "{native[peer]}"', ""]
         if raft_table:
             lines += ["[raft]"] + [f"{k} = {v}" for k, v in raft_table.items()] + [""]
         if extra_toml:
@@ -108,6 +111,11 @@ class ProxiedCluster:
     @property
     def endpoints(self) -> list[str]:
         return self.cluster.endpoints
+
+    @property
+    def native_endpoints(self) -> list[str]:
+        """The nodes' native-protocol endpoints (client connections are not proxied)."""
+        return [f"tcp://{n.config.native_address}" for n in self.cluster.nodes.values()]
 
     def endpoint(self, node_id: str) -> str:
         return self.cluster.nodes[node_id].endpoint

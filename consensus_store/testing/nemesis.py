@@ -283,7 +283,8 @@ def run_nemesis(root: Path, *, nodes: int = 3, seed: int = 0,
         log(f"cluster of {nodes} up in {time.monotonic() - started:.1f}s, leader {leader}; "
             f"{cluster.describe()}")
         workload = Workload(cluster.endpoints, cluster.token, workers=workers or nodes + 1,
-                            keys=keys, seed=seed, op_timeout=op_timeout)
+                            keys=keys, seed=seed, op_timeout=op_timeout,
+                            native_endpoints=cluster.native_endpoints)
         workload.start()
         if not workload.wait_for_progress(10, 30.0):
             report.anomalies.append(Anomaly("unavailable", "no progress before any fault"))

@@ -79,15 +79,19 @@ class Workload:
     - info: unknown: a write whose request may have been sent and that did not succeed
       (Timeout, Unavailable, or anything unexpected, which is also reported as an anomaly).
     Written values are unique (``"<process>-<seq>"``), so a value names its write.
+    With ``native_endpoints``, odd-numbered workers use the native protocol (its writes take
+    the group-commit path without a task), the others HTTP.
     """
 
     def __init__(self, endpoints: list[str], token: str, *, workers: int = 4,
                  keys: Iterable[str] = ("k0", "k1", "k2"), seed: int = 0,
                  op_timeout: float = 5.0, mix: dict[str, int] | None = None,
-                 think_s: float = 0.0, max_ops_per_worker: int = 1_000_000) -> None:
+                 think_s: float = 0.0, max_ops_per_worker: int = 1_000_000,
+                 native_endpoints: list[str] | None = None) -> None:
         lincheck = lincheck_module()
         self.history = lincheck.HistoryRecorder()   # writes, cas, linearizable reads
         self.endpoints = list(endpoints)
+        self.native_endpoints = list(native_endpoints or [])   # odd workers use these
         self.token = token
         self.workers = workers
         self.keys = list(keys)
@@ -146,7 +150,8 @@ class Workload:
     def _worker(self, process: int) -> None:
         from consensus_store.client import Client, RetryPolicy
         rng = random.Random(f"{self.seed}-{process}")
-        endpoints = list(self.endpoints)
+        use_native = self.native_endpoints and process % 2 == 1
+        endpoints = list(self.native_endpoints if use_native else self.endpoints)
         rng.shuffle(endpoints)
         kinds = list(self.mix)
         weights = [self.mix[k] for k in kinds]
