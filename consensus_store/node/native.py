@@ -12,9 +12,9 @@ is a single-key write that joins a group-commit batch (answered from the batch's
 writes, linearizable reads and reads that must wait for the replica run as one task each.
 
 Connections that never authenticate are closed after ``AUTH_TIMEOUT_S``.  A connection with
-``MAX_IN_FLIGHT`` requests running (tasks and batched writes), or whose peer does not read its answers, is not read from
-until that drains.  When a client disconnects, requests it had in flight still run to the end
-(a write may already be in the log); their answers are dropped.
+``MAX_IN_FLIGHT`` requests running (tasks and batched writes), or whose peer does not read its
+answers, is not read from until that drains.  When a client disconnects, requests it had in
+flight still run to the end (a write may already be in the log); their answers are dropped.
 """
 from __future__ import annotations
 
