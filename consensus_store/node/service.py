@@ -158,6 +158,9 @@ class KVService:
         if "value" not in body:
             raise InvalidRequest("missing 'value'")
         value = body["value"]
+        limit = self.config.limits.max_value_bytes
+        if type(value) is str and 12 * len(value) + 2 <= limit:
+            return value            # fits even if every character were escaped (\uXXXX pairs)
         try:
             size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
         except (TypeError, ValueError) as exc:
@@ -330,6 +333,11 @@ def parse_consistency(value: Any) -> Consistency:
 
 def _check_depth(command: dict[str, Any]) -> None:
     """Refuse commands nested deeper than MAX_COMMAND_DEPTH (iterative: no recursion here)."""
+    for value in command.values():
+        if isinstance(value, (dict, list)):
+            break
+    else:
+        return                      # flat, like most single-key writes
     stack: list[tuple[Any, int]] = [(command, 1)]
     while stack:
         value, depth = stack.pop()

@@ -72,6 +72,9 @@ CASES: list[tuple[str, str, str, Any, str, int, str]] = [
      {"key": "a", "value": 1, "client_id": 5, "request_id": 1}, AUTH, 400, "invalid_request"),
     ("value-over-limit", "POST", "/v1/kv/put", {"key": "big", "value": "v" * (MAX_VALUE + 1)}, AUTH,
      413, "payload_too_large"),
+    # 200 characters, 1,202 bytes once escaped as JSON: the escaped size counts
+    ("escaped-value-over-limit", "POST", "/v1/kv/put", {"key": "big", "value": "\u0001" * 200},
+     AUTH, 413, "payload_too_large"),
     ("txn-value-over-limit", "POST", "/v1/kv/txn",
      {"success": [{"op": "put", "key": "big", "value": "v" * (MAX_VALUE * 2)}]}, AUTH,
      413, "payload_too_large"),
