@@ -268,18 +268,24 @@ class _Connection(asyncio.Protocol):
                 self._reply(request_id, exc.http_status, exc.to_json())
             else:
                 self._reply(request_id, 200, result)
-            if not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2:
-                self._update_reading()
+            self._request_ended()
 
         if service.proposer.try_write_in_batch(command, seconds, deliver):
             self.batched += 1
-            if self._in_flight() >= MAX_IN_FLIGHT:
-                self._update_reading()
+            self._request_started()
         else:
             self._spawn(request_id, service.write_command(command, seconds))
 
     def _in_flight(self) -> int:
         return len(self.tasks) + self.batched
+
+    def _request_started(self) -> None:
+        if self._in_flight() >= MAX_IN_FLIGHT:
+            self._update_reading()          # stop reading until requests drain
+
+    def _request_ended(self) -> None:
+        if not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2:
+            self._update_reading()
 
     def _must_wait(self, message: dict[str, Any]) -> bool:
         min_index = message.get("min_index", 0)
@@ -288,8 +294,7 @@ class _Connection(asyncio.Protocol):
     def _spawn(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
         task = self.loop.create_task(self._run(request_id, coroutine))
         self.tasks.add(task)
-        if self._in_flight() >= MAX_IN_FLIGHT:
-            self._update_reading()
+        self._request_started()
 
     async def _run(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
         try:
@@ -306,8 +311,7 @@ class _Connection(asyncio.Protocol):
             self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         if body is not None:
             self._reply(request_id, status, body)
-        if not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2:
-            self._update_reading()
+        self._request_ended()
 
     def _internal_error(self, request_id: int, what: str, exc: Exception) -> None:
         log.error("native %s failed", what, exc_info=exc)

@@ -128,6 +128,13 @@ class FrameOpener:
             raise FrameError(f"authenticated frame does not decode: {exc}") from None
 
 
+def unwrap_keyed(message: Any, key: bytes) -> Any:
+    """The payload of a message that pysyncobj's handshake wraps as ``(key, payload)``."""
+    if not (isinstance(message, tuple) and len(message) == 2 and message[0] == key):
+        raise FrameError("handshake key mismatch")
+    return message[1]
+
+
 def ask_raft_port(host: str, port: int, secret: str, command: list[Any],
                   timeout: float) -> Any:
     """Send one pysyncobj utility command (e.g. ``["status"]``) to a node's raft port and return
@@ -147,9 +154,7 @@ def ask_raft_port(host: str, port: int, secret: str, command: list[Any],
                 buffer += chunk
             message, consumed = opened
             buffer = buffer[consumed:]
-            if not (isinstance(message, tuple) and len(message) == 2 and message[0] == own_key):
-                raise FrameError("handshake key mismatch")
-            return message[1]
+            return unwrap_keyed(message, own_key)
 
         own_key = os.urandom(32)
         sock.sendall(sealer.seal(own_key))          # the handshake: our key, then theirs

@@ -85,7 +85,7 @@ class Proposer:
             command = {**command, "cid": self._node_client_id, "rid": own_request,
                        "done": min(self._pending_node_requests)}
         try:
-            if not alone and command.get("op") in BATCHED_OPS and "key" in command:
+            if not alone and _batchable(command):
                 answer = await self._write_in_batch(command, timeout)
                 if answer is not None:
                     return answer
@@ -121,9 +121,7 @@ class Proposer:
         cannot join a batch now (not a single-key write, no client identity, no leader known);
         else ``deliver`` gets (index, outcome) for ``applied_answer``, or None when the batch
         did not confirm the write and the caller must ``write`` it alone."""
-        store = self._runner.store
-        if (command.get("op") not in BATCHED_OPS or "key" not in command or "cid" not in command
-                or store is None or store._getLeader() is None):
+        if not (_batchable(command) and "cid" in command and self._leader_known()):
             return False
         self._join_batch(command, timeout, deliver)
         return True
@@ -241,13 +239,16 @@ class Proposer:
         would keep the command queued with no answer, and the client could not move on to a
         node that can serve it.  A command already queued may still apply later; retries
         are deduplicated."""
-        store = self._runner.store
         deadline = self._loop.time() + wait_s
-        while store is None or store._getLeader() is None:
+        while not self._leader_known():
             if self._loop.time() >= deadline:
                 raise Unavailable(f"this node has known no leader for {wait_s:g}s; "
                                   "try another node", retry="elsewhere")
             await asyncio.sleep(LEADER_POLL_S)
+
+    def _leader_known(self) -> bool:
+        store = self._runner.store
+        return store is not None and store._getLeader() is not None
 
     # ---- reads ----------------------------------------------------------------------------------
     @property
@@ -318,6 +319,11 @@ class Proposer:
             # No leader, or it lost leadership during the round: ask again shortly.
             await asyncio.sleep(min(READ_INDEX_RETRY_S, max(0.0, deadline - self._loop.time())))
         return None
+
+
+def _batchable(command: dict[str, Any]) -> bool:
+    """A single-key write, which a group-commit batch may carry."""
+    return command.get("op") in BATCHED_OPS and "key" in command
 
 
 _FAIL_NAMES = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}

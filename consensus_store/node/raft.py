@@ -39,7 +39,8 @@ from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
 from consensus_store.node import read_index
 from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal, make_durable
-from consensus_store.node.peer_frames import FrameError, FrameOpener, FrameSealer, master_key
+from consensus_store.node.peer_frames import (FrameError, FrameOpener, FrameSealer, master_key,
+                                              unwrap_keyed)
 from consensus_store.state import StateMachine
 
 log = logging.getLogger("consensus_store.raft")
@@ -105,22 +106,15 @@ class _SealedConnection(TcpConnection):
         buffer = self._TcpConnection__readBuffer
         try:
             opened = self._opener.open(buffer)
+            if opened is None:
+                return None
+            message, consumed = opened
+            self._TcpConnection__readBuffer = buffer[consumed:]
+            return unwrap_keyed(message, self.recvRandKey) if self.recvRandKey else message
         except FrameError as exc:
             log.warning("dropping a peer connection: %s", exc)
             self.disconnect()
             return None
-        if opened is None:
-            return None
-        message, consumed = opened
-        self._TcpConnection__readBuffer = buffer[consumed:]
-        if self.recvRandKey:
-            if (not isinstance(message, tuple) or len(message) != 2
-                    or message[0] != self.recvRandKey):
-                log.warning("dropping a peer connection: handshake key mismatch")
-                self.disconnect()
-                return None
-            message = message[1]
-        return message
 
     def disconnect(self) -> None:
         super().disconnect()

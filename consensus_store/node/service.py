@@ -83,7 +83,7 @@ class KVService:
 
     # ---- writes -------------------------------------------------------------------------------
     async def write(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        return await self.write_command(self.command_for(op, body), self._timeout(timeout))
+        return await self.write_command(self.command_for(op, body), self.timeout_s(timeout))
 
     def command_for(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         """The log command of a client write (raises InvalidRequest & co. for bad input)."""
@@ -165,9 +165,8 @@ class KVService:
             size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"value is not JSON: {exc}") from None
-        if size > self.config.limits.max_value_bytes:
-            raise PayloadTooLarge(f"value is {size} bytes, the limit is "
-                                  f"{self.config.limits.max_value_bytes}")
+        if size > limit:
+            raise PayloadTooLarge(f"value is {size} bytes, the limit is {limit}")
         return value
 
     @staticmethod
@@ -200,13 +199,13 @@ class KVService:
         """Wait until a read at the requested consistency may be served from local memory."""
         level = parse_consistency(body.get("consistency", Consistency.SESSION.value))
         if level is Consistency.LINEARIZABLE:
-            await self.proposer.barrier(self._timeout(timeout))
+            await self.proposer.barrier(self.timeout_s(timeout))
         elif level is Consistency.SESSION:
             min_index = body.get("min_index", 0)
             if not commands.is_int(min_index) or min_index < 0:
                 raise InvalidRequest("'min_index' must be a non-negative integer")
             if min_index:
-                wait = min(self.config.limits.session_read_wait_s, self._timeout(timeout))
+                wait = min(self.config.limits.session_read_wait_s, self.timeout_s(timeout))
                 await self.proposer.wait_applied(min_index, wait)
 
     async def get(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -233,12 +232,12 @@ class KVService:
     async def session_open(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         command = {"op": "session_open", "ttl": body.get("ttl"), "node": self.config.id}
         command.update(self._request_identity(body))
-        _, result = await self.proposer.write(command, self._timeout(timeout))
+        _, result = await self.proposer.write(command, self.timeout_s(timeout))
         return result
 
     async def session_close(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         command = {"op": "session_close", "session": _session_id(body)}
-        _, result = await self.proposer.write(command, self._timeout(timeout))
+        _, result = await self.proposer.write(command, self.timeout_s(timeout))
         return result
 
     async def session_keepalive(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -311,9 +310,7 @@ class KVService:
         raise InvalidRequest(f"unknown op {op!r}")
 
     def timeout_s(self, timeout: float | None) -> float:
-        return self._timeout(timeout)
-
-    def _timeout(self, timeout: float | None) -> float:
+        """A request's timeout, or the configured default."""
         return timeout if timeout is not None else self.config.limits.request_timeout_s
 
 
@@ -333,12 +330,9 @@ def parse_consistency(value: Any) -> Consistency:
 
 def _check_depth(command: dict[str, Any]) -> None:
     """Refuse commands nested deeper than MAX_COMMAND_DEPTH (iterative: no recursion here)."""
-    for value in command.values():
-        if isinstance(value, (dict, list)):
-            break
-    else:
-        return                      # flat, like most single-key writes
-    stack: list[tuple[Any, int]] = [(command, 1)]
+    # The command itself is level 1; a flat one (most single-key writes) leaves nothing to walk.
+    stack: list[tuple[Any, int]] = [(child, 2) for child in command.values()
+                                    if isinstance(child, (dict, list))]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_COMMAND_DEPTH:

@@ -75,11 +75,8 @@ class WatchHub:
         with self._lock:
             self._waiters.extend(still_waiting)
 
-    def events_after(self, prefix: str, after: int) -> list[dict[str, Any]]:
-        with self._lock:
-            return self._events_after(prefix, after)
-
     def _events_after(self, prefix: str, after: int) -> list[dict[str, Any]]:
+        """Call with the lock held (the raft thread appends to the buffer)."""
         if after < self.floor:
             raise Compacted(f"history before revision {self.floor} is gone; re-read and watch "
                             f"from the revision of that read", floor=self.floor)
