@@ -47,11 +47,25 @@ class RaftTiming:
     log_compaction_min_time_s: float = 300.0
 
 
+REQUEST_OVERHEAD_BYTES = 64 * 1024   # room for a request's key and fields beside its value
+
+
 @dataclass(frozen=True)
 class Limits:
     max_value_bytes: int = 1024 * 1024
     request_timeout_s: float = 10.0
     session_read_wait_s: float = 5.0
+
+    @property
+    def max_request_bytes(self) -> int:
+        """An HTTP body or native frame: one value at the limit, with its key and fields."""
+        return self.max_value_bytes + REQUEST_OVERHEAD_BYTES
+
+    @property
+    def max_entry_bytes(self) -> int:
+        """The largest log entry a node proposes: a request's command plus the node's own
+        fields; larger group-commit batches are split, a larger single command gets 413."""
+        return self.max_request_bytes + REQUEST_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True)

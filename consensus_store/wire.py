@@ -16,7 +16,7 @@ object).  On one TCP connection:
   soon as its request completes, so answers may come in any order: match them by ``id``.
 
 A request the node cannot attribute (not JSON, no integer id) is answered with ``"id": null``.
-A frame over the node's limit (``limits.max_value_bytes`` + 64 KiB) is answered with 413, with
+A frame over the node's limit (``limits.max_request_bytes``: the value limit + 64 KiB) is answered with 413, with
 the request's id when the frame starts with ``{"id": <n>`` (clients write it first), and the node
 then closes the connection (the rest of that frame is never read).
 """
@@ -33,7 +33,6 @@ from consensus_store.errors import InvalidRequest
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
 MAX_FRAME_BYTES = 2 ** 32 - 1        # what 4 length bytes can say
-FRAME_OVERHEAD_BYTES = 64 * 1024      # node limit = limits.max_value_bytes + this
 AUTH_OP = "auth"
 AUTH_ID = 0
 PEEK_BYTES = 40                       # enough for '{"id": <up to 18 digits>'

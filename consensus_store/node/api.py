@@ -27,8 +27,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(service: KVService) -> web.Application:
-    limit = service.config.limits.max_value_bytes + 64 * 1024   # room for key and fields
-    app = web.Application(client_max_size=limit, middlewares=[_guard])
+    app = web.Application(client_max_size=service.config.limits.max_request_bytes,
+                          middlewares=[_guard])
     app[SERVICE] = service
     app.router.add_get("/health", _health)
     app.router.add_get("/v1/status", _status)

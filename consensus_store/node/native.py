@@ -24,8 +24,8 @@ import logging
 from functools import partial
 from typing import Any, Callable, Coroutine
 
-from consensus_store.wire import (AUTH_OP, FRAME_OVERHEAD_BYTES, FrameReader,
-                                         FrameTooLarge, decode, encode_response)
+from consensus_store.wire import (AUTH_OP, FrameReader, FrameTooLarge, decode,
+                                  encode_response)
 from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest,
                                     PayloadTooLarge)
 from consensus_store.node.api import _timeout as request_timeout
@@ -55,7 +55,7 @@ class NativeServer:
     def __init__(self, service: KVService) -> None:
         self.service = service
         self.secret = service.config.secret.encode()
-        self.max_frame = service.config.limits.max_value_bytes + FRAME_OVERHEAD_BYTES
+        self.max_frame = service.config.limits.max_request_bytes
         self.connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         # reads: answered inline when they need no wait (see _Connection._read)

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from pysyncobj import FAIL_REASON
 
-from consensus_store.errors import InvalidRequest, Timeout, Unavailable, error_from_json
+from consensus_store.errors import (InvalidRequest, PayloadTooLarge, Timeout, Unavailable,
+                                    error_from_json)
 from consensus_store.node.bridge import LoopBridge
 from consensus_store.node.raft import RaftRunner
 from consensus_store.state import encode_batch, encode_command
@@ -39,6 +40,7 @@ class Proposer:
         self._bridge = bridge
         # An election takes at most about two election timeouts.
         self._no_leader_wait_s = 2 * runner.config.raft.election_timeout_max_s
+        self._max_entry_bytes = runner.config.limits.max_entry_bytes
         self._node_client_id = f"node-{uuid.uuid4().hex}"
         self._node_request_ids = itertools.count(1)
         self._pending_node_requests: set[int] = set()
@@ -178,14 +180,20 @@ class Proposer:
             else:
                 keys.add(item[0]["key"])
                 batch.append(item)
+        try:
+            data = encode_batch([command for command, _, _ in batch])
+            while len(data) > self._max_entry_bytes and len(batch) > 1:
+                half = len(batch) // 2     # too big for one entry: the rest waits for the next
+                batch, later = batch[:half], batch[half:] + later
+                data = encode_batch([command for command, _, _ in batch])
+        except InvalidRequest:
+            data = None
         self._waiting = later
         self._set_waiting_timer()
         delivers = [deliver for _, deliver, _ in batch]
-        try:
-            data = encode_batch([command for command, _, _ in batch])
-        except InvalidRequest:
+        if data is None or len(data) > self._max_entry_bytes:
             for deliver in delivers:
-                deliver(None)           # alone, the bad one gets its own error
+                deliver(None)           # alone, the bad or oversized one gets its own error
             self._schedule_proposal()
             return
         self._batches_in_flight += 1
@@ -216,6 +224,9 @@ class Proposer:
             deliver((index, answer))
 
     async def _propose_until_done(self, data: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
+        if len(data) > self._max_entry_bytes:
+            raise PayloadTooLarge(f"the write would make a {len(data)}-byte log entry; this "
+                                  f"cluster takes at most {self._max_entry_bytes}")
         deadline = self._loop.time() + timeout
         last_error = "no attempt finished"
         while (remaining := deadline - self._loop.time()) > 0:

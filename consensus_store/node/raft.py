@@ -47,6 +47,13 @@ log = logging.getLogger("consensus_store.raft")
 
 ApplyCallback = Callable[[Any, int], None]   # (result or None, FAIL_REASON code)
 
+
+def stored_entry_bound(max_entry_bytes: int) -> int:
+    """The most bytes pysyncobj stores for one of our commands: it pickles the method call
+    with protocol 2, which writes each byte >= 0x80 of ``bytes`` as two."""
+    return 2 * max_entry_bytes + 4096
+
+
 # Followers learn of a commit at most this much later than the leader (when no entries follow).
 COMMIT_NOTICE_DELAY_S = 0.002
 
@@ -75,6 +82,11 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
         logCompactionMinEntries=timing.log_compaction_min_entries,
         logCompactionMinTime=timing.log_compaction_min_time_s,
         commandsQueueSize=200_000,
+        # Above any entry the proposer lets through, so every entry travels whole, as in etcd.
+        # pysyncobj sends larger ones in pieces: its last-piece test is off by the pickle
+        # overhead (a follower fails to unpickle, "raft tick failed") and a resend of pieces
+        # bypasses our follower's keep-matching-entries fix.
+        appendEntriesBatchSizeBytes=stored_entry_bound(config.limits.max_entry_bytes) + 1,
         # pysyncobj's 8 KiB socket buffers split a busy AppendEntries into several sends, each
         # waiting for a poll round.
         sendBufferSize=2 ** 18,

@@ -15,6 +15,7 @@ import pytest
 
 from consensus_store.client.core import MAX_SERVER_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.native import _AsyncLink, _Link
+from consensus_store.config import Limits
 from consensus_store.wire import (HEADER, FrameReader, FrameTooLarge, decode,
                                          encode_auth, encode_request, encode_response, frame,
                                          peek_request_id)
@@ -267,7 +268,7 @@ class FakeService:
     """What the native server needs of KVService; writes wait until the test releases them."""
 
     def __init__(self) -> None:
-        limits = SimpleNamespace(max_value_bytes=1000)
+        limits = Limits(max_value_bytes=1000)
         self.config = SimpleNamespace(secret=SECRET, limits=limits, native_address=None)
         # try_write_in_batch: False sends writes down the task path (see the batch test)
         self.proposer = SimpleNamespace(applied_index=5, try_write_in_batch=lambda *a: False)
