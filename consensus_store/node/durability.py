@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 from pysyncobj.journal import FileJournal
 
+from consensus_store.node.journal import AtomicJournal
+
 FLUSH_TRIGGERS = frozenset({"next_node_idx"})   # messages that must not leave unsynced
 
 
@@ -31,10 +33,11 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-class DurableJournal(FileJournal):
-    """FileJournal that knows whether it has unsynced entries.  Same memory layout as its
-    parent, so an open FileJournal can become one (``make_durable``)."""
+class DurableJournal(AtomicJournal):
+    """A journal that knows whether it has unsynced entries.  Same memory layout as
+    FileJournal, so an open one can become one (``make_durable``)."""
 
+    sync_files = True
     _dirty = False
     synced_index = 0          # highest log index known to be on disk
     fsync_count = 0
@@ -65,7 +68,8 @@ class DurableJournal(FileJournal):
         if self.snapshot_path and os.path.exists(self.snapshot_path):
             fsync_path(self.snapshot_path)
             fsync_path(os.path.dirname(self.snapshot_path) or ".")
-        super().deleteEntriesTo(entryTo)
+        super().deleteEntriesTo(entryTo)   # a new, synced file (journal.py)
+        self._dirty = True                 # so that synced_index and on_sync see the new file
         self.sync_if_dirty()
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:

@@ -39,6 +39,7 @@ from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
 from consensus_store.node import read_index
 from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal, make_durable
+from consensus_store.node.journal import make_atomic
 from consensus_store.node.peer_frames import (FrameError, FrameOpener, FrameSealer, master_key,
                                               unwrap_keyed)
 from consensus_store.state import StateMachine
@@ -316,8 +317,9 @@ class ReplicatedStore(SyncObj):
         self.on_events: Callable[[int, list[dict[str, Any]]], None] | None = None
         self.durable_journal: DurableJournal | None = None
         super().__init__(self_address, peer_addresses, conf, transportClass=_GuardedTransport)
+        journal = make_atomic(self._SyncObj__raftLog)
         if fsync:
-            self.durable_journal = make_durable(self._SyncObj__raftLog, conf.fullDumpFile)
+            self.durable_journal = make_durable(journal, conf.fullDumpFile)
         self.machine = StateMachine()
 
     @replicated
