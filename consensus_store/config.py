@@ -45,6 +45,7 @@ class RaftTiming:
     connection_retry_s: float = 0.5
     log_compaction_min_entries: int = 20_000
     log_compaction_min_time_s: float = 300.0
+    log_compaction_max_bytes: int = 64 * 1024 * 1024
 
 
 REQUEST_OVERHEAD_BYTES = 64 * 1024   # room for a request's key and fields beside its value

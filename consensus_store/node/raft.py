@@ -369,6 +369,8 @@ class RaftRunner:
         self._flushed_commit = 0            # commit index they were last told
         self._commit_notice_due: float | None = None
         self._reported_applied = 0
+        self._compaction_bytes = config.raft.log_compaction_max_bytes
+        self._snapshot_seen: int | None = -1   # pysyncobj's last snapshot index (None: none)
         self.store: ReplicatedStore | None = None
         self._read_index: read_index.ReadIndex | None = None
 
@@ -475,6 +477,7 @@ class RaftRunner:
             self._flush(store)
         if store.durable_journal is not None:   # after the send: see durability.py
             store.durable_journal.sync_if_dirty()
+        self._compact_if_large(store)
         applied = store.raftLastApplied
         if store.machine is not self._machine_seen:   # a snapshot replaced the state
             self._machine_seen = store.machine
@@ -496,6 +499,27 @@ class RaftRunner:
             if now < self._commit_notice_due:
                 return
         self._send_append_entries()
+
+    def _compact_if_large(self, store: ReplicatedStore) -> None:
+        """Bound the journal, and the log pysyncobj keeps in memory, by bytes: pysyncobj
+        compacts by entry count or age only, and a group-commit entry may carry many writes.
+        The bound is the last snapshot's size when that is larger, so that a large state is not
+        written out again for every few megabytes of writes."""
+        journal_bytes = store._SyncObj__raftLog._FileJournal__currentOffset
+        if journal_bytes < self._compaction_bytes:
+            return
+        snapshot = store._SyncObj__lastSerializedEntry
+        if snapshot != self._snapshot_seen:          # a new snapshot: read its size once
+            self._snapshot_seen = snapshot
+            try:
+                snapshot_bytes = os.stat(store._SyncObj__conf.fullDumpFile).st_size
+            except OSError:
+                snapshot_bytes = 0
+            self._compaction_bytes = max(self.config.raft.log_compaction_max_bytes,
+                                         snapshot_bytes)
+            if journal_bytes < self._compaction_bytes:
+                return
+        store.forceLogCompaction()    # a flag: pysyncobj compacts once it has applied more
 
     def _send_append_entries(self) -> None:
         """Send AppendEntries to every follower now (entries they lack, or a heartbeat)."""
