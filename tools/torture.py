@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of: {', '.join(FAULTS)}")
     parser.add_argument("--dir", type=Path, default=None, help="run directory (default: a new "
                         "temporary directory, kept)")
+    parser.add_argument("--compact-bytes", type=int, default=None,
+                        help="log_compaction_max_bytes of every node: a small value makes nodes "
+                        "snapshot, rewrite their journals and send snapshots under the faults")
     parser.add_argument("--lincheck-timeout", type=float, default=600.0,
                         help="bound on the linearizability check (seconds)")
     args = parser.parse_args(argv)
@@ -59,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     report = run_nemesis(root, nodes=args.nodes, seed=seed, duration_s=args.minutes * 60,
                          workers=args.workers, keys=[f"k{i}" for i in range(args.keys)],
                          op_timeout=args.op_timeout, hold_range=tuple(args.hold),
-                         faults=faults, lincheck_timeout_s=args.lincheck_timeout, log=log)
+                         faults=faults, lincheck_timeout_s=args.lincheck_timeout,
+                         raft_table=({"log_compaction_max_bytes": args.compact_bytes}
+                                     if args.compact_bytes else None), log=log)
     print()
     print(report.format())
     replay = (f"python tools/torture.py --nodes {args.nodes} --minutes {args.minutes:g} "
-              f"--seed {seed}")
+              f"--seed {seed}" + (f" --compact-bytes {args.compact_bytes}" if args.compact_bytes
+                                  else ""))
     if report.anomalies:
         print(f"\nRESULT: {len(report.anomalies)} ANOMALIES; replay the schedule with: {replay}")
         return 1

@@ -263,19 +263,20 @@ def run_nemesis(root: Path, *, nodes: int = 3, seed: int = 0,
                 keys: Iterable[str] = ("k0", "k1", "k2"), op_timeout: float = 5.0,
                 hold_range: tuple[float, float] = (1.0, 4.0), gap_range: tuple[float, float] = (0.5, 2.0),
                 faults: Iterable[str] = FAULTS, lincheck_timeout_s: float = 300.0,
+                raft_table: dict[str, float] | None = None,
                 log: Callable[[str], None] = lambda line: None) -> RunReport:
     """Start a proxied cluster, run the workload under faults, heal, check everything.
 
     ``schedule``: (fault, hold seconds) pairs, run in order.  ``duration_s``: then keep
     injecting random faults (seeded) for that many more seconds.
     Artifacts (history.jsonl for tools/lincheck.py, operations.jsonl, faults.txt, report.txt,
-    node logs) stay in ``root``.
+    node logs) stay in ``root``.  ``raft_table``: ``[raft]`` settings of every node.
     """
     root = Path(root)
     rng = random.Random(seed)
     report = RunReport(nodes, seed)
     started = time.monotonic()
-    cluster = ProxiedCluster(root / "cluster", nodes, seed=seed)
+    cluster = ProxiedCluster(root / "cluster", nodes, seed=seed, raft_table=raft_table)
     workload: Workload | None = None
     nemesis: Nemesis | None = None
     try:
