@@ -358,6 +358,8 @@ async def start_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.
                         "no consensus_store leader")
     target = HttpTarget("ours", session, {"put": ours_put(leader, headers, args.keys)})
     min_index = (await target.prefill())["header"]["applied_index"]
+    await poll(lambda: ours_applied_everywhere(session, endpoints, headers, min_index),
+               "not every node applied the prefill")
     for level in READ_LEVELS:
         target.workloads[f"get {level}"] = ours_get(endpoints, headers, level, min_index, args.keys)
     await target.check()
@@ -391,19 +393,35 @@ async def start_other_durability(args: argparse.Namespace, workdir: Path,
     return [target], pids, [n.log_path for n in cluster.nodes.values()]
 
 
-async def ours_leader(session: aiohttp.ClientSession, endpoints: list[str],
-                      headers: dict[str, str]) -> str | None:
-    leaders = []
+async def ours_statuses(session: aiohttp.ClientSession, endpoints: list[str],
+                        headers: dict[str, str]) -> list[dict[str, Any]] | None:
+    """/v1/status of every node, or None while one does not answer."""
+    statuses = []
     for endpoint in endpoints:
         try:
             async with session.get(f"{endpoint}/v1/status", headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=2)) as response:
-                status = await response.json() if response.status == 200 else {}
+                statuses.append(await response.json() if response.status == 200 else {})
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return None
-        if status.get("role") == "leader" and status.get("ready"):
-            leaders.append(endpoint)
+    return statuses
+
+
+async def ours_leader(session: aiohttp.ClientSession, endpoints: list[str],
+                      headers: dict[str, str]) -> str | None:
+    statuses = await ours_statuses(session, endpoints, headers) or []
+    leaders = [endpoint for endpoint, status in zip(endpoints, statuses)
+               if status.get("role") == "leader" and status.get("ready")]
     return leaders[0] if len(leaders) == 1 else None
+
+
+async def ours_applied_everywhere(session: aiohttp.ClientSession, endpoints: list[str],
+                                  headers: dict[str, str], index: int) -> bool | None:
+    """True once every node applied ``index`` (local reads of the prefill must find it)."""
+    statuses = await ours_statuses(session, endpoints, headers)
+    if statuses and all(status.get("applied_index", 0) >= index for status in statuses):
+        return True
+    return None
 
 
 def bodies(make: Callable[[str], dict[str, Any]], keys: int) -> tuple[bytes, ...]:
