@@ -16,9 +16,10 @@ object).  On one TCP connection:
   soon as its request completes, so answers may come in any order: match them by ``id``.
 
 A request the node cannot attribute (not JSON, no integer id) is answered with ``"id": null``.
-A frame over the node's limit (``limits.max_request_bytes``: the value limit + 64 KiB) is answered with 413, with
-the request's id when the frame starts with ``{"id": <n>`` (clients write it first), and the node
-then closes the connection (the rest of that frame is never read).
+A frame over the node's limit (``limits.max_request_bytes``: the value limit + 64 KiB) is
+answered with 413, with the request's id when the frame starts with ``{"id": <n>`` (clients
+write it first), and the node then closes the connection (the rest of that frame is never
+read).
 """
 from __future__ import annotations
 

@@ -5,6 +5,10 @@ the entries it keeps over the old records.  A crash in between left a node witho
 after its snapshot, acknowledged ones included.  ``AtomicJournal`` writes the kept entries to
 a new file and renames it over the old one, so a crash leaves either journal, whole.  Installed
 per instance by swapping the journal's class, like ``DurableJournal`` (which adds the fsyncs).
+
+Private pysyncobj names used (pinned to 0.3.17): FileJournal's ``_FileJournal__journal``,
+``_FileJournal__journalFile`` and ``_FileJournal__currentOffset``; ResizableFile's
+``_ResizableFile__fileName``, ``_ResizableFile__f`` and ``_ResizableFile__mm``.
 """
 from __future__ import annotations
 

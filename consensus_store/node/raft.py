@@ -15,9 +15,11 @@ tick when a command or job is queued.
 Private pysyncobj names used here and in read_index.py (pinned to 0.3.17 in pyproject.toml):
 ``_SyncObj__sendAppendEntries``, ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``,
 ``_SyncObj__raftMatchIndex``, ``_SyncObj__transport``, ``_SyncObj__otherNodes``,
-``_SyncObj__getEntries``, ``_poller``, and TcpConnection's ``_TcpConnection__readBuffer``,
-``_TcpConnection__writeBuffer``, ``_TcpConnection__trySendBuffer``,
-``_TcpConnection__processParseMessage``.
+``_SyncObj__getEntries``, ``_SyncObj__lastSerializedEntry``, ``_SyncObj__conf``, ``_poller``,
+FileJournal's ``_FileJournal__currentOffset``, and TcpConnection's
+``_TcpConnection__readBuffer``, ``_TcpConnection__writeBuffer``,
+``_TcpConnection__trySendBuffer``, ``_TcpConnection__processParseMessage``.  The journal
+classes (durability.py, journal.py) list their own.
 """
 from __future__ import annotations
 
@@ -370,7 +372,7 @@ class RaftRunner:
         self._commit_notice_due: float | None = None
         self._reported_applied = 0
         self._compaction_bytes = config.raft.log_compaction_max_bytes
-        self._snapshot_seen: int | None = -1   # pysyncobj's last snapshot index (None: none)
+        self._snapshot_seen: int | None = -1   # snapshot whose size was read (-1: none yet)
         self.store: ReplicatedStore | None = None
         self._read_index: read_index.ReadIndex | None = None
 
