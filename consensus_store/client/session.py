@@ -1,7 +1,8 @@
 """``Session``: a lease the cluster keeps while this process keeps it alive.
 
-Keepalives go every TTL/3 to any node (followers forward them to the leader).  A failed
-keepalive makes the session SUSPENDED; LOST when the cluster says it is gone, or when a whole
+Keepalives go every TTL/3 to any node (followers forward them to the leader), and again soon
+after one fails (a new leader grants every session a fresh TTL, and the session must reach it
+within that TTL).  A failed keepalive makes the session SUSPENDED; LOST when the cluster says it is gone, or when a whole
 TTL has passed since the *sending* of the last answered keepalive: by then the leader, whose
 clock starts no earlier than that send, may have expired it.  So a holder stops trusting its
 lock or leadership before anyone else can be granted it.
@@ -18,6 +19,8 @@ from consensus_store.models import ConnectionState
 
 log = logging.getLogger("consensus_store.session")
 Listener = Callable[[ConnectionState], None]
+
+RETRY_PAUSE_S = 0.1     # after a failed keepalive: an election ends within a second or two
 
 
 class Session:
@@ -73,11 +76,14 @@ class Session:
 
     def _keep_alive(self) -> None:
         interval = self.ttl / 3
-        while not self._closed.wait(interval):
+        pause = interval
+        while not self._closed.wait(pause):
             sent = time.monotonic()
+            pause = min(RETRY_PAUSE_S, interval)    # unless this one is answered
             try:
                 self._api._request("session_keepalive", {"session": self.id}, interval)
                 self._last_answered_send = sent
+                pause = interval
                 self._set_state(ConnectionState.CONNECTED)
             except NotFound:
                 self._set_state(ConnectionState.LOST)
