@@ -2,10 +2,10 @@
 
 Keepalives go every TTL/3 to any node (followers forward them to the leader), and again soon
 after one fails (a new leader grants every session a fresh TTL, and the session must reach it
-within that TTL).  A failed keepalive makes the session SUSPENDED; LOST when the cluster says it is gone, or when a whole
-TTL has passed since the *sending* of the last answered keepalive: by then the leader, whose
-clock starts no earlier than that send, may have expired it.  So a holder stops trusting its
-lock or leadership before anyone else can be granted it.
+within that TTL).  A failed keepalive makes the session SUSPENDED; LOST when the cluster says
+it is gone, or when a whole TTL has passed since the *sending* of the last answered keepalive:
+by then the leader, whose clock starts no earlier than that send, may have expired it.  So a
+holder stops trusting its lock or leadership before anyone else can be granted it.
 """
 from __future__ import annotations
 

@@ -20,17 +20,9 @@ from typing import Any, Callable
 
 from pysyncobj.journal import FileJournal
 
-from consensus_store.node.journal import AtomicJournal
+from consensus_store.node.journal import AtomicJournal, fsync_directory_of, fsync_path
 
 FLUSH_TRIGGERS = frozenset({"next_node_idx"})   # messages that must not leave unsynced
-
-
-def fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DurableJournal(AtomicJournal):
@@ -67,7 +59,7 @@ class DurableJournal(AtomicJournal):
         # The snapshot must be on disk before the entries it replaces leave the journal.
         if self.snapshot_path and os.path.exists(self.snapshot_path):
             fsync_path(self.snapshot_path)
-            fsync_path(os.path.dirname(self.snapshot_path) or ".")
+            fsync_directory_of(self.snapshot_path)
         super().deleteEntriesTo(entryTo)   # a new, synced file (journal.py)
         self._dirty = True                 # so that synced_index and on_sync see the new file
         self.sync_if_dirty()
@@ -75,7 +67,7 @@ class DurableJournal(AtomicJournal):
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         super().setCurrentTerm(term, votedForNodeId)
         fsync_path(self._meta_path())
-        fsync_path(os.path.dirname(self._meta_path()) or ".")
+        fsync_directory_of(self._meta_path())
 
     def sync_if_dirty(self) -> None:
         if not self._dirty:

@@ -43,7 +43,7 @@ class AtomicJournal(FileJournal):
         _close(fresh_file)
         os.replace(new_path, path)
         if self.sync_files:
-            _fsync_directory(path)
+            fsync_directory_of(path)
         _close(self._FileJournal__journalFile)   # the old file: its name now belongs to the new
         self._FileJournal__journalFile = ResizableFile(path)
         self._FileJournal__journal = kept
@@ -55,12 +55,17 @@ def _close(journal_file: ResizableFile) -> None:
     journal_file._ResizableFile__f.close()
 
 
-def _fsync_directory(path: str) -> None:
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directory_of(path: str) -> None:
+    """Make a file's creation or rename in its directory durable."""
+    fsync_path(os.path.dirname(path) or ".")
 
 
 def make_atomic(journal: FileJournal) -> AtomicJournal:

@@ -8,6 +8,11 @@ from .support import ClusterPool, local_range, statuses, wait_converged, wait_un
 BOUND = 256 * 1024
 
 
+def _log_lengths_if_compacted(cluster) -> dict[str, int] | None:
+    lengths = {node_id: s.log_length for node_id, s in statuses(cluster).items()}
+    return lengths if max(lengths.values()) < 50 else None
+
+
 def test_the_journal_is_bounded_by_bytes_and_compacted_state_survives_kill9(
         cluster_pool: ClusterPool) -> None:
     cluster = cluster_pool.start(raft_table={"log_compaction_max_bytes": BOUND})
@@ -17,10 +22,8 @@ def test_the_journal_is_bounded_by_bytes_and_compacted_state_survives_kill9(
             client.put(key, value)
     wait_converged(cluster)
     # One write per entry here, so without compaction every node would hold 100+ entries.
-    lengths = wait_until(
-        lambda: (lambda ls: ls if max(ls.values()) < 50 else None)(
-            {node_id: s.log_length for node_id, s in statuses(cluster).items()}),
-        10.0, what="every node's log compacted by bytes")
+    lengths = wait_until(lambda: _log_lengths_if_compacted(cluster), 10.0,
+                         what="every node's log compacted by bytes")
     assert len(lengths) == 3
 
     for node in cluster.nodes.values():
