@@ -7,7 +7,12 @@ exactly one place: ``consensus_store.node.raft.syncobj_conf``.
 """
 from __future__ import annotations
 
+import enum
+import hashlib
+import hmac
 import ipaddress
+import logging
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +21,40 @@ from typing import Any
 from consensus_store.errors import ConfigError
 
 MAX_KEY_BYTES = 4096
+MIN_SECRET_CHARS = 16
+
+log = logging.getLogger("consensus_store.config")
+
+# sha256 of the peer secret shipped in cluster_configs/local/: refused off loopback.
+DEV_PEER_SECRET_SHA256 = "d280c4b45179561ae8b2a049365cb5f24280991d2dfe7a01c51620e09d9bd553"
+
+
+class Role(enum.Enum):
+    """What a client token may do (README, "Security")."""
+    READ = "read"             # reads, status, watches
+    READWRITE = "readwrite"   # + writes, sessions and coordination through its own sessions
+    ADMIN = "admin"           # + digest, membership, other clients' sessions
+
+    def allows(self, needed: "Role") -> bool:
+        return _ROLE_RANK[self] >= _ROLE_RANK[needed]
+
+
+_ROLE_RANK = {Role.READ: 0, Role.READWRITE: 1, Role.ADMIN: 2}
+
+
+@dataclass(frozen=True)
+class ClientToken:
+    name: str
+    token: str = field(repr=False)
+    role: Role
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for the HTTP and native client ports (peer traffic has its own AEAD)."""
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None     # set: clients must present a certificate it signed
 
 
 @dataclass(frozen=True)
@@ -76,18 +115,30 @@ class NodeConfig:
     raft_address: Address
     api_address: Address
     data_dir: Path
-    secret: str
+    peer_secret: str = field(repr=False)    # between nodes only; never a client credential
+    tokens_file: Path                       # client tokens; the node reloads it when it changes
+    tokens: tuple[ClientToken, ...] = field(repr=False)
     peers: tuple[Peer, ...]
     raft: RaftTiming = field(default_factory=RaftTiming)
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
     native_address: Address | None = None   # pipelined binary protocol; None: HTTP only
     durability: str = "fsync"                # on disk on a majority before ack; or "process"
+    tls: TlsConfig | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def admin_token(self) -> str | None:
+        """The first admin token (what ``Client.from_config`` and the local tools use)."""
+        return next((t.token for t in self.tokens if t.role is Role.ADMIN), None)
 
     @property
     def api_endpoints(self) -> list[str]:
         """Every node's client API URL, this node's first."""
-        return [f"http://{self.api_address}"] + [f"http://{p.api_address}" for p in self.peers]
+        return [f"{self.scheme}://{a}" for a in (self.api_address, *(p.api_address for p in self.peers))]
 
     @property
     def native_endpoints(self) -> list[str]:
@@ -95,14 +146,17 @@ class NodeConfig:
         addresses = [self.native_address] + [p.native_address for p in self.peers]
         if any(a is None for a in addresses):
             return []
-        return [f"tcp://{a}" for a in addresses]
+        return [f"{'tls' if self.tls else 'tcp'}://{a}" for a in addresses]
 
     def with_data_dir(self, data_dir: Path) -> "NodeConfig":
         return replace(self, data_dir=data_dir)
 
 
-_TOP_KEYS = {"id", "raft_address", "api_address", "native_address", "data_dir", "secret",
-             "secret_file", "log_level", "durability", "peers", "raft", "limits"}
+_TOP_KEYS = {"id", "raft_address", "api_address", "native_address", "data_dir", "peer_secret",
+             "peer_secret_file", "tokens_file", "log_level", "durability", "peers", "raft",
+             "limits", "tls"}
+_TLS_KEYS = {"cert_file", "key_file", "client_ca_file"}
+_TOKEN_KEYS = {"name", "token", "role"}
 DURABILITY_MODES = ("process", "fsync")
 _PEER_KEYS = {"id", "raft_address", "api_address", "native_address"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -171,13 +225,20 @@ def load_config(path: str | Path) -> NodeConfig:
 
 def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
     top = _Reader(path, raw)
+    if "secret" in raw or "secret_file" in raw:
+        key = "secret" if "secret" in raw else "secret_file"
+        raise top.fail(key, "replaced by 'peer_secret_file' (between nodes) and 'tokens_file' "
+                            "(client tokens with roles): see README, Security")
     top.check_keys(_TOP_KEYS)
+    tokens_file = _resolve(path, top.str("tokens_file"))
     node_id = top.str("id")
     config = NodeConfig(
         path=path, id=node_id, raft_address=top.address("raft_address"),
         api_address=top.address("api_address"),
         data_dir=_resolve(path, top.str("data_dir")),
-        secret=_read_secret(top, path), peers=_read_peers(top, path),
+        peer_secret=_read_secret(top, path), tokens_file=tokens_file,
+        tokens=load_tokens(tokens_file, lambda msg: top.fail("tokens_file", msg)),
+        peers=_read_peers(top, path), tls=_read_tls(top, path),
         raft=_read_table(top, "raft", RaftTiming), limits=_read_table(top, "limits", Limits),
         log_level=top.str("log_level", "info"),
         native_address=top.optional_address("native_address"),
@@ -189,6 +250,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
         raise top.fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
     _check_cluster(config, top)
     _check_timing(config.raft, _Reader(path, {}, "raft."))
+    _check_secrets(config, top)
     return config
 
 
@@ -198,20 +260,112 @@ def _resolve(config_path: Path, text: str) -> Path:
 
 
 def _read_secret(top: _Reader, path: Path) -> str:
-    has_inline, has_file = "secret" in top.table, "secret_file" in top.table
+    has_inline, has_file = "peer_secret" in top.table, "peer_secret_file" in top.table
     if has_inline == has_file:
-        raise top.fail("secret", "give exactly one of 'secret' or 'secret_file'")
+        raise top.fail("peer_secret_file", "give exactly one of 'peer_secret_file' or 'peer_secret'")
     if has_inline:
-        secret = top.str("secret")
+        secret, key = top.str("peer_secret"), "peer_secret"
     else:
-        secret_path = _resolve(path, top.str("secret_file"))
-        try:
-            secret = secret_path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise top.fail("secret_file", f"cannot read {secret_path}: {exc.__class__.__name__}") from None
-    if len(secret) < 16:
-        raise top.fail("secret_file" if has_file else "secret", "must be at least 16 characters")
+        key = "peer_secret_file"
+        secret_path = _resolve(path, top.str(key))
+        secret = _read_secret_file(secret_path, lambda msg: top.fail(key, msg))
+    if len(secret) < MIN_SECRET_CHARS:
+        raise top.fail(key, f"must be at least {MIN_SECRET_CHARS} characters")
     return secret
+
+
+def _read_secret_file(secret_path: Path, fail: Any) -> str:
+    try:
+        text = secret_path.read_text(encoding="utf-8").strip()
+        mode = secret_path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {secret_path}: {exc.__class__.__name__}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s is readable by group or others (mode %o): chmod 600 it",
+                    secret_path, stat.S_IMODE(mode))
+    return text
+
+
+def load_tokens(tokens_path: Path, fail: Any) -> tuple[ClientToken, ...]:
+    """Client tokens from a TOML file of ``[[tokens]]`` tables (name, token, role).  Used at
+    start and by the node's reload; ``fail(message)`` builds the error to raise."""
+    text = _read_secret_file(tokens_path, fail)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise fail(f"{tokens_path}: not valid TOML: {exc}") from None
+    tables = raw.get("tokens")
+    if set(raw) - {"tokens"} or not isinstance(tables, list) or not tables:
+        raise fail(f"{tokens_path}: must hold only [[tokens]] tables, at least one")
+    tokens: list[ClientToken] = []
+    for position, table in enumerate(tables):
+        reader = _Reader(tokens_path, table if isinstance(table, dict) else {},
+                         f"tokens[{position}].")
+        if not isinstance(table, dict):
+            raise fail(f"{tokens_path}: tokens[{position}] must be a table")
+        reader.check_keys(_TOKEN_KEYS)
+        name, token, role_name = reader.str("name"), reader.str("token"), reader.str("role")
+        if len(token) < MIN_SECRET_CHARS:
+            raise reader.fail("token", f"must be at least {MIN_SECRET_CHARS} characters")
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise reader.fail("token", "must be printable ASCII without spaces")
+        try:
+            role = Role(role_name)
+        except ValueError:
+            raise reader.fail("role", "must be one of read, readwrite, admin") from None
+        if any(t.name == name for t in tokens):
+            raise reader.fail("name", f"duplicate token name {name!r}")
+        if any(hmac.compare_digest(t.token, token) for t in tokens):
+            raise reader.fail("token", "the same token is listed twice")
+        tokens.append(ClientToken(name, token, role))
+    return tuple(tokens)
+
+
+def node_api_token(peer_secret: str) -> str:
+    """The admin credential nodes use on each other's client API (e.g. forwarded keepalives):
+    derived from the peer secret, so no client token is shared with the nodes' own traffic."""
+    return hmac.new(peer_secret.encode(), b"consensus_store node api token v1",
+                    hashlib.sha256).hexdigest()
+
+
+def _read_tls(top: _Reader, path: Path) -> TlsConfig | None:
+    table = top.table.get("tls")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise top.fail("tls", "must be a table")
+    reader = _Reader(path, table, "tls.")
+    reader.check_keys(_TLS_KEYS)
+    files = {}
+    for key in sorted(_TLS_KEYS):
+        if key == "client_ca_file" and key not in table:
+            continue
+        file_path = _resolve(path, reader.str(key))
+        if not file_path.is_file():
+            raise reader.fail(key, f"{file_path} is not a readable file")
+        files[key] = file_path
+    return TlsConfig(**files)
+
+
+def _is_loopback(address: Address) -> bool:
+    if address.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_secrets(config: NodeConfig, top: _Reader) -> None:
+    if any(hmac.compare_digest(t.token, config.peer_secret) for t in config.tokens):
+        raise top.fail("tokens_file", "a client token equals the peer secret: they must differ "
+                                      "(a client token must never open the peer port)")
+    dev = hashlib.sha256(config.peer_secret.encode()).hexdigest() == DEV_PEER_SECRET_SHA256
+    addresses = [config.raft_address, config.api_address, config.native_address]
+    if dev and not all(_is_loopback(a) for a in addresses if a is not None):
+        raise top.fail("peer_secret_file", "the shipped development secret is refused on a "
+                                           "non-loopback address: generate a fresh one "
+                                           "(README, Security)")
 
 
 def _read_peers(top: _Reader, path: Path) -> tuple[Peer, ...]:

@@ -5,6 +5,7 @@ Only processes started here are ever signalled, always by their own PID.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -97,7 +98,7 @@ class LocalCluster:
             data_dir = data_root / config.id if data_root else config.data_dir
             logs = log_dir or (data_root or data_dir.parent)
             self.nodes[config.id] = NodeProcess(config, data_dir, logs / f"{config.id}.log")
-        self.token = configs[0].secret
+        self.token = configs[0].admin_token
 
     @property
     def endpoints(self) -> list[str]:
@@ -160,6 +161,23 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def write_credentials(directory: Path, peer_secret: str | None = None,
+                      token: str | None = None) -> list[str]:
+    """Write a fresh peer secret and an admin client token (files 0600) into ``directory``;
+    returns the config lines that name them."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    peer_secret = peer_secret or secrets.token_urlsafe(32)
+    token = token or secrets.token_urlsafe(32)
+    files = {"peer_secret": peer_secret + "\n",
+             "tokens.toml": f'[[tokens]]\nname = "admin"\ntoken = "{token}"\nrole = "admin"\n'}
+    for name, text in files.items():
+        descriptor = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
+        os.chmod(directory / name, 0o600)
+    return ['peer_secret_file = "peer_secret"', 'tokens_file = "tokens.toml"']
+
+
 def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = None,
                           raft_table: dict[str, float] | None = None,
                           durability: str = "fsync") -> list[Path]:
@@ -167,13 +185,13 @@ def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = N
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports(3 * size)
     nodes = [(f"n{i + 1}", *ports[3 * i:3 * i + 3]) for i in range(size)]
-    secret = secret or os.urandom(16).hex()
+    credentials = write_credentials(directory, secret)
     paths = []
     for node_id, raft_port, api_port, native_port in nodes:
         lines = [f'id = "{node_id}"', f'raft_address = "127.0.0.1:{raft_port}"',
                  f'api_address = "127.0.0.1:{api_port}"',
                  f'native_address = "127.0.0.1:{native_port}"', f'data_dir = "data/{node_id}"',
-                 f'secret = "{secret}"', f'durability = "{durability}"', ""]
+                 *credentials, f'durability = "{durability}"', ""]
         for peer_id, peer_raft, peer_api, peer_native in nodes:
             if peer_id != node_id:
                 lines += ["[[peers]]", f'id = "{peer_id}"', f'raft_address = "127.0.0.1:{peer_raft}"',

@@ -34,7 +34,7 @@ Caveats
       itself costs ~60 us of CPU per HTTP request, which weighs on every HTTP figure alike.
     * etcd fsyncs its WAL before acknowledging; so does consensus_store with its default
       ``durability = "fsync"`` (``--durability process`` measures the other mode).  Our peer
-      traffic is also encrypted (cluster secret as pysyncobj password); etcd's here is not.
+      traffic is also encrypted (peer secret, AES-GCM); etcd's here is not.
     * Single runs are noisy (+-10-15 %); compare ratios taken in one run.  Other work on the
       machine skews everything: the report says how much CPU other processes used meanwhile.
     * Only processes this script started are signalled, always by their PID.
@@ -687,7 +687,7 @@ def measure_embedded(workdir: Path, repeat: int, max_seconds: float) -> dict[str
     try:
         peers.start()
         node = Node.from_config(paths[2], data_dir=workdir / "embedded" / "n3")
-        blocking_put(f"http://{node.config.api_address}", node.config.secret, key(0), VALUE)
+        blocking_put(f"http://{node.config.api_address}", node.config.admin_token, key(0), VALUE)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while node.get_value(key(0)) != VALUE:
             if time.monotonic() > deadline:
@@ -810,7 +810,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 1)[1])
     parser.add_argument("--endpoints", help="use a running cluster: URL,URL,... (needs --token)")
-    parser.add_argument("--token", help="cluster secret for --endpoints")
+    parser.add_argument("--token", help="client token for --endpoints")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated list")
     parser.add_argument("--ops", default="", help='only these ops, comma-separated '
                         '(e.g. "put,client put"; default: all)')

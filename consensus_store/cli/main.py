@@ -42,7 +42,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--endpoints", help="comma-separated API URLs "
                          "(env CONSENSUS_STORE_ENDPOINTS; default: the local cluster)")
-        sub.add_argument("--token", help="cluster token (env CONSENSUS_STORE_TOKEN)")
+        sub.add_argument("--token", help="client token (env CONSENSUS_STORE_TOKEN)")
         sub.add_argument("--config", type=Path, help="take endpoints and token from a node config "
                          "(env CONSENSUS_STORE_CONFIG)")
         sub.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")

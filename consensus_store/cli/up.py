@@ -18,6 +18,9 @@ def run_up(config_dir: Path, data_dir: Path | None) -> int:
     paths = sorted(config_dir.glob("*.toml"))
     if not paths:
         raise ConfigError(f"{config_dir}: no *.toml node configs")
+    for name in ("peer_secret", "tokens.toml"):   # git checks files out 0644
+        if (config_dir / name).is_file():
+            (config_dir / name).chmod(0o600)
     configs = [load_config(p) for p in paths]
     for config in configs:
         for address in (config.raft_address, config.api_address, config.native_address):
@@ -59,11 +62,12 @@ def _print_usage(console: Console, cluster: LocalCluster, config: Path, leader: 
         console.print(f"  {node.id}: {node.endpoint}  raft {node.config.raft_address}  "
                       f"data {node.data_dir}  log {node.log_path}", soft_wrap=True)
     first = next(iter(cluster.nodes.values()))
+    configs_tokens, token = first.config.tokens_file, first.config.admin_token
     console.print(f"""
-Try it (token in {config.parent / 'secret'}):
+Try it (client tokens in {configs_tokens}):
   consensus-store put greeting hello && consensus-store get greeting
   consensus-store status
-  curl -s -H "Authorization: Bearer $(cat {config.parent / 'secret'})" \\
+  curl -s -H "Authorization: Bearer {token}" \\
        -d '{{"key": "greeting"}}' {first.endpoint}/v1/kv/get
   python -c 'from consensus_store.client import Client; \\
 c = Client.from_config("{config}"); print(c.get("greeting"))'

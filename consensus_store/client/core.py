@@ -216,7 +216,7 @@ class ClientSettings:
         from consensus_store.client.transport import config_endpoints
         from consensus_store.config import load_config
         config = load_config(path)
-        return cls(config_endpoints(config, protocol), token=config.secret,  # type: ignore[call-arg]
+        return cls(config_endpoints(config, protocol), token=config.admin_token,  # type: ignore[call-arg]
                    **options)
 
     @property

@@ -19,7 +19,6 @@ flight still run to the end (a write may already be in the log); their answers a
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from functools import partial
 from typing import Any, Callable, Coroutine
@@ -54,7 +53,6 @@ class NativeServer:
 
     def __init__(self, service: KVService) -> None:
         self.service = service
-        self.secret = service.config.secret.encode()
         self.max_frame = service.config.limits.max_request_bytes
         self.connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -206,8 +204,8 @@ class _Connection(asyncio.Protocol):
 
     def _authenticate(self, request_id: int | None, op: Any, message: dict[str, Any]) -> None:
         token = message.get("token")
-        if op == AUTH_OP and isinstance(token, str) and hmac.compare_digest(
-                token.encode("utf-8", "surrogatepass"), self.server.secret):
+        if op == AUTH_OP and isinstance(token, str) and token.isascii() and (
+                self.service.tokens.lookup(token.encode()) is not None):
             if not self.authenticated:
                 self.authenticated = True
                 self.frames.max_size = self.server.max_frame
@@ -216,7 +214,7 @@ class _Connection(asyncio.Protocol):
                     self._auth_timer = None
             self._reply(request_id, 200, {"ok": True})
             return
-        error = AuthError('missing or wrong cluster token (first frame: {"id": 0, "op": "auth", '
+        error = AuthError('missing or wrong client token (first frame: {"id": 0, "op": "auth", '
                           '"token": ...})')
         self._reply(request_id, error.http_status, error.to_json())
         self._close()

@@ -71,7 +71,7 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
     return SyncObjConf(
         autoTick=False,
         bindAddress=str(config.raft_address),       # pysyncobj would bind 0.0.0.0
-        password=config.secret,
+        password=config.peer_secret,
         journalFile=str(data / "raft.journal"),
         fullDumpFile=str(data / "raft.snapshot"),   # a journal without a dump loses state
         useFork=False,                              # no fork() from a threaded process

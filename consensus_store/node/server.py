@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from consensus_store.config import NodeConfig, load_config
+from consensus_store.config import NodeConfig, load_config, node_api_token
 from consensus_store.errors import ConfigError, Timeout, Unavailable
 from consensus_store.event_loop import new_event_loop
 from consensus_store.client.coordination import CoordinationMixin
@@ -70,7 +70,8 @@ class Node(KVApi, CoordinationMixin):
                                   on_reset=self._watches.on_reset)
         self._proposer = Proposer(self._runner, self._loop, bridge)
         api_by_node = {p.id: f"http://{p.api_address}" for p in config.peers}
-        self._leases = LeaseKeeper(self._runner, self._proposer, api_by_node, config.secret)
+        self._leases = LeaseKeeper(self._runner, self._proposer, api_by_node,
+                                   node_api_token(config.peer_secret))
         self._service = KVService(config, self._runner, self._proposer, self._watches,
                                   self._leases)
         self._loop_thread = threading.Thread(target=self._loop.run_forever,

@@ -9,6 +9,7 @@ import asyncio
 import json
 from typing import Any
 
+from consensus_store.node.auth import TokenStore
 from consensus_store.config import MAX_KEY_BYTES, NodeConfig
 from consensus_store.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from consensus_store.models import Consistency
@@ -37,6 +38,7 @@ class KVService:
         self.proposer = proposer
         self.watches = watches
         self.leases = leases
+        self.tokens = TokenStore(config)
         self._node_by_raft_address = {str(config.raft_address): config.id}
         self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
 

@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from consensus_store.launcher import LocalCluster, free_ports
+from consensus_store.launcher import LocalCluster, free_ports, write_credentials
 from consensus_store.testing.proxy import HOST, NODE_PORT_RANGE, FaultProxy, pick_ports
 
 log = logging.getLogger("consensus_store.testing")
 
 
-def _toml_node(node_id: str, raft: str, api: str, native: str, secret: str) -> list[str]:
+def _toml_node(node_id: str, raft: str, api: str, native: str,
+               credentials: list[str]) -> list[str]:
     return [f'id = "{node_id}"', f'raft_address = "{raft}"', f'api_address = "{api}"',
-            f'native_address = "{native}"', f'data_dir = "data/{node_id}"', f'secret = "{secret}"',
-            ""]
+            f'native_address = "{native}"', f'data_dir = "data/{node_id}"', *credentials, ""]
 
 
 def write_proxied_cluster_configs(directory: Path, size: int, proxy: FaultProxy, *,
@@ -40,7 +40,7 @@ def write_proxied_cluster_configs(directory: Path, size: int, proxy: FaultProxy,
     raft_ports = pick_ports(size, NODE_PORT_RANGE)     # unseeded: concurrent runs differ
     client_ports = free_ports(2 * size)
     api_ports, native_ports = client_ports[:size], client_ports[size:]
-    secret = secret or os.urandom(16).hex()
+    credentials = write_credentials(directory, secret)
     ids = [f"n{i + 1}" for i in range(size)]
     raft = {node_id: f"{HOST}:{port}" for node_id, port in zip(ids, raft_ports)}
     api = {node_id: f"{HOST}:{port}" for node_id, port in zip(ids, api_ports)}
@@ -58,7 +58,7 @@ def write_proxied_cluster_configs(directory: Path, size: int, proxy: FaultProxy,
             seen_by[dialer][acceptor] = address
     paths = []
     for node_id in ids:
-        lines = _toml_node(node_id, raft[node_id], api[node_id], native[node_id], secret)
+        lines = _toml_node(node_id, raft[node_id], api[node_id], native[node_id], credentials)
         for peer in ids:
             if peer != node_id:
                 lines += ["[[peers]]", f'id = "{peer}"', f'raft_address = "{seen_by[node_id][peer]}"',
@@ -254,7 +254,7 @@ def raft_status(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0) -> 
     def ask() -> None:
         try:
             address = config.raft_address
-            answer = ask_raft_port(address.host, address.port, config.secret, ["status"],
+            answer = ask_raft_port(address.host, address.port, config.peer_secret, ["status"],
                                    timeout)
             result.update(answer if isinstance(answer, dict) else {"answer": answer})
         except Exception as exc:  # noqa: BLE001 - diagnostics only

@@ -17,7 +17,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from consensus_store.launcher import LocalCluster
+from consensus_store.launcher import LocalCluster, write_credentials
 
 from .support import ClusterPool, followers, wait_until
 
@@ -203,7 +203,8 @@ id = "n1"
 raft_address = "127.0.0.1:{raft}"
 api_address = "127.0.0.1:{api}"
 data_dir = "data"
-secret = "0123456789abcdef0123456789"
+peer_secret = "0123456789abcdef0123456789"
+tokens_file = "tokens.toml"
 
 [[peers]]
 id = "n2"
@@ -215,7 +216,8 @@ api_address = "127.0.0.1:{peer_api}"
 CONFIG_CASES: list[tuple[str, tuple[str, str], str]] = [
     ("missing-id", ('id = "n1"\n', ""), "id"),
     ("missing-raft-address", ('raft_address = "127.0.0.1:{raft}"\n', ""), "raft_address"),
-    ("missing-secret", ('secret = "0123456789abcdef0123456789"\n', ""), "secret"),
+    ("missing-secret", ('peer_secret = "0123456789abcdef0123456789"\n', ""), "peer_secret"),
+    ("missing-tokens-file", ('tokens_file = "tokens.toml"\n', ""), "tokens_file"),
     ("missing-peers", ('[[peers]]\nid = "n2"\nraft_address = "127.0.0.1:{peer_raft}"\n'
                        'api_address = "127.0.0.1:{peer_api}"\n', ""), "peers"),
     ("unknown-top-key", ('data_dir = "data"\n', 'data_dir = "data"\ncolour = "red"\n'), "colour"),
@@ -234,11 +236,12 @@ CONFIG_CASES: list[tuple[str, tuple[str, str], str]] = [
                              'raft_address = "127.0.0.1:{raft}"'), "peers[0].raft_address"),
     ("api-port-equals-raft-port", ('api_address = "127.0.0.1:{api}"',
                                    'api_address = "127.0.0.1:{raft}"'), "api_address"),
-    ("unreadable-secret-file", ('secret = "0123456789abcdef0123456789"',
-                                'secret_file = "no-such-secret-file"'), "secret_file"),
-    ("secret-file-is-directory", ('secret = "0123456789abcdef0123456789"',
-                                  'secret_file = "."'), "secret_file"),
-    ("short-secret", ('secret = "0123456789abcdef0123456789"', 'secret = "short"'), "secret"),
+    ("unreadable-secret-file", ('peer_secret = "0123456789abcdef0123456789"',
+                                'peer_secret_file = "no-such-secret-file"'), "peer_secret_file"),
+    ("secret-file-is-directory", ('peer_secret = "0123456789abcdef0123456789"',
+                                  'peer_secret_file = "."'), "peer_secret_file"),
+    ("short-secret", ('peer_secret = "0123456789abcdef0123456789"', 'peer_secret = "short"'),
+     "peer_secret"),
     ("bad-log-level", ('data_dir = "data"\n', 'data_dir = "data"\nlog_level = "loud"\n'),
      "log_level"),
     ("negative-limit", ("[[peers]]", "[limits]\nmax_value_bytes = -1\n\n[[peers]]"),
@@ -289,6 +292,7 @@ def test_node_with_bad_config_exits_2_naming_file_and_key(case: tuple, tmp_path:
     path = tmp_path / f"{name}.toml"
     path.write_text(good.replace(old, new, 1))
     (tmp_path / "a-file").write_text("not a directory")
+    write_credentials(tmp_path, peer_secret="0123456789abcdef0123456789")
 
     started = time.monotonic()
     result = run_cli("node", "--config", str(path), cwd=tmp_path, timeout=30)
@@ -313,6 +317,7 @@ def test_good_config_variant_starts(tmp_path: Path) -> None:
     raft, api, peer_raft, peer_api = _free_ports(4)
     path = tmp_path / "good.toml"
     path.write_text(GOOD.format(raft=raft, api=api, peer_raft=peer_raft, peer_api=peer_api))
+    write_credentials(tmp_path, peer_secret="0123456789abcdef0123456789")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_STORE_")}
     process = subprocess.Popen(CLI + ["node", "--config", str(path)], cwd=tmp_path, env=clean,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -71,7 +71,7 @@ def test_embedded_node_reads_writes_and_replicates(mixed: tuple[LocalCluster, No
     wait_until(lambda: node.get("emb/from-daemon") is not None, 10.0,
                what="embedded node has the daemon's write")
     assert node.get("emb/from-daemon").mod_revision == written.mod_revision
-    with Client([f"http://{node.config.api_address}"], token=node.config.secret) as client:
+    with Client([f"http://{node.config.api_address}"], token=node.config.admin_token) as client:
         assert client.get("emb/from-daemon", consistency="linearizable").value == "hello"
         client.put("emb/via-embedded-http", 1)
     with daemons.client() as client:

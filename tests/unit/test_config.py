@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from consensus_store.config import load_config
+from consensus_store.config import Role, load_config
 from consensus_store.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,7 +15,8 @@ id = "a"
 raft_address = "127.0.0.1:9001"
 api_address = "127.0.0.1:9101"
 data_dir = "data/a"
-secret = "0123456789abcdef0123"
+peer_secret = "0123456789abcdef0123"
+tokens_file = "tokens.toml"
 
 [[peers]]
 id = "b"
@@ -29,7 +30,12 @@ def top_level(text: str, line: str) -> str:
     return text.replace("[[peers]]", f"{line}\n\n[[peers]]", 1)
 
 
-def write(tmp_path: Path, text: str) -> Path:
+TOKENS = '[[tokens]]\nname = "ops"\ntoken = "client-token-0123456789"\nrole = "admin"\n'
+
+
+def write(tmp_path: Path, text: str, tokens: str = TOKENS) -> Path:
+    (tmp_path / "tokens.toml").write_text(tokens)
+    (tmp_path / "tokens.toml").chmod(0o600)
     path = tmp_path / "node.toml"
     path.write_text(text)
     return path
@@ -40,7 +46,8 @@ def test_shipped_local_cluster_configs_load() -> None:
     assert [c.id for c in configs] == ["node1", "node2", "node3"]
     assert all(c.raft_address.host == "127.0.0.1" and c.api_address.host == "127.0.0.1"
                for c in configs)
-    assert len({c.secret for c in configs}) == 1
+    assert len({c.peer_secret for c in configs}) == 1
+    assert all(c.admin_token for c in configs)
 
 
 def test_defaults_and_relative_paths(tmp_path: Path) -> None:
@@ -53,8 +60,48 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
 
 def test_secret_file(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("a-long-enough-secret\n")
-    text = VALID.replace('secret = "0123456789abcdef0123"', 'secret_file = "secret"')
-    assert load_config(write(tmp_path, text)).secret == "a-long-enough-secret"
+    text = VALID.replace('peer_secret = "0123456789abcdef0123"', 'peer_secret_file = "secret"')
+    assert load_config(write(tmp_path, text)).peer_secret == "a-long-enough-secret"
+
+
+def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert "0123456789abcdef0123" not in repr(config)
+    assert "client-token-0123456789" not in repr(config)
+    assert config.tokens[0].role is Role.ADMIN
+
+
+def test_a_client_token_equal_to_the_peer_secret_is_refused(tmp_path: Path) -> None:
+    tokens = TOKENS.replace("client-token-0123456789", "0123456789abcdef0123")
+    with pytest.raises(ConfigError, match="equals the peer secret"):
+        load_config(write(tmp_path, VALID, tokens))
+
+
+def test_the_shipped_development_secret_is_refused_off_loopback(tmp_path: Path) -> None:
+    dev = (REPO / "cluster_configs" / "local" / "peer_secret").read_text().strip()
+    text = VALID.replace("0123456789abcdef0123", dev)
+    load_config(write(tmp_path, text))                   # loopback: fine
+    with pytest.raises(ConfigError, match="development secret"):
+        load_config(write(tmp_path, text.replace('api_address = "127.0.0.1:9101"',
+                                                  'api_address = "10.0.0.1:9101"')))
+
+
+def test_old_single_secret_key_gets_a_pointer_to_the_new_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="peer_secret_file"):
+        load_config(write(tmp_path, top_level(VALID, 'secret = "0123456789abcdef0123"')))
+
+
+@pytest.mark.parametrize("tokens, key", [
+    ('[[tokens]]\nname = "a"\ntoken = "short"\nrole = "admin"\n', "tokens[0].token"),
+    ('[[tokens]]\nname = "a"\ntoken = "client-token-0123456789"\nrole = "root"\n',
+     "tokens[0].role"),
+    ('[[tokens]]\nname = "a"\ntoken = "client-token-0123456789"\nrole = "admin"\nx = 1\n',
+     "tokens[0].x"),
+    ("", "tokens_file"),
+])
+def test_bad_tokens_file(tmp_path: Path, tokens: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(write(tmp_path, VALID, tokens))
 
 
 @pytest.mark.parametrize("change, key", [
@@ -65,9 +112,13 @@ def test_secret_file(tmp_path: Path) -> None:
     (lambda t: t.replace('"127.0.0.1:9001"', '"example.com:9001"'), "raft_address"),
     (lambda t: t.replace('id = "b"', 'id = "a"'), "peers[0].id"),
     (lambda t: t.replace('"127.0.0.1:9102"', '"127.0.0.1:9101"'), "peers[0].api_address"),
-    (lambda t: t.replace('secret = "0123456789abcdef0123"', 'secret_file = "nope"'), "secret_file"),
-    (lambda t: t.replace('secret = "0123456789abcdef0123"', 'secret = "short"'), "secret"),
-    (lambda t: top_level(t, 'secret_file = "x"'), "secret"),
+    (lambda t: t.replace('peer_secret = "0123456789abcdef0123"', 'peer_secret_file = "nope"'),
+     "peer_secret_file"),
+    (lambda t: t.replace('peer_secret = "0123456789abcdef0123"', 'peer_secret = "short"'),
+     "peer_secret"),
+    (lambda t: top_level(t, 'peer_secret_file = "x"'), "peer_secret_file"),
+    (lambda t: t.replace('tokens_file = "tokens.toml"', 'tokens_file = "nope.toml"'),
+     "tokens_file"),
     (lambda t: t + "[raft]\nheartbeat_interval_s = -1\n", "raft.heartbeat_interval_s"),
     (lambda t: t + "[raft]\nheartbeat_ms = 5\n", "raft.heartbeat_ms"),
     (lambda t: t + "[raft]\nelection_timeout_min_s = 0.1\n", "raft.election_timeout_min_s"),

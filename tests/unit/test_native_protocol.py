@@ -269,7 +269,9 @@ class FakeService:
 
     def __init__(self) -> None:
         limits = Limits(max_value_bytes=1000)
-        self.config = SimpleNamespace(secret=SECRET, limits=limits, native_address=None)
+        self.config = SimpleNamespace(limits=limits, native_address=None)
+        self.tokens = SimpleNamespace(
+            lookup=lambda raw: "client" if raw == SECRET.encode() else None)
         # try_write_in_batch: False sends writes down the task path (see the batch test)
         self.proposer = SimpleNamespace(applied_index=5, try_write_in_batch=lambda *a: False)
         self.store: dict[str, Any] = {}
