@@ -1,13 +1,13 @@
 """consensus_store: a Raft-replicated coordination store for Python clusters."""
 from consensus_store.errors import (RETRYABLE, AuthError, CompareFailed, ConfigError,
-                                    ConsensusStoreError, InvalidRequest, NotFound, NotLeader,
-                                    PayloadTooLarge, Timeout, Unavailable)
+                                    ConsensusStoreError, Forbidden, InvalidRequest, NotFound,
+                                    NotLeader, PayloadTooLarge, Timeout, Unavailable)
 from consensus_store.models import Consistency, KeyValue, NodeStatus, RangeResult, Role, TxnResult
 
 __all__ = [
     "RETRYABLE", "AuthError", "CompareFailed", "ConfigError", "ConsensusStoreError",
-    "Consistency", "InvalidRequest", "KeyValue", "Node", "NodeStatus", "NotFound", "NotLeader",
-    "PayloadTooLarge", "RangeResult", "Role", "Timeout", "TxnResult", "Unavailable",
+    "Consistency", "Forbidden", "InvalidRequest", "KeyValue", "Node", "NodeStatus", "NotFound",
+    "NotLeader", "PayloadTooLarge", "RangeResult", "Role", "Timeout", "TxnResult", "Unavailable",
 ]
 
 

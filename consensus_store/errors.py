@@ -3,7 +3,8 @@
     ConsensusStoreError
     ├── InvalidRequest        bad key, value, command or argument (HTTP 400)
     │   └── PayloadTooLarge   key or value over its limit (HTTP 413)
-    ├── AuthError             missing or wrong cluster token (HTTP 401)
+    ├── AuthError             missing or wrong client token (HTTP 401)
+    ├── Forbidden             the token's role does not allow this operation (HTTP 403)
     ├── NotFound              no such key, route or object (HTTP 404)
     ├── CompareFailed         a compare-and-set / transaction guard did not hold (HTTP 409)
     ├── ConfigError           a config file is missing, malformed or inconsistent
@@ -49,6 +50,11 @@ class AuthError(ConsensusStoreError):
     code = "unauthorized"
 
 
+class Forbidden(ConsensusStoreError):
+    http_status = 403
+    code = "forbidden"
+
+
 class NotFound(ConsensusStoreError):
     http_status = 404
     code = "not_found"
@@ -81,7 +87,7 @@ RETRYABLE: tuple[type[ConsensusStoreError], ...] = (Unavailable, Timeout)
 
 _BY_CODE: dict[str, type[ConsensusStoreError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, PayloadTooLarge, AuthError, NotFound, CompareFailed,
+    for cls in (InvalidRequest, PayloadTooLarge, AuthError, Forbidden, NotFound, CompareFailed,
                 ConfigError, Unavailable, NotLeader, Timeout)
 }
 

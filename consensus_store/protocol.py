@@ -2,8 +2,12 @@
 
 An op is what the native protocol calls it; ``ROUTES[op]`` is its HTTP method and path.
 ``WRITE_OPS`` are replicated ops that carry (client id, request id) for at-most-once retries.
+``REQUIRED_ROLE[op]`` is the least client role allowed to call ``op``; both servers check it
+and refuse an op it does not list (deny by default).
 """
 from __future__ import annotations
+
+from consensus_store.config import Role
 
 KV_WRITE_OPS = ("put", "delete", "cas", "txn")
 KV_READ_OPS = ("get", "range")
@@ -35,3 +39,24 @@ ROUTES: dict[str, tuple[str, str]] = {
 }
 
 WRITE_OPS = frozenset({*KV_WRITE_OPS, *COORDINATION_WRITES, "session_open"})
+
+# Who may do what (README, "Security").  Every op of both servers must be listed here; a
+# new op left out is refused with 403 until someone decides who may call it.
+REQUIRED_ROLE: dict[str, Role] = {
+    # reads: state, status and change notifications
+    **{op: Role.READ for op in (*KV_READ_OPS, *COORDINATION_READS, "status", "watch")},
+    # writes, and the sessions that own ephemeral keys, members, names, locks, candidacies
+    **{op: Role.READWRITE for op in (*KV_WRITE_OPS, *COORDINATION_WRITES, "session_open",
+                                     "session_keepalive", "session_close")},
+    # the whole state's digest, every client's sessions
+    "digest": Role.ADMIN, "sessions": Role.ADMIN,
+}
+
+# HTTP routes answered without a token (load balancers' probes), by route name.
+PUBLIC_OPS = frozenset({"health"})
+
+# The ops each role may call: one set lookup per request on the servers' hot paths.
+OPS_ALLOWED: dict[Role, frozenset[str]] = {
+    role: frozenset(op for op, needed in REQUIRED_ROLE.items() if role.allows(needed))
+    for role in Role
+}

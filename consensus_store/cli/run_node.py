@@ -1,4 +1,5 @@
-"""``consensus-store node``: one node in the foreground until SIGTERM or SIGINT."""
+"""``consensus-store node``: one node in the foreground until SIGTERM or SIGINT; SIGHUP
+re-reads the tokens file (the node also notices a change within a second by itself)."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     from consensus_store.node import Node
     node = Node(config)
+    signal.signal(signal.SIGHUP, lambda *_: node.reload_tokens())
     node.start()
     stop.wait()
     logging.getLogger("consensus_store.node").info("signal received, stopping")

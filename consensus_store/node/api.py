@@ -1,7 +1,8 @@
 """HTTP/JSON client API (aiohttp): a thin layer over ``KVService``.
 
-Every request but ``GET /health`` needs ``Authorization: Bearer <cluster secret>``.  Every
-answer is JSON with a ``header`` (answering node, its applied index, the leader, the revision);
+Every request but ``GET /health`` needs ``Authorization: Bearer <client token>`` whose role
+allows the route (``protocol.REQUIRED_ROLE``, by route name; a route it does not list is
+refused).  Every answer is JSON with a ``header`` (answering node, its applied index, the leader, the revision);
 errors are ``{"error": code, "message": ...}`` with a 4xx/5xx status, never a traceback.
 """
 from __future__ import annotations
@@ -11,38 +12,42 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from consensus_store import fast_json
-from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest, NotFound,
-                                    PayloadTooLarge)
+from consensus_store.config import ClientToken
+from consensus_store.errors import (AuthError, ConsensusStoreError, Forbidden, InvalidRequest,
+                                    NotFound, PayloadTooLarge)
 from consensus_store.node.coordination_api import QUERIES
-from consensus_store.protocol import COORDINATION_WRITES, KV_WRITE_OPS, ROUTES
+from consensus_store.protocol import (COORDINATION_WRITES, KV_WRITE_OPS, OPS_ALLOWED, PUBLIC_OPS,
+                                      ROUTES)
 from consensus_store.node.service import KVService
 
 log = logging.getLogger("consensus_store.api")
 
 SERVICE: web.AppKey[KVService] = web.AppKey("service", KVService)
+CALLER: web.RequestKey[ClientToken] = web.RequestKey("caller", ClientToken)
+"""The authenticated token of the request (handlers pass it to ``KVService`` as ``caller``)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 
 def create_app(service: KVService) -> web.Application:
     app = web.Application(client_max_size=service.config.limits.max_request_bytes,
                           middlewares=[_guard])
     app[SERVICE] = service
-    app.router.add_get("/health", _health)
-    app.router.add_get("/v1/status", _status)
-    for op in (*KV_WRITE_OPS, *COORDINATION_WRITES):
-        app.router.add_post(ROUTES[op][1], _write_handler(op))
-    for op, query in QUERIES.items():
-        app.router.add_post(ROUTES[op][1], _query_handler(query))
-    app.router.add_post("/v1/kv/get", _get)
-    app.router.add_post("/v1/kv/range", _range)
-    app.router.add_post("/v1/watch", _watch)
-    app.router.add_post("/v1/session/open", _session_open)
-    app.router.add_post("/v1/session/keepalive", _session_keepalive)
-    app.router.add_post("/v1/session/close", _session_close)
-    app.router.add_get("/v1/sessions", _sessions)
-    app.router.add_get("/v1/digest", _digest)
+    _quiet_parse_errors()
+    # Each route is named by its op: the guard finds the role it needs by that name.
+    app.router.add_get("/health", _health, name="health")
+    handlers: dict[str, Handler] = {
+        "status": _status, "get": _get, "range": _range, "watch": _watch,
+        "session_open": _session_open, "session_keepalive": _session_keepalive,
+        "session_close": _session_close, "sessions": _sessions, "digest": _digest,
+    }
+    handlers.update({op: _write_handler(op) for op in (*KV_WRITE_OPS, *COORDINATION_WRITES)})
+    handlers.update({op: _query_handler(query) for op, query in QUERIES.items()})
+    for op, handler in handlers.items():
+        method, path = ROUTES[op]
+        app.router.add_route(method, path, handler, name=op)
     return app
 
 
@@ -54,11 +59,15 @@ def _reply(request: web.Request, body: dict[str, Any], status: int = 200) -> web
 
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The token check, then the handler; every error becomes a JSON answer (one middleware:
-    each layer costs a coroutine per request)."""
+    """The token and role checks, then the handler; every error becomes a JSON answer (one
+    middleware: each layer costs a coroutine per request)."""
     try:
-        if request.path != "/health":
-            _check_token(request)
+        match = request.match_info
+        if match.route.name not in PUBLIC_OPS:
+            caller = _check_token(request)
+            if match.http_exception is None:   # else the handler raises 404 or 405
+                _check_role(match.route.name, caller)
+            request[CALLER] = caller
         return await handler(request)
     except ConsensusStoreError as exc:
         return _reply(request, exc.to_json(), exc.http_status)
@@ -79,14 +88,50 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _reply(request, {"error": "internal", "message": type(exc).__name__}, 500)
 
 
-def _check_token(request: web.Request) -> None:
+def _check_token(request: web.Request) -> ClientToken:
     supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
     try:
         raw = supplied.encode("ascii")
     except UnicodeEncodeError:
         raw = b""      # a token is printable ASCII: anything else cannot match
-    if request.app[SERVICE].tokens.lookup(raw) is None:
+    caller = request.app[SERVICE].tokens.lookup(raw)
+    if caller is None:
         raise AuthError("missing or wrong client token (Authorization: Bearer <token>)")
+    return caller
+
+
+def _check_role(op: str | None, caller: ClientToken) -> None:
+    """Deny by default: a route whose op the role table does not list is refused to all."""
+    if op not in OPS_ALLOWED[caller.role]:
+        raise Forbidden(forbidden_message(op, caller))
+
+
+def forbidden_message(op: str | None, caller: ClientToken) -> str:
+    return f"token {caller.name!r} (role {caller.role.value}) may not call {op or 'this route'}"
+
+
+class _ParseErrorFilter(logging.Filter):
+    """aiohttp logs a traceback at ERROR for each request it cannot parse (a malformed header
+    line...), after answering 400 itself: a log flood anyone can cause.  One debug line, as
+    aiohttp does for a bad method."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.msg, record.args = "%s (%s): %s", (record.getMessage(), type(error).__name__,
+                                                  str(error.message).splitlines()[0])
+        record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
+        return True
+
+
+_PARSE_ERROR_FILTER = _ParseErrorFilter()
+
+
+def _quiet_parse_errors() -> None:
+    logging.getLogger("aiohttp.server").addFilter(_PARSE_ERROR_FILTER)   # once: a set-like add
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -122,7 +167,8 @@ async def _status(request: web.Request) -> web.Response:
 def _write_handler(op: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         body = await _body(request)
-        return _reply(request, await request.app[SERVICE].write(op, body, _timeout(body)))
+        return _reply(request, await request.app[SERVICE].write(op, body, _timeout(body),
+                                                                caller=request[CALLER]))
     return handle
 
 
@@ -149,16 +195,19 @@ async def _watch(request: web.Request) -> web.Response:
 
 async def _session_open(request: web.Request) -> web.Response:
     body = await _body(request)
-    return _reply(request, await request.app[SERVICE].session_open(body, _timeout(body)))
+    return _reply(request, await request.app[SERVICE].session_open(body, _timeout(body),
+                                                                   caller=request[CALLER]))
 
 
 async def _session_keepalive(request: web.Request) -> web.Response:
-    return _reply(request, await request.app[SERVICE].session_keepalive(await _body(request)))
+    return _reply(request, await request.app[SERVICE].session_keepalive(
+        await _body(request), caller=request[CALLER]))
 
 
 async def _session_close(request: web.Request) -> web.Response:
     body = await _body(request)
-    return _reply(request, await request.app[SERVICE].session_close(body, _timeout(body)))
+    return _reply(request, await request.app[SERVICE].session_close(body, _timeout(body),
+                                                                    caller=request[CALLER]))
 
 
 async def _digest(request: web.Request) -> web.Response:

@@ -23,28 +23,33 @@ NODE_TOKEN_NAME = "node"
 class TokenStore:
     def __init__(self, config: NodeConfig) -> None:
         self.path: Path = config.tokens_file
-        self._node_token = node_api_token(config.peer_secret).encode()
+        node_token = node_api_token(config.peer_secret)
+        self._node = (node_token.encode(), ClientToken(NODE_TOKEN_NAME, node_token, Role.ADMIN))
         self._peer_secret = config.peer_secret
         self._tokens: tuple[tuple[bytes, ClientToken], ...] = ()
         self._stamp: tuple[int, int, int] | None = None
+        self.generation = 0
+        """Counts installs: a connection that authenticated under an older generation looks its
+        token up again before its next request (a removed token stops working)."""
         self._install(config.tokens)
         self._stamp = self._file_stamp()
 
     def lookup(self, supplied: bytes) -> ClientToken | None:
         """The token ``supplied`` names, or None."""
         found = None
-        if hmac.compare_digest(supplied, self._node_token):
-            found = ClientToken(NODE_TOKEN_NAME, "", Role.ADMIN)
+        if hmac.compare_digest(supplied, self._node[0]):
+            found = self._node[1]
         for secret, token in self._tokens:
             if hmac.compare_digest(supplied, secret):
                 found = token
         return found
 
-    def reload_if_changed(self) -> bool:
-        """Re-read the tokens file if its size, mtime or inode changed.  A bad file is logged
-        and the tokens in force stay; returns whether new tokens were installed."""
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """Re-read the tokens file if its size, mtime or inode changed (or ``force``: SIGHUP).
+        A bad file is logged and the tokens in force stay; returns whether new tokens were
+        installed."""
         stamp = self._file_stamp()
-        if stamp == self._stamp:
+        if stamp == self._stamp and not force:
             return False
         self._stamp = stamp
         try:
@@ -61,6 +66,7 @@ class TokenStore:
 
     def _install(self, tokens: tuple[ClientToken, ...]) -> None:
         self._tokens = tuple((t.token.encode(), t) for t in tokens)
+        self.generation += 1
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:

@@ -11,6 +11,9 @@ with a ``min_index`` already applied) is answered inside ``data_received``, with
 is a single-key write that joins a group-commit batch (answered from the batch's callback).  Other
 writes, linearizable reads and reads that must wait for the replica run as one task each.
 
+Each request's op must be one the connection's token role allows (``protocol.OPS_ALLOWED``;
+403 otherwise, the connection stays open).  When the tokens file is reloaded, a connection looks
+its token up again before its next request: a revoked token gets 401 and the connection closes.
 Connections that never authenticate are closed after ``AUTH_TIMEOUT_S``.  A connection with
 ``MAX_IN_FLIGHT`` requests running (tasks and batched writes), or whose peer does not read its
 answers, is not read from until that drains.  When a client disconnects, requests it had in
@@ -25,11 +28,13 @@ from typing import Any, Callable, Coroutine
 
 from consensus_store.wire import (AUTH_OP, FrameReader, FrameTooLarge, decode,
                                   encode_response)
-from consensus_store.errors import (AuthError, ConsensusStoreError, InvalidRequest,
+from consensus_store.config import ClientToken
+from consensus_store.errors import (AuthError, ConsensusStoreError, Forbidden, InvalidRequest,
                                     PayloadTooLarge)
 from consensus_store.node.api import _timeout as request_timeout
+from consensus_store.node.api import forbidden_message
 from consensus_store.node.coordination_api import QUERIES
-from consensus_store.protocol import WRITE_OPS
+from consensus_store.protocol import OPS_ALLOWED, WRITE_OPS
 from consensus_store.node.service import KVService
 
 log = logging.getLogger("consensus_store.native")
@@ -38,7 +43,7 @@ AUTH_TIMEOUT_S = 10.0
 UNAUTHENTICATED_MAX_FRAME = 64 * 1024
 MAX_IN_FLIGHT = 4096
 
-Request = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+Request = Callable[[dict[str, Any], ClientToken], Coroutine[Any, Any, dict[str, Any]]]
 Read = Callable[[dict[str, Any], float | None], Coroutine[Any, Any, dict[str, Any]]]
 
 
@@ -62,11 +67,14 @@ class NativeServer:
             self.reads[op] = partial(service.query, query)
         self.writes = WRITE_OPS - {"session_open"}
         self.others: dict[str, Request] = {
-            "status": lambda body: service.status(),
-            "watch": lambda body: service.watch(body),
-            "session_open": lambda body: service.session_open(body, request_timeout(body)),
-            "session_keepalive": lambda body: service.session_keepalive(body),
-            "session_close": lambda body: service.session_close(body, request_timeout(body)),
+            "status": lambda body, caller: service.status(),
+            "watch": lambda body, caller: service.watch(body),
+            "session_open": lambda body, caller: service.session_open(
+                body, request_timeout(body), caller=caller),
+            "session_keepalive": lambda body, caller: service.session_keepalive(
+                body, caller=caller),
+            "session_close": lambda body, caller: service.session_close(
+                body, request_timeout(body), caller=caller),
         }
         self.ops = sorted({"auth", "sessions", "digest", *self.reads, *self.writes, *self.others})
 
@@ -99,6 +107,11 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.frames = FrameReader(UNAUTHENTICATED_MAX_FRAME)
         self.authenticated = False
+        self.tokens = server.service.tokens
+        self.caller: ClientToken | None = None          # set by _admit
+        self.allowed: frozenset[str] = frozenset()      # the ops the caller's role allows
+        self._supplied = b""                            # the token, looked up again on reload
+        self._generation = -1                           # the tokens' generation it was checked in
         self.closed = False
         self.tasks: set[asyncio.Task] = set()
         self.batched = 0                # writes waiting in a group-commit batch (no task)
@@ -175,15 +188,19 @@ class _Connection(asyncio.Protocol):
         op = message.pop("op", None)    # what is left is the HTTP API's body
         if not self.authenticated or op == AUTH_OP:
             return self._authenticate(request_id, op, message)
+        if self._generation != self.tokens.generation and not self._token_still_valid(request_id):
+            return
+        if type(op) is not str or op not in self.allowed:   # deny by default
+            return self._refuse(request_id, op)
         server = self.server
         try:
-            read = server.reads.get(op)   # type: ignore[arg-type]
+            read = server.reads.get(op)
             if read is not None:
                 self._read(request_id, read, message)
             elif op in server.writes:
                 self._write(request_id, op, message)
             elif op in server.others:
-                self._spawn(request_id, server.others[op](message))
+                self._spawn(request_id, server.others[op](message, self.caller))
             elif op in ("sessions", "digest"):
                 self._reply(request_id, 200, self.service.handle_now(op))
             else:
@@ -202,10 +219,39 @@ class _Connection(asyncio.Protocol):
         else:
             self._reply(request_id, error.http_status, error.to_json())
 
+    def _refuse(self, request_id: int, op: Any) -> None:
+        """403 for an op of this server the caller's role does not allow (or the role table
+        does not list); 400 for an op this server does not have."""
+        if isinstance(op, str) and op in self.server.ops and self.caller is not None:
+            error: ConsensusStoreError = Forbidden(forbidden_message(op, self.caller))
+        else:
+            error = InvalidRequest(f"unknown op {op!r:.40}; ops: {', '.join(self.server.ops)}")
+        self._reply(request_id, error.http_status, error.to_json())
+
+    def _admit(self, caller: ClientToken, supplied: bytes) -> None:
+        self.caller, self._supplied = caller, supplied
+        self.allowed = OPS_ALLOWED[caller.role]
+        self._generation = self.tokens.generation
+
+    def _token_still_valid(self, request_id: int) -> bool:
+        """The tokens were reloaded since this connection's token was checked: check again (its
+        role may have changed too)."""
+        caller = self.tokens.lookup(self._supplied)
+        if caller is None:
+            error = AuthError("this connection's client token was revoked (tokens file reloaded)")
+            self._reply(request_id, error.http_status, error.to_json())
+            self._close()
+            return False
+        self._admit(caller, self._supplied)
+        return True
+
     def _authenticate(self, request_id: int | None, op: Any, message: dict[str, Any]) -> None:
         token = message.get("token")
-        if op == AUTH_OP and isinstance(token, str) and token.isascii() and (
-                self.service.tokens.lookup(token.encode()) is not None):
+        caller = None
+        if op == AUTH_OP and isinstance(token, str) and token.isascii():
+            caller = self.tokens.lookup(token.encode())
+        if caller is not None:
+            self._admit(caller, token.encode())    # a second auth frame switches token
             if not self.authenticated:
                 self.authenticated = True
                 self.frames.max_size = self.server.max_frame
@@ -251,7 +297,7 @@ class _Connection(asyncio.Protocol):
         more than the rest of the write on this thread); the others run as a task."""
         service = self.service
         seconds = service.timeout_s(request_timeout(message))
-        command = service.command_for(op, message)
+        command = service.command_for(op, message, caller=self.caller)
         started = self.loop.time()
 
         def deliver(outcome: Any) -> None:

@@ -31,6 +31,8 @@ from consensus_store.node.watch import WatchHub
 
 log = logging.getLogger("consensus_store.node")
 
+TOKENS_CHECK_INTERVAL_S = 1.0    # how soon an edit of the tokens file takes effect
+
 
 _IMMUTABLE = (str, int, float, bool, type(None))
 # Built once: this test runs on every embedded read (Consistency is a str enum, so its members
@@ -78,6 +80,7 @@ class Node(KVApi, CoordinationMixin):
                                              name=f"api-{config.id}", daemon=True)
         self._site_runner: web.AppRunner | None = None
         self._native: NativeServer | None = None
+        self._token_watch: asyncio.Task | None = None
         self._started = False
 
     @classmethod
@@ -121,6 +124,24 @@ class Node(KVApi, CoordinationMixin):
             except OSError as exc:
                 raise _ListenError("native_address", self.config.native_address, exc) from None
         self._leases.start()
+        self._token_watch = asyncio.get_running_loop().create_task(self._watch_tokens())
+
+    async def _watch_tokens(self) -> None:
+        """Re-read the tokens file when it changes: a stat a second, no restart needed."""
+        while True:
+            await asyncio.sleep(TOKENS_CHECK_INTERVAL_S)
+            self._reload_tokens()
+
+    def _reload_tokens(self, force: bool = False) -> None:
+        try:
+            self._service.tokens.reload_if_changed(force)
+        except Exception:  # noqa: BLE001 - the tokens in force stay; the next check tries again
+            log.exception("tokens file reload failed")
+
+    def reload_tokens(self) -> None:
+        """Re-read the tokens file now, changed or not (SIGHUP).  Safe from any thread."""
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._reload_tokens, True)
 
     def stop(self) -> None:
         """Release the node's session, stop serving, flush the journal.  Idempotent."""
@@ -129,6 +150,8 @@ class Node(KVApi, CoordinationMixin):
         was_started = self._started
         if was_started:
             self.close_session()
+        if self._token_watch is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._token_watch.cancel)
         if self._site_runner is not None and self._loop.is_running():
             try:
                 self._call(self._leases.stop(), timeout=5)

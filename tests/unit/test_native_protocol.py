@@ -15,7 +15,7 @@ import pytest
 
 from consensus_store.client.core import MAX_SERVER_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.native import _AsyncLink, _Link
-from consensus_store.config import Limits
+from consensus_store.config import ClientToken, Limits, Role
 from consensus_store.wire import (HEADER, FrameReader, FrameTooLarge, decode,
                                          encode_auth, encode_request, encode_response, frame,
                                          peek_request_id)
@@ -270,8 +270,9 @@ class FakeService:
     def __init__(self) -> None:
         limits = Limits(max_value_bytes=1000)
         self.config = SimpleNamespace(limits=limits, native_address=None)
+        caller = ClientToken("client", SECRET, Role.ADMIN)
         self.tokens = SimpleNamespace(
-            lookup=lambda raw: "client" if raw == SECRET.encode() else None)
+            lookup=lambda raw: caller if raw == SECRET.encode() else None, generation=1)
         # try_write_in_batch: False sends writes down the task path (see the batch test)
         self.proposer = SimpleNamespace(applied_index=5, try_write_in_batch=lambda *a: False)
         self.store: dict[str, Any] = {}
@@ -284,7 +285,7 @@ class FakeService:
     def timeout_s(self, timeout: float | None) -> float:
         return 10.0 if timeout is None else timeout
 
-    def command_for(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    def command_for(self, op: str, body: dict[str, Any], *, caller: Any = None) -> dict[str, Any]:
         if op != "put":
             raise InvalidRequest(f"fake has no {op}")
         return {"op": op, **body}
