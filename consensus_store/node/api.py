@@ -2,8 +2,9 @@
 
 Every request but ``GET /health`` needs ``Authorization: Bearer <client token>`` whose role
 allows the route (``protocol.REQUIRED_ROLE``, by route name; a route it does not list is
-refused).  Every answer is JSON with a ``header`` (answering node, its applied index, the leader, the revision);
-errors are ``{"error": code, "message": ...}`` with a 4xx/5xx status, never a traceback.
+refused).  Every answer is JSON with a ``header`` (answering node, its applied index, the
+leader, the revision); errors are ``{"error": code, "message": ...}`` with a 4xx/5xx status,
+never a traceback.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class TokenStore:
             return False
         self._stamp = stamp
         try:
-            tokens = load_tokens(self.path, lambda msg: ConfigError(f"{self.path}: {msg}"))
+            tokens = load_tokens(self.path, ConfigError)   # messages name the file
         except ConfigError as exc:
             log.error("tokens file not reloaded, the previous tokens stay in force: %s", exc)
             return False
