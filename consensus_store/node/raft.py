@@ -16,10 +16,10 @@ Private pysyncobj names used here and in read_index.py (pinned to 0.3.17 in pypr
 ``_SyncObj__sendAppendEntries``, ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``,
 ``_SyncObj__raftMatchIndex``, ``_SyncObj__transport``, ``_SyncObj__otherNodes``,
 ``_SyncObj__getEntries``, ``_SyncObj__lastSerializedEntry``, ``_SyncObj__conf``, ``_poller``,
-FileJournal's ``_FileJournal__currentOffset``, and TcpConnection's
-``_TcpConnection__readBuffer``, ``_TcpConnection__writeBuffer``,
-``_TcpConnection__trySendBuffer``, ``_TcpConnection__processParseMessage``.  The journal
-classes (durability.py, journal.py) list their own.
+and, at start-up (``ReplicatedStore._open_storage``), ``_SyncObj__raftCurrentTerm``,
+``_SyncObj__votedForNodeId``, ``_SyncObj__raftCommitIndex``, ``_SyncObj__serializer``,
+``_SyncObj__loadDumpFile``, ``_SyncObj__needLoadDumpFile``.  The storage modules (storage.py,
+journal.py) and the raft port (peer_connection.py) list their own.
 """
 from __future__ import annotations
 
@@ -34,16 +34,17 @@ from typing import Any, Callable
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.poller import POLL_EVENT_TYPE
-from pysyncobj.tcp_connection import TcpConnection
-from pysyncobj.transport import TCPTransport
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
 from consensus_store.node import read_index
-from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal, make_durable
-from consensus_store.node.journal import make_atomic
-from consensus_store.node.peer_frames import (FrameError, FrameOpener, FrameSealer, master_key,
-                                              unwrap_keyed)
+from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal
+from consensus_store.node.journal import MAGIC as JOURNAL_MAGIC
+from consensus_store.node.journal import RecordJournal
+from consensus_store.node.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME,
+                                          StorageCorrupt, StorageFailure, load_snapshot,
+                                          make_checked, prepare_data_dir, report_failure)
+from consensus_store.node.peer_connection import SealedTransport
 from consensus_store.state import StateMachine
 
 log = logging.getLogger("consensus_store.raft")
@@ -72,8 +73,8 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
         autoTick=False,
         bindAddress=str(config.raft_address),       # pysyncobj would bind 0.0.0.0
         password=config.peer_secret,
-        journalFile=str(data / "raft.journal"),
-        fullDumpFile=str(data / "raft.snapshot"),   # a journal without a dump loses state
+        journalFile=None,           # ours, checksummed (journal.py): ReplicatedStore opens it
+        fullDumpFile=str(data / SNAPSHOT_NAME),     # a journal without a dump loses state
         useFork=False,                              # no fork() from a threaded process
         appendEntriesUseBatch=True,
         appendEntriesPeriod=timing.heartbeat_interval_s,
@@ -99,50 +100,10 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
     )
 
 
-class _SealedConnection(TcpConnection):
-    """A TcpConnection that frames messages with peer_frames instead of pickle + zlib + Fernet.
-    Installed per connection by _GuardedTransport (its class is swapped before first use)."""
-
-    frame_key: bytes = b""
-    _sealer: FrameSealer | None = None
-    _opener: FrameOpener | None = None
-
-    def send(self, message: Any) -> None:
-        if self.sendRandKey:
-            message = (self.sendRandKey, message)
-        if self._sealer is None:
-            self._sealer = FrameSealer(self.frame_key)
-        self._TcpConnection__writeBuffer += self._sealer.seal(message)
-        self._TcpConnection__trySendBuffer()
-
-    def _TcpConnection__processParseMessage(self) -> Any:
-        if self._opener is None:
-            self._opener = FrameOpener(self.frame_key)
-        buffer = self._TcpConnection__readBuffer
-        try:
-            opened = self._opener.open(buffer)
-            if opened is None:
-                return None
-            message, consumed = opened
-            self._TcpConnection__readBuffer = buffer[consumed:]
-            return unwrap_keyed(message, self.recvRandKey) if self.recvRandKey else message
-        except FrameError as exc:
-            log.warning("dropping a peer connection: %s", exc)
-            self.disconnect()
-            return None
-
-    def disconnect(self) -> None:
-        super().disconnect()
-        self._sealer = self._opener = None     # a new connection, new keys
-
-    def connect(self, host: str, port: int) -> bool:
-        self._sealer = self._opener = None
-        return super().connect(host, port)
-
-
-class _GuardedTransport(TCPTransport):
-    """TCPTransport that syncs a durable journal before a follower's acks, and corrects how
-    pysyncobj's leader moves a follower's next index on replies (all on the raft thread).
+class _GuardedTransport(SealedTransport):
+    """The raft port's transport (peer_connection.py) that also syncs a durable journal before
+    a follower's acks, and corrects how pysyncobj's leader moves a follower's next index on
+    replies (all on the raft thread).
 
     pysyncobj applies every ``next_node_idx`` reply as it comes, which goes wrong because the
     hybrid flush keeps several AppendEntries in flight per follower:
@@ -162,8 +123,6 @@ class _GuardedTransport(TCPTransport):
     STALE_RESETS_BELIEVED = 50
 
     def __init__(self, syncObj: Any, *args: Any, **kwargs: Any) -> None:
-        password = syncObj.conf.password
-        self._frame_key = master_key(password) if password else b""   # before addNode runs
         super().__init__(syncObj, *args, **kwargs)
         self._probe_floor: dict[Any, tuple[int, int]] = {}   # node -> (term, lowest reset)
         self._stale_resets: dict[Any, int] = {}
@@ -174,21 +133,6 @@ class _GuardedTransport(TCPTransport):
         self._answering: tuple[Any, int] | None = None
         self.on_ack: Callable[[], None] | None = None
         self.on_read_index_message: Callable[[Any, dict[str, Any]], None] | None = None
-
-    def _seal(self, connection: TcpConnection) -> None:
-        if self._frame_key and type(connection) is TcpConnection:
-            connection.__class__ = _SealedConnection
-            connection.frame_key = self._frame_key
-
-    def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
-        self._seal(conn)
-        super()._onNewIncomingConnection(conn)
-
-    def addNode(self, node: Any) -> None:
-        super().addNode(node)
-        connection = self._connections.get(node)
-        if connection is not None:
-            self._seal(connection)
 
     def send(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None
@@ -318,11 +262,52 @@ class ReplicatedStore(SyncObj):
         self.state_lock = threading.Lock()
         self.on_events: Callable[[int, list[dict[str, Any]]], None] | None = None
         self.durable_journal: DurableJournal | None = None
+        self.journal: RecordJournal | None = None
         super().__init__(self_address, peer_addresses, conf, transportClass=_GuardedTransport)
-        journal = make_atomic(self._SyncObj__raftLog)
-        if fsync:
-            self.durable_journal = make_durable(journal, conf.fullDumpFile)
         self.machine = StateMachine()
+        try:
+            self._open_storage(os.path.dirname(conf.fullDumpFile), fsync)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _open_storage(self, data_dir: str, fsync: bool) -> None:
+        """Our journal in place of the in-memory one pysyncobj made, and the snapshot loaded
+        now, checked, rather than at the first tick, where pysyncobj logs a failure and goes
+        on with an empty state.  Refuses (StorageCorrupt) a damaged journal, term/vote file or
+        snapshot, and a journal that starts past what the node has applied.  Sets no new
+        attribute: those would be replicated state."""
+        journal_class = DurableJournal if fsync else RecordJournal
+        journal = journal_class(os.path.join(data_dir, JOURNAL_NAME),
+                                os.path.join(data_dir, META_NAME))
+        if len(journal) == 0:
+            journal.add(*self._SyncObj__raftLog[0])    # pysyncobj's first entry: no-op at 1
+        self._SyncObj__raftLog = self.journal = journal
+        if fsync:
+            self.durable_journal = journal
+        # What SyncObj.__init__ restored from the journal it made.
+        self._SyncObj__raftCurrentTerm = max(journal.getCurrentTerm(), journal[-1][2])
+        self._SyncObj__votedForNodeId = journal.getVotedForNodeId()
+        self._SyncObj__raftCommitIndex = journal.getRaftCommitIndex()
+        serializer = make_checked(self._SyncObj__serializer)
+        path = self._SyncObj__conf.fullDumpFile
+        has_snapshot = os.path.isfile(path)
+        if has_snapshot:
+            data = load_snapshot(path)
+            journal.align_with_snapshot(previous=data[2], last=data[1])
+            serializer.preloaded = data
+            self._SyncObj__loadDumpFile(clearJournal=False)
+            self._SyncObj__needLoadDumpFile = False
+            if self.raftLastApplied != data[1][1]:
+                raise StorageCorrupt(f"{path}: the snapshot did not load (see the error "
+                                     f"above); refusing to start")
+        applied, first = self.raftLastApplied, journal[0][1]
+        if first > applied + 1:
+            source = f"the snapshot {path}" if has_snapshot else f"no snapshot ({path} missing)"
+            raise StorageCorrupt(f"{journal.path}: journal starts at index {first} (offset "
+                                 f"{len(JOURNAL_MAGIC)}) but the node has applied only up to "
+                                 f"index {applied}, from {source}: entries {applied + 1}.."
+                                 f"{first - 1} are missing; refusing to start")
 
     @replicated
     def apply_command(self, data: bytes) -> tuple[int, dict[str, Any]]:
@@ -380,7 +365,7 @@ class RaftRunner:
     def start(self, timeout: float = 10.0) -> None:
         _check_bindable(self.config)
         try:
-            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            prepare_data_dir(self.config.data_dir)     # 0700, its files 0600 (storage.py)
         except OSError as exc:
             raise ConfigError(f"{self.config.path}: data_dir: cannot create "
                               f"{self.config.data_dir}: {exc.strerror or exc}") from None
@@ -388,6 +373,8 @@ class RaftRunner:
         self._thread.start()
         if not self._started.wait(timeout):
             raise ConfigError(f"raft node {self.config.raft_address} did not start in {timeout}s")
+        if isinstance(self._start_error, StorageCorrupt):
+            raise self._start_error                  # names the file and the offset
         if self._start_error is not None:
             raise ConfigError(f"raft node {self.config.raft_address}: {self._start_error}")
 
@@ -447,12 +434,20 @@ class RaftRunner:
             return
         self._started.set()
         tick = min(0.1, config.raft.heartbeat_interval_s)   # timers need no finer grain
+        journal = self.store.journal
+        assert journal is not None
         try:
             while self._running.is_set():
                 try:
                     self.store.doTick(self._poll_timeout(tick))
+                except StorageFailure as exc:   # disk full, I/O or fsync error: stop
+                    report_failure(exc)
+                    return
                 except Exception:  # noqa: BLE001 - one bad tick must not kill the node
                     log.exception("raft tick failed")
+                if journal.failure is not None:     # raised where pysyncobj swallows errors
+                    report_failure(journal.failure)
+                    return
         finally:
             self._drain_jobs()
             self.store.destroy()
@@ -507,7 +502,7 @@ class RaftRunner:
         compacts by entry count or age only, and a group-commit entry may carry many writes.
         The bound is the last snapshot's size when that is larger, so that a large state is not
         written out again for every few megabytes of writes."""
-        journal_bytes = store._SyncObj__raftLog._FileJournal__currentOffset
+        journal_bytes = store._SyncObj__raftLog.size_bytes
         if journal_bytes < self._compaction_bytes:
             return
         snapshot = store._SyncObj__lastSerializedEntry

@@ -194,16 +194,16 @@ def test_raft_port_answers_only_peers_that_hold_the_secret(cluster: LocalCluster
     from consensus_store.node.peer_frames import FrameError, ask_raft_port
 
     node = next(iter(cluster.nodes.values()))
-    address = node.config.raft_address
-    status = ask_raft_port(address.host, address.port, cluster.token, ["status"], 5.0)
+    address, secret = node.config.raft_address, node.config.peer_secret
+    status = ask_raft_port(address.host, address.port, secret, ["status"], 5.0)
     assert str(status["self"]) == str(address)
     with pytest.raises((FrameError, ConnectionError, socket.timeout)):
         ask_raft_port(address.host, address.port, "not the secret", ["status"], 2.0)
     # pysyncobj's own framing (pickle + zlib + Fernet) is not ours: no answer.
     with pytest.raises(Exception):
-        TcpUtility(cluster.token, 2.0).executeCommand(str(address), ["status"])
+        TcpUtility(secret, 2.0).executeCommand(str(address), ["status"])
     with socket.create_connection((address.host, address.port), timeout=2.0) as sock:
         sock.sendall(b"\x10\x00\x00\x00" + b"garbage garbage!")
         assert sock.recv(100) == b""                    # dropped, no answer
     assert node.alive
-    assert ask_raft_port(address.host, address.port, cluster.token, ["status"], 5.0)["self"]
+    assert ask_raft_port(address.host, address.port, secret, ["status"], 5.0)["self"]

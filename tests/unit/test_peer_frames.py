@@ -1,10 +1,16 @@
 """Sealed peer frames (node/peer_frames.py): what travels on the raft port."""
 from __future__ import annotations
 
-import pytest
+import os
+import pickle
+import struct
+from pathlib import Path
 
-from consensus_store.node.peer_frames import (COMPRESS_ABOVE, FrameError, FrameOpener,
-                                              FrameSealer, master_key)
+import pytest
+from pysyncobj.node import TCPNode
+
+from consensus_store.node.peer_frames import (COMPRESS_ABOVE, FIRST_FRAME_MAX_BYTES, FrameError,
+                                              FrameOpener, FrameSealer, master_key)
 
 KEY = master_key("cluster secret")
 
@@ -27,7 +33,91 @@ def test_messages_round_trip_through_a_byte_stream_cut_anywhere() -> None:
         buffer += stream[i:i + 7]
         messages, buffer = open_all(opener, buffer)
         received += messages
-    assert received == sent and buffer == b""
+    # Plain data comes back equal, except that a tuple arrives as a list.
+    assert received == [{**m, "entries": [[b"\x00cmd", 7, 2]]} for m in sent] and buffer == b""
+
+
+def test_a_bytearray_buffer_opens_and_can_be_trimmed_after() -> None:
+    sealer, opener = FrameSealer(KEY), FrameOpener(KEY)
+    buffer = bytearray(sealer.seal("one") + sealer.seal({"two": [2, None, True, 2.5]}))
+    message, consumed = opener.open(buffer)
+    del buffer[:consumed]                               # no view of it is left open
+    assert message == "one"
+    assert opener.open(buffer) == ({"two": [2, None, True, 2.5]}, len(buffer))
+
+
+class RunsCode:
+    """What an attacker would seal: unpickling it calls os.mkdir(marker)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def seal_verbatim(sealer: FrameSealer, payload: bytes) -> bytes:
+    """A frame whose sealed plaintext is ``payload`` as it is: what anyone holding the key can
+    send (it mirrors FrameSealer.seal without the encoding; reaches into its key and counter)."""
+    header = bytes((1,)) + sealer._salt if sealer._counter == 0 else b"\x00"
+    sealed = sealer._aead.encrypt(sealer._counter.to_bytes(12, "big"), payload, header)
+    sealer._counter += 1
+    return struct.pack("<I", len(header) + len(sealed)) + header + sealed
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_sealed_pickle_constructs_nothing(tmp_path: Path, first: bool) -> None:
+    marker = tmp_path / "ran"
+    sealer, opener = FrameSealer(KEY), FrameOpener(KEY)
+    stream = b"" if first else sealer.seal(b"k" * 32)
+    stream += seal_verbatim(sealer, pickle.dumps((b"k" * 32, RunsCode(marker)), protocol=5))
+    with pytest.raises(FrameError, match="not a plain-data message"):
+        open_all(opener, stream)
+    assert not marker.exists()
+
+
+def test_only_plain_data_can_be_sealed(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        FrameSealer(KEY).seal({"type": "x", "payload": RunsCode(tmp_path / "ran")})
+    # getStatus() holds pysyncobj Nodes: they travel as their id.
+    sealer, opener = FrameSealer(KEY), FrameOpener(KEY)
+    frame = sealer.seal({"self": TCPNode("127.0.0.1:7000"), "leader": None})
+    assert open_all(opener, frame)[0] == [{"self": "127.0.0.1:7000", "leader": None}]
+
+
+@pytest.mark.parametrize("payload", [
+    b"\xd4\x05a",                                         # a msgpack extension type
+    b"\x91" * 100_000 + b"\xc0",                          # lists nested 100,000 deep
+    b"\x01\x02",                                          # trailing bytes
+    b"",
+])
+def test_sealed_bytes_that_are_not_plain_data_are_refused(payload: bytes) -> None:
+    sealer, opener = FrameSealer(KEY), FrameOpener(KEY)
+    open_all(opener, sealer.seal("handshake"))
+    with pytest.raises(FrameError, match="not a plain-data message"):
+        opener.open(seal_verbatim(sealer, payload))
+
+
+def test_frame_lengths_are_refused_from_the_prefix_alone() -> None:
+    # The first frame of a stream is a handshake key: more than 4 KiB is not one.
+    with pytest.raises(FrameError, match="length"):
+        FrameOpener(KEY).open(struct.pack("<I", FIRST_FRAME_MAX_BYTES + 1))
+    assert FrameOpener(KEY).open(struct.pack("<I", FIRST_FRAME_MAX_BYTES)) is None
+    # Later frames: the opener's frame_limit.
+    sealer, opener = FrameSealer(KEY), FrameOpener(KEY, frame_limit=1000)
+    open_all(opener, sealer.seal("handshake"))
+    with pytest.raises(FrameError, match="length"):
+        opener.open(struct.pack("<I", 1001))
+    assert open_all(opener, sealer.seal("x" * 900)) == (["x" * 900], b"")
+
+
+def test_a_compressed_frame_may_not_inflate_beyond_the_limit() -> None:
+    sealer, opener = FrameSealer(KEY), FrameOpener(KEY, frame_limit=100_000)
+    open_all(opener, sealer.seal("handshake"))
+    bomb = sealer.seal(b"\0" * 10_000_000)                # a few KiB on the wire
+    assert len(bomb) < 100_000
+    with pytest.raises(FrameError, match="inflates beyond"):
+        opener.open(bomb)
 
 
 def test_large_messages_are_compressed_and_come_back_whole() -> None:
