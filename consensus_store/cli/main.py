@@ -32,6 +32,10 @@ def _build_parser() -> argparse.ArgumentParser:
     node.add_argument("--config", required=True, type=Path)
     node.add_argument("--data-dir", type=Path, help="override the config's data_dir")
 
+    repair = commands.add_parser("repair", help="cut a torn journal tail left by a crash "
+                                 "(refuses any other damage)")
+    repair.add_argument("--data-dir", required=True, type=Path, help="the node's data dir")
+
     up = commands.add_parser("up", help="start the local 3-node cluster in the foreground")
     up.add_argument("--config-dir", type=Path, help=f"default: {LOCAL_CONFIG_DIR}")
     up.add_argument("--data-dir", type=Path,
@@ -86,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "node":
             from consensus_store.cli.run_node import run_node
             return run_node(args.config, args.data_dir)
+        if args.command == "repair":
+            return _repair(args.data_dir)
         if args.command == "up":
             from consensus_store.cli.up import run_up
             return run_up(args.config_dir or _local_config_dir(), args.data_dir)
@@ -98,6 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _repair(data_dir: Path) -> int:
+    """One line per thing removed; a refusal is a ConfigError (exit 2, one line)."""
+    from consensus_store.node.repair import repair_data_dir
+    removed = repair_data_dir(data_dir)
+    for line in removed:
+        print(line)
+    if not removed:
+        print(f"nothing to repair in {data_dir}")
+    return 0
 
 
 def _local_config_dir() -> Path:

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from consensus_store.config import load_config
 
+# Writing or syncing the data dir failed (disk full, I/O error); a damaged file at start-up is
+# a StorageCorrupt (a ConfigError: exit 2, one line naming the file and the offset).
+EXIT_STORAGE_FAILURE = 1
+
 
 def run_node(config_path: Path, data_dir: Path | None) -> int:
     config = load_config(config_path)
@@ -21,10 +25,18 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     from consensus_store.node import Node
+    from consensus_store.node.storage import StorageFailure, set_failure_handler
+    failures: list[StorageFailure] = []
+
+    def on_storage_failure(failure: StorageFailure) -> None:
+        failures.append(failure)      # already logged (storage.report_failure)
+        stop.set()
+    set_failure_handler(on_storage_failure)
     node = Node(config)
     signal.signal(signal.SIGHUP, lambda *_: node.reload_tokens())
-    node.start()
+    node.start()          # a damaged data file: StorageCorrupt, exit 2 (main.py)
     stop.wait()
-    logging.getLogger("consensus_store.node").info("signal received, stopping")
+    if not failures:
+        logging.getLogger("consensus_store.node").info("signal received, stopping")
     node.stop()
-    return 0
+    return EXIT_STORAGE_FAILURE if failures else 0
