@@ -48,7 +48,10 @@ def create_app(service: KVService) -> web.Application:
     handlers.update({op: _query_handler(query) for op, query in QUERIES.items()})
     for op, handler in handlers.items():
         method, path = ROUTES[op]
-        app.router.add_route(method, path, handler, name=op)
+        if method == "GET":
+            app.router.add_get(path, handler, name=op)   # with HEAD, as before
+        else:
+            app.router.add_route(method, path, handler, name=op)
     return app
 
 
