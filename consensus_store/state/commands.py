@@ -1,6 +1,6 @@
 """The versioned command format written to the Raft log.
 
-A command is a JSON object encoded as UTF-8 bytes: ``{"v": 1, "op": ..., ...}``.  JSON keeps the
+A command is a JSON object encoded as UTF-8 bytes: ``{"v": 2, "op": ..., ...}``.  JSON keeps the
 log readable by any future version of this code (no pickled classes of ours), and the ``v`` field
 lets a later release change an op's fields while still replaying old journals.
 
@@ -17,7 +17,10 @@ from typing import Any
 from consensus_store import fast_json
 from consensus_store.errors import InvalidRequest
 
-COMMAND_VERSION = 1
+COMMAND_VERSION = 2
+# Version 1: entries written before session keys.  They still replay, by the rules they were
+# written under (no session key checks: see machine.py), so an old journal rebuilds the same state.
+LEGACY_VERSION = 1
 
 WRITE_OPS = ("put", "delete", "cas", "txn")
 INTERNAL_OPS = ("noop", "batch")
@@ -32,7 +35,8 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 def encode_command(command: dict[str, Any]) -> bytes:
     """Encode a command for the log; raises InvalidRequest for values JSON cannot carry."""
     try:
-        return _encoder.encode({"v": COMMAND_VERSION, **command}).encode()
+        # "v" last: no field of a command may pick the rules it is applied by.
+        return _encoder.encode({**command, "v": COMMAND_VERSION}).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"value is not JSON-serialisable: {exc}") from None
 
@@ -40,7 +44,13 @@ def encode_command(command: dict[str, Any]) -> bytes:
 def encode_batch(batch: list[dict[str, Any]]) -> bytes:
     """Several commands in one log entry (each as ``encode_command`` would write it)."""
     return encode_command({"op": "batch",
-                           "ops": [{"v": COMMAND_VERSION, **command} for command in batch]})
+                           "ops": [{**command, "v": COMMAND_VERSION} for command in batch]})
+
+
+def version_of(command: dict[str, Any]) -> int | None:
+    """The command's format version, if it is one this code applies."""
+    version = command.get("v")
+    return version if is_int(version) and version in (LEGACY_VERSION, COMMAND_VERSION) else None
 
 
 def decode_command(data: bytes) -> dict[str, Any]:
@@ -92,7 +102,10 @@ def validate_txn_op(op: Any) -> dict[str, Any]:
         session = op.get("session")
         if session is not None and not is_int(session):
             raise InvalidRequest("'session' must be an integer session id")
-        return {"op": "put", "key": key, "value": op["value"], "session": session}
+        put = {"op": "put", "key": key, "value": op["value"], "session": session}
+        if session is not None and "key_hash" in op:
+            put["key_hash"] = op["key_hash"]   # stamped by the node: see machine.authorize
+        return put
     return {"op": kind, "key": key}
 
 

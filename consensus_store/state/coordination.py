@@ -5,6 +5,8 @@ Their state lives in the key space under the reserved prefix ``_cs/`` (so ranges
 snapshots and digests cover it like any data), and only these ops may write there.  Keys bound
 to a session vanish with it: a dead process's members, names, lock waits and candidacies go in
 the same log entry that ends its session, and elections are re-decided in that entry too.
+Acting for a session (join, register, acquire, campaign; and leave, update, unregister, release,
+resign what a session owns) needs that session's key (``StateMachine.authorize``).
 
 Layout (names are %-quoted, so ``/`` in a name is safe):
   _cs/group/<g>                       group marker
@@ -135,6 +137,7 @@ class Coordination:
             raise NotFound(f"no member {command['member']!r} in group {command['group']!r}")
         value = {**record[0], "meta": command.get("meta")}
         record = self._m._put(key, value, index, value["session"])
+        self._m.authorize_owner(key, command)
         return {"member": _member_json(value, record)}
 
     # ---- registry (:global) -----------------------------------------------------------------
@@ -142,6 +145,7 @@ class Coordination:
         key = name_key(command.get("name"))
         session = self._session(command)
         current = self._value(key)
+        self._m.authorize_owner(key, command)
         if current is not None:
             return {"registered": False, "owner": current}
         value = {"name": command["name"], "value": command.get("value"), "session": session,
@@ -150,7 +154,9 @@ class Coordination:
         return {"registered": True, "owner": value}
 
     def name_unregister(self, command: dict[str, Any], index: int) -> Result:
-        return {"unregistered": self._m._delete(name_key(command.get("name")), index) is not None}
+        key = name_key(command.get("name"))
+        self._m.authorize_owner(key, command)
+        return {"unregistered": self._m._delete(key, index) is not None}
 
     # ---- fenced FIFO locks ------------------------------------------------------------------
     def lock_acquire(self, command: dict[str, Any], index: int) -> Result:
@@ -178,6 +184,7 @@ class Coordination:
     def election_campaign(self, command: dict[str, Any], index: int) -> Result:
         name = command.get("name")
         session = self._session(command)
+        self._m.authorize_owner(key, command)
         priority = command.get("priority", 0)
         if not is_int(priority):
             raise InvalidRequest("'priority' must be an integer")
@@ -205,6 +212,7 @@ class Coordination:
             if best_rank is None or rank < best_rank:
                 best, best_rank = (value, create_revision), rank
         lkey = leader_key(name)
+        self._m.authorize_owner(key, command)
         current = self._value(lkey)
         if best is None:
             if current is not None:

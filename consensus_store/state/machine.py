@@ -14,7 +14,10 @@ also bounded (oldest first), which is deterministic because it depends only on t
 
 Sessions: ``session_open`` (id = its index), ``session_close`` and ``session_expire`` (proposed
 by the leader, whose clock alone decides expiry).  A put with ``session`` binds the key to it;
-ending the session deletes its keys in the same entry.
+ending the session deletes its keys in the same entry.  Every op acting for a session (close,
+ephemeral puts, the coordination ops) carries ``key_hash``, the hash of the session key the
+caller presented, or ``admin: true``; both are stamped by the node that took the request (see
+``authorize``).  Version-1 entries (older journals) replay without these checks.
 """
 from __future__ import annotations
 
@@ -23,11 +26,11 @@ import json
 from collections import OrderedDict
 from typing import Any, Callable
 
-from consensus_store.errors import ConsensusStoreError, InvalidRequest, NotFound
+from consensus_store.errors import ConsensusStoreError, Forbidden, InvalidRequest, NotFound
 from consensus_store.state import commands
 from consensus_store.state.coordination import RESERVED_PREFIX, Coordination
 from consensus_store.state.keyspace import Keyspace, Record, kv_json
-from consensus_store.state.sessions import SessionTable
+from consensus_store.state.sessions import Session, SessionTable, is_key_hash
 
 MAX_RESULTS_PER_CLIENT = 4096
 MAX_CLIENTS = 10_000
@@ -67,7 +70,7 @@ class StateMachine:
         self._ops: dict[str, Callable[[dict[str, Any], int], Result]] = {
             "put": self._apply_put, "delete": self._apply_delete, "cas": self._apply_cas,
             "txn": self._apply_txn, "noop": self._apply_noop, "batch": self._apply_batch,
-            "session_open": self._apply_session_open, "session_close": self._apply_session_end,
+            "session_open": self._apply_session_open, "session_close": self._apply_session_close,
             "session_expire": self._apply_session_end,
         }
         self.coordination = Coordination(self)
@@ -115,7 +118,7 @@ class StateMachine:
             else refused.to_json() for op in ops]}
 
     def _apply_once(self, command: dict[str, Any], index: int) -> Result:
-        if command.get("v") != commands.COMMAND_VERSION:
+        if commands.version_of(command) is None:
             raise InvalidRequest(f"unsupported command version {command.get('v')!r}")
         handler = self._ops.get(command.get("op"))  # type: ignore[arg-type]
         if handler is None:
@@ -197,7 +200,7 @@ class StateMachine:
     def _apply_txn(self, command: dict[str, Any], index: int) -> Result:
         txn = commands.validate_txn(command)
         for op in txn["success"] + txn["failure"]:
-            self._session_of(op)   # an unknown session fails the whole txn before any change
+            self._session_of(op, command)   # an unknown or foreign session fails the whole txn
             if op["op"] in ("put", "delete"):
                 _user_key(op)
         succeeded = all(self._compare_holds(c) for c in txn["compare"])
@@ -237,7 +240,18 @@ class StateMachine:
             raise InvalidRequest(f"'ttl' must be a number of seconds in (0, {MAX_SESSION_TTL_S:g}]")
         if not isinstance(node, str):
             raise InvalidRequest("'node' must be a string")
-        return {"session": self.sessions.open(index, float(ttl), node).to_json()}
+        key_hash = command.get("key_hash", "")
+        if commands.version_of(command) != commands.LEGACY_VERSION and not is_key_hash(key_hash):
+            raise InvalidRequest("session_open needs 'key_hash' (stamped by the node)")
+        session = self.sessions.open(index, float(ttl), node, key_hash)
+        # The hash comes back so the node can tell a retried open that found the first one.
+        return {"session": session.to_json(), "key_hash": key_hash}
+
+    def _apply_session_close(self, command: dict[str, Any], index: int) -> Result:
+        session = self.sessions.get(self._require_session_id(command))
+        if session is not None:
+            self.authorize(session, command)
+        return self._apply_session_end(command, index)
 
     def _apply_session_end(self, command: dict[str, Any], index: int) -> Result:
         session = self.sessions.remove(self._require_session_id(command))
@@ -249,13 +263,38 @@ class StateMachine:
         self.coordination.settle_after_deletions(keys, index)
         return {"ended": True, "deleted": len(keys)}
 
-    def _session_of(self, command: dict[str, Any]) -> int | None:
+    def _session_of(self, command: dict[str, Any],
+                    outer: dict[str, Any] | None = None) -> int | None:
+        """The session ``command`` acts for (None if it names none), once the caller's right
+        to act for it is checked; ``outer``: the command a txn op belongs to."""
         if command.get("session") is None:
             return None
         session_id = self._require_session_id(command)
-        if self.sessions.get(session_id) is None:
+        session = self.sessions.get(session_id)
+        if session is None:
             raise NotFound(f"session {session_id} not found (expired or closed)")
+        self.authorize(session, command, outer)
         return session_id
+
+    def authorize(self, session: Session, command: dict[str, Any],
+                  outer: dict[str, Any] | None = None) -> None:
+        """Raise Forbidden unless the command may act for ``session``: it carries the hash of
+        the session's key, or comes from an admin caller (both stamped by the node, which drops
+        any such field a client sent).  Version-1 entries are replayed by their own rules."""
+        whole = outer if outer is not None else command
+        if commands.version_of(whole) == commands.LEGACY_VERSION or whole.get("admin") is True:
+            return
+        if not session.opened_with(command.get("key_hash")):
+            hint = ("" if session.key_hash else
+                    " (it was opened before session keys: only an admin may act for it)")
+            raise Forbidden(f"wrong or missing session key for session {session.id}{hint}")
+
+    def authorize_owner(self, key: str, command: dict[str, Any]) -> None:
+        """Raise Forbidden unless the command may act for the session that owns ``key``."""
+        owner = self.keyspace.key_session.get(key)
+        session = self.sessions.get(owner) if owner is not None else None
+        if session is not None:
+            self.authorize(session, command)
 
     @staticmethod
     def _require_session_id(command: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ import pytest
 from consensus_store.state import StateMachine, encode_batch, encode_command
 from consensus_store.state import machine as machine_module
 
+from consensus_store.state.sessions import hash_session_key
 
 def apply(sm: StateMachine, index: int, **command: object) -> dict:
     return sm.apply(encode_command(command), index)
@@ -208,15 +209,21 @@ def test_noop_changes_no_revision(sm: StateMachine) -> None:
 
 # ---- sessions and ephemeral keys ------------------------------------------------------------
 def open_session(sm: StateMachine, index: int, ttl: float = 5.0, node: str = "n1") -> int:
-    return apply(sm, index, op="session_open", ttl=ttl, node=node)["session"]["id"]
+    result = apply(sm, index, op="session_open", ttl=ttl, node=node, key_hash=KEY_HASH)
+    return result["session"]["id"]
 
 
 def test_session_id_is_its_index_and_ending_it_deletes_its_keys(sm: StateMachine) -> None:
+KEY_HASH = hash_session_key("the session key of these tests")
+
+
     session = open_session(sm, 3)
     assert session == 3
-    apply(sm, 4, op="put", key="eph/a", value=1, session=session)
-    apply(sm, 5, op="cas", key="eph/b", value=2, expect_mod_revision=0, session=session)
-    apply(sm, 6, op="txn", success=[{"op": "put", "key": "eph/c", "value": 3, "session": session}])
+    apply(sm, 4, op="put", key="eph/a", value=1, session=session, key_hash=KEY_HASH)
+    apply(sm, 5, op="cas", key="eph/b", value=2, expect_mod_revision=0, session=session,
+          key_hash=KEY_HASH)
+    apply(sm, 6, op="txn", success=[{"op": "put", "key": "eph/c", "value": 3, "session": session,
+                                     "key_hash": KEY_HASH}])
     apply(sm, 7, op="put", key="durable", value=0)
     sm.drain_events()
     result = apply(sm, 8, op="session_expire", session=session)
@@ -224,17 +231,18 @@ def test_session_id_is_its_index_and_ending_it_deletes_its_keys(sm: StateMachine
     assert [kv["key"] for kv in sm.range("")[0]] == ["durable"]
     assert [e["key"] for e in sm.drain_events()] == ["eph/a", "eph/b", "eph/c"]
     assert sm.revision == 8
-    assert apply(sm, 9, op="session_close", session=session) == {"ended": False, "deleted": 0}
+    assert apply(sm, 9, op="session_close", session=session,
+                 key_hash=KEY_HASH) == {"ended": False, "deleted": 0}
 
 
 def test_put_without_session_detaches_and_delete_unbinds(sm: StateMachine) -> None:
     session = open_session(sm, 1)
-    apply(sm, 2, op="put", key="a", value=1, session=session)
+    apply(sm, 2, op="put", key="a", value=1, session=session, key_hash=KEY_HASH)
     apply(sm, 3, op="put", key="a", value=2)                 # now durable
-    apply(sm, 4, op="put", key="b", value=1, session=session)
+    apply(sm, 4, op="put", key="b", value=1, session=session, key_hash=KEY_HASH)
     apply(sm, 5, op="delete", key="b")
     apply(sm, 6, op="put", key="b", value=2)
-    assert apply(sm, 7, op="session_close", session=session)["deleted"] == 0
+    assert apply(sm, 7, op="session_close", session=session, key_hash=KEY_HASH)["deleted"] == 0
     assert sm.get_value("a") == 2 and sm.get_value("b") == 2
 
 
@@ -249,12 +257,13 @@ def test_unknown_session_rejects_the_write_entirely(sm: StateMachine) -> None:
 
 @pytest.mark.parametrize("ttl", [0, -1, "5", True, 10_000])
 def test_session_ttl_is_validated(sm: StateMachine, ttl: object) -> None:
-    assert apply(sm, 1, op="session_open", ttl=ttl, node="n")["error"] == "invalid_request"
+    assert apply(sm, 1, op="session_open", ttl=ttl, node="n",
+                 key_hash=KEY_HASH)["error"] == "invalid_request"
 
 
 def test_sessions_survive_snapshots(sm: StateMachine) -> None:
     session = open_session(sm, 1)
-    apply(sm, 2, op="put", key="a", value=1, session=session)
+    apply(sm, 2, op="put", key="a", value=1, session=session, key_hash=KEY_HASH)
     restored = pickle.loads(pickle.dumps(sm))
     assert restored.digest() == sm.digest()
     assert restored.session_ids() == [session]
