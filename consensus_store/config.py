@@ -55,6 +55,8 @@ class TlsConfig:
     cert_file: Path
     key_file: Path
     client_ca_file: Path | None = None     # set: clients must present a certificate it signed
+    ca_file: Path | None = None            # what signed the nodes' certificates: clients from
+                                           # this config and the nodes' own calls trust it
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,12 @@ class Limits:
     max_value_bytes: int = 1024 * 1024
     request_timeout_s: float = 10.0
     session_read_wait_s: float = 5.0
+    max_http_connections: int = 1000       # per port; more are closed at accept
+    max_native_connections: int = 1000
+    header_timeout_s: float = 10.0         # an HTTP request's headers, from its first byte
+    body_timeout_s: float = 30.0           # an HTTP request's body, once its headers are in
+    idle_timeout_s: float = 30.0           # a connection between requests (HTTP keep-alive)
+    max_in_flight_bytes: int = 16 * 1024 * 1024   # native requests running on one connection
 
     @property
     def max_request_bytes(self) -> int:
@@ -155,7 +163,7 @@ class NodeConfig:
 _TOP_KEYS = {"id", "raft_address", "api_address", "native_address", "data_dir", "peer_secret",
              "peer_secret_file", "tokens_file", "log_level", "durability", "peers", "raft",
              "limits", "tls"}
-_TLS_KEYS = {"cert_file", "key_file", "client_ca_file"}
+_TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _TOKEN_KEYS = {"name", "token", "role"}
 DURABILITY_MODES = ("process", "fsync")
 _PEER_KEYS = {"id", "raft_address", "api_address", "native_address"}
@@ -338,7 +346,7 @@ def _read_tls(top: _Reader, path: Path) -> TlsConfig | None:
     reader.check_keys(_TLS_KEYS)
     files = {}
     for key in sorted(_TLS_KEYS):
-        if key == "client_ca_file" and key not in table:
+        if key in ("client_ca_file", "ca_file") and key not in table:
             continue
         file_path = _resolve(path, reader.str(key))
         if not file_path.is_file():

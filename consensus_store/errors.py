@@ -8,6 +8,7 @@
     ├── NotFound              no such key, route or object (HTTP 404)
     ├── CompareFailed         a compare-and-set / transaction guard did not hold (HTTP 409)
     ├── ConfigError           a config file is missing, malformed or inconsistent
+    │   └── TlsError          the node's certificate is not trusted, or TLS cannot be agreed
     ├── Unavailable           no leader, no quorum, node stopping, endpoint unreachable (HTTP 503)
     │   └── NotLeader         this node cannot serve the request now (retry elsewhere)
     └── Timeout               the deadline passed; a write's outcome is then unknown (HTTP 504)
@@ -67,6 +68,11 @@ class CompareFailed(ConsensusStoreError):
 
 class ConfigError(ConsensusStoreError):
     code = "config_error"
+
+
+class TlsError(ConfigError):
+    """Not retryable: a wrong CA, a missing client certificate, or someone in the middle."""
+    code = "tls_error"
 
 
 class Unavailable(ConsensusStoreError):

@@ -5,6 +5,7 @@ Only processes started here are ever signalled, always by their own PID.
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -27,6 +28,7 @@ class NodeProcess:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen | None = None
+    fd_limit: int | None = None       # RLIMIT_NOFILE (soft and hard) of the process, if set
     _log_file: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -35,7 +37,7 @@ class NodeProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.config.api_address}"
+        return f"{self.config.scheme}://{self.config.api_address}"
 
     @property
     def alive(self) -> bool:
@@ -48,8 +50,12 @@ class NodeProcess:
         self._log_file = open(self.log_path, "ab")
         command = [sys.executable, "-m", "consensus_store", "node", "--config",
                    str(self.config.path), "--data-dir", str(self.data_dir)]
+        limit = self.fd_limit
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=None if limit is None else
+                                        lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                   (limit, limit)))
 
     def _signal(self, signum: int) -> None:
         if self.alive:
@@ -99,13 +105,24 @@ class LocalCluster:
             logs = log_dir or (data_root or data_dir.parent)
             self.nodes[config.id] = NodeProcess(config, data_dir, logs / f"{config.id}.log")
         self.token = configs[0].admin_token
+        self.tls = configs[0].tls
 
     @property
     def endpoints(self) -> list[str]:
         return [n.endpoint for n in self.nodes.values()]
 
+    @property
+    def tls_options(self) -> dict[str, Any]:
+        """What a client of this cluster needs for TLS (``Client.from_config``'s choice)."""
+        if self.tls is None:
+            return {}
+        options: dict[str, Any] = {"cacert": self.tls.ca_file}
+        if self.tls.client_ca_file is not None:
+            options.update(cert=self.tls.cert_file, key=self.tls.key_file)
+        return options
+
     def client(self, **options: Any) -> Client:
-        return Client(self.endpoints, token=self.token, **options)
+        return Client(self.endpoints, token=self.token, **{**self.tls_options, **options})
 
     def start(self) -> None:
         for node in self.nodes.values():
@@ -178,14 +195,38 @@ def write_credentials(directory: Path, peer_secret: str | None = None,
     return ['peer_secret_file = "peer_secret"', 'tokens_file = "tokens.toml"']
 
 
+def write_tls_files(directory: Path, node_ids: list[str], client_certs: bool = False
+                    ) -> dict[str, list[str]]:
+    """A throwaway CA and one certificate per node under ``directory/tls`` (plus ``client``);
+    returns each node's ``[tls]`` table as config lines."""
+    from consensus_store.testing.certs import CertificateAuthority
+    folder = directory / "tls"
+    ca = CertificateAuthority.create()
+    ca_file = ca.write_ca(folder)
+    ca.write(folder, "client", hosts=[])
+    tables = {}
+    for node_id in node_ids:
+        files = ca.write(folder, node_id)
+        lines = ["[tls]", f'cert_file = "{files.cert}"', f'key_file = "{files.key}"',
+                 f'ca_file = "{ca_file}"']
+        if client_certs:
+            lines.append(f'client_ca_file = "{ca_file}"')
+        tables[node_id] = lines + [""]
+    return tables
+
+
 def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = None,
                           raft_table: dict[str, float] | None = None,
-                          durability: str = "fsync") -> list[Path]:
-    """Write one config per node for a fresh loopback cluster on free ports."""
+                          durability: str = "fsync", tls: bool = False,
+                          client_certs: bool = False) -> list[Path]:
+    """Write one config per node for a fresh loopback cluster on free ports.  ``tls``: the
+    client ports serve TLS with certificates of a throwaway CA (``write_tls_files``);
+    ``client_certs``: and require client certificates it signed."""
     directory.mkdir(parents=True, exist_ok=True)
     ports = free_ports(3 * size)
     nodes = [(f"n{i + 1}", *ports[3 * i:3 * i + 3]) for i in range(size)]
     credentials = write_credentials(directory, secret)
+    tls_tables = write_tls_files(directory, [n[0] for n in nodes], client_certs) if tls else {}
     paths = []
     for node_id, raft_port, api_port, native_port in nodes:
         lines = [f'id = "{node_id}"', f'raft_address = "127.0.0.1:{raft_port}"',
@@ -197,6 +238,7 @@ def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = N
                 lines += ["[[peers]]", f'id = "{peer_id}"', f'raft_address = "127.0.0.1:{peer_raft}"',
                           f'api_address = "127.0.0.1:{peer_api}"',
                           f'native_address = "127.0.0.1:{peer_native}"', ""]
+        lines += tls_tables.get(node_id, [])
         if raft_table:
             lines += ["[raft]"] + [f"{k} = {v}" for k, v in raft_table.items()]
         path = directory / f"{node_id}.toml"

@@ -44,8 +44,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--endpoints", help="comma-separated API URLs "
-                         "(env CONSENSUS_STORE_ENDPOINTS; default: the local cluster)")
+        sub.add_argument("--endpoints", help="comma-separated API URLs: http(s)://HOST:PORT or "
+                         "tcp://, tls://HOST:PORT (env CONSENSUS_STORE_ENDPOINTS; default: the "
+                         "local cluster)")
+        sub.add_argument("--cacert", type=Path, help="PEM file of the CA that signed the nodes' "
+                         "certificates, for https:// and tls:// (env CONSENSUS_STORE_CACERT; "
+                         "default: the config's tls.ca_file, else the system's)")
         sub.add_argument("--token", help="client token (env CONSENSUS_STORE_TOKEN)")
         sub.add_argument("--config", type=Path, help="take endpoints and token from a node config "
                          "(env CONSENSUS_STORE_CONFIG)")
@@ -130,16 +134,18 @@ def _make_client(args: argparse.Namespace) -> Any:
     config = args.config or os.environ.get("CONSENSUS_STORE_CONFIG")
     endpoints = args.endpoints or os.environ.get("CONSENSUS_STORE_ENDPOINTS")
     token = args.token or os.environ.get("CONSENSUS_STORE_TOKEN")
+    cacert = args.cacert or os.environ.get("CONSENSUS_STORE_CACERT") or None
+    options: dict[str, Any] = {"timeout": args.timeout}
+    if cacert is not None:
+        options["cacert"] = cacert
     if endpoints:
         return Client([e.strip() for e in endpoints.split(",") if e.strip()], token=token,
-                      timeout=args.timeout)
+                      **options)
     if config is None:
         config = _local_config_dir() / "node1.toml"
-    client = Client.from_config(config, timeout=args.timeout)
-    if token:
-        client.close()
-        client = Client(client.endpoints, token=token, timeout=args.timeout)
-    return client
+    if token:   # the config's endpoints and TLS settings, another token
+        options["token"] = token
+    return Client.from_config(config, **options)
 
 
 def _run_client_command(args: argparse.Namespace) -> int:

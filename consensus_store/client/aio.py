@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.client.core import (DEFAULT_TIMEOUT_S, ClientCore, ClientSettings,
-                                         RetryPolicy, scheme_of)
+                                         RetryPolicy, scheme_of, tls_context)
 from consensus_store.client.transport import async_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.kv_api import AsyncKVApi
@@ -27,9 +28,12 @@ class AsyncClient(AsyncKVApi, ClientSettings):
 
     def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(),
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, cacert: str | Path | None = None,
+                 cert: str | Path | None = None, key: str | Path | None = None) -> None:
+        """``cacert``, ``cert``, ``key``: TLS, as for ``Client``."""
         self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
         self._token = token
+        self._ssl = tls_context(self._core.endpoints, cacert, cert, key)
         self._transports: dict[str, Any] = {}
         for endpoint in self._core.endpoints:
             self._transport(endpoint)
@@ -50,7 +54,7 @@ class AsyncClient(AsyncKVApi, ClientSettings):
         scheme = scheme_of(endpoint)
         transport = self._transports.get(scheme)
         if transport is None:
-            transport = async_transport(endpoint, self._token, self._core.timeout)
+            transport = async_transport(endpoint, self._token, self._core.timeout, self._ssl)
             self._transports[scheme] = transport
         return transport
 

@@ -41,7 +41,8 @@ from consensus_store.errors import (ConsensusStoreError, InvalidRequest, Timeout
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_SERVER_TIMEOUT_S = 300.0       # the node rejects a request "timeout" above this
-SCHEMES = ("http", "tcp")          # tcp: the native protocol
+SCHEMES = ("http", "https", "tcp", "tls")    # tcp/tls: the native protocol (tls: over TLS)
+TLS_SCHEMES = ("https", "tls")
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,14 @@ class RetryPolicy:
 
 
 def normalize_endpoints(endpoints: Iterable[str]) -> list[str]:
-    """``http://host:port`` or ``tcp://host:port`` URLs, without trailing slashes."""
+    """``http(s)://host:port`` or ``tcp://host:port`` / ``tls://host:port`` URLs, without
+    trailing slashes."""
     result = []
     for endpoint in endpoints:
         endpoint = endpoint.strip().rstrip("/")
         if scheme_of(endpoint) not in SCHEMES:
-            raise InvalidRequest(f"endpoint {endpoint!r}: use http://HOST:PORT (HTTP API) or "
-                                 "tcp://HOST:PORT (native protocol)")
+            raise InvalidRequest(f"endpoint {endpoint!r}: use http(s)://HOST:PORT (HTTP API) or "
+                                 "tcp://HOST:PORT / tls://HOST:PORT (native protocol)")
         result.append(endpoint)
     if not result:
         raise InvalidRequest("give at least one endpoint")
@@ -77,14 +79,14 @@ def scheme_of(endpoint: str) -> str:
 
 
 def host_port(endpoint: str) -> tuple[str, int]:
-    """(host, port) of a ``tcp://`` endpoint."""
+    """(host, port) of a ``tcp://`` or ``tls://`` endpoint."""
     try:
         parts = urlsplit(endpoint)
         host, port = parts.hostname, parts.port
     except ValueError:
         host = port = None
     if not host or not port:
-        raise InvalidRequest(f"endpoint {endpoint!r} is not tcp://HOST:PORT")
+        raise InvalidRequest(f"endpoint {endpoint!r} is not tcp://HOST:PORT or tls://HOST:PORT")
     return host, port
 
 
@@ -211,13 +213,22 @@ class ClientSettings:
         """A client for the cluster a node config describes (its endpoints and token).
 
         Uses the native protocol when every node of the config has a ``native_address``;
-        ``protocol="http"`` forces HTTP, ``protocol="native"`` requires native.
+        ``protocol="http"`` forces HTTP, ``protocol="native"`` requires native.  With ``[tls]``
+        the endpoints are ``https://``/``tls://``, verified against ``tls.ca_file`` (else the
+        system's trust store), and when the nodes require client certificates
+        (``tls.client_ca_file``) the client presents the node's own certificate.  ``cacert``,
+        ``cert``, ``key`` and ``token`` in ``options`` win over the config's.
         """
         from consensus_store.client.transport import config_endpoints
         from consensus_store.config import load_config
         config = load_config(path)
-        return cls(config_endpoints(config, protocol), token=config.admin_token,  # type: ignore[call-arg]
-                   **options)
+        tls = config.tls
+        if tls is not None:
+            options.setdefault("cacert", tls.ca_file)
+            if tls.client_ca_file is not None and "cert" not in options:
+                options["cert"], options["key"] = tls.cert_file, tls.key_file
+        options.setdefault("token", config.admin_token)
+        return cls(config_endpoints(config, protocol), **options)
 
     @property
     def endpoints(self) -> list[str]:
@@ -244,3 +255,14 @@ class ClientSettings:
     def seen_index(self) -> int:
         """Highest applied index seen in any answer (what session reads wait for)."""
         return self._core.seen_index
+
+
+def tls_context(endpoints: list[str], cacert: str | Path | None, cert: str | Path | None,
+                key: str | Path | None) -> Any:
+    """The ``ssl.SSLContext`` a client's ``https://``/``tls://`` endpoints use, or None when it
+    has none and no TLS option was given.  The server is always verified."""
+    if not any(scheme_of(e) in TLS_SCHEMES for e in endpoints) and (cacert, cert, key) == (
+            None, None, None):
+        return None
+    from consensus_store.tls import client_context
+    return client_context(cacert, cert, key)

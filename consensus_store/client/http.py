@@ -2,17 +2,20 @@
 
 A transport sends one request to one endpoint and returns ``(status, JSON result)``; retries,
 failover and write ids are ``core``'s business.  Transport failures become ``Unavailable`` or
-``Timeout`` (both retryable).
+``Timeout`` (both retryable), except a certificate the client does not trust or a TLS handshake
+the node refused: ``TlsError`` (not retryable).
 """
 from __future__ import annotations
 
 import contextlib
+import ssl
 from typing import Any, Iterator
 
 import httpx
 
 from consensus_store.protocol import ROUTES
-from consensus_store.errors import InvalidRequest, Timeout, Unavailable
+from consensus_store.errors import InvalidRequest, Timeout, TlsError, Unavailable
+from consensus_store.tls import certificate_problem
 
 def _route(op: str) -> tuple[str, str]:
     try:
@@ -29,6 +32,9 @@ def _typed_errors(endpoint: str, timeout: float) -> Iterator[None]:
     except httpx.TimeoutException:
         raise Timeout(f"{endpoint} did not answer within {timeout:g}s") from None
     except httpx.TransportError as exc:
+        problem = certificate_problem(exc)
+        if problem is not None:   # no retry or other endpoint can help: say what is wrong
+            raise TlsError(f"{endpoint}: {problem}") from None
         raise Unavailable(f"{endpoint}: {exc.__class__.__name__}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"request is not JSON-serialisable: {exc}") from None
@@ -46,11 +52,14 @@ def _result(response: httpx.Response) -> tuple[int, Any]:
 
 
 class HttpTransport:
-    """Blocking HTTP transport: one ``httpx.Client`` (keep-alive pool) for every endpoint."""
+    """Blocking HTTP transport: one ``httpx.Client`` (keep-alive pool) for every endpoint.
+    ``ssl_context``: what ``https://`` endpoints are verified with (default: the system's)."""
 
-    def __init__(self, token: str | None, timeout: float, max_connections: int = 64) -> None:
+    def __init__(self, token: str | None, timeout: float, max_connections: int = 64, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._http = httpx.Client(headers=_headers(token), timeout=timeout,
-                                  limits=httpx.Limits(max_keepalive_connections=max_connections))
+                                  limits=httpx.Limits(max_keepalive_connections=max_connections),
+                                  verify=ssl_context if ssl_context is not None else True)
 
     def send(self, endpoint: str, op: str, body: dict[str, Any],
              timeout: float) -> tuple[int, Any]:
@@ -69,10 +78,12 @@ class HttpTransport:
 class AsyncHttpTransport:
     """asyncio HTTP transport: one ``httpx.AsyncClient`` for every endpoint."""
 
-    def __init__(self, token: str | None, timeout: float, max_connections: int = 64) -> None:
+    def __init__(self, token: str | None, timeout: float, max_connections: int = 64, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._http = httpx.AsyncClient(
             headers=_headers(token), timeout=timeout,
-            limits=httpx.Limits(max_keepalive_connections=max_connections))
+            limits=httpx.Limits(max_keepalive_connections=max_connections),
+            verify=ssl_context if ssl_context is not None else True)
 
     async def send(self, endpoint: str, op: str, body: dict[str, Any],
                    timeout: float) -> tuple[int, Any]:

@@ -13,6 +13,11 @@ A connection that fails (EOF, reset, garbage) is dropped and every request in fl
 with ``Unavailable`` (retryable: ``core`` retries writes with the same ids); the next request
 reconnects.  A caller that waits longer than its timeout gets ``Timeout``; a late answer is
 dropped.
+
+``tls://`` endpoints are the same over TLS (the node's certificate and host name verified with
+the client's ``ssl.SSLContext``; a certificate it does not trust is ``TlsError``, not retried).
+The blocking transport runs TLS through ``_TlsSocket``: OpenSSL objects must not be used by two
+threads at once, and its reader thread and writers would.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -27,7 +33,9 @@ from typing import Any
 from consensus_store.client.core import host_port
 from consensus_store.wire import (AUTH_ID, FrameReader, decode, encode_auth,
                                          encode_request)
-from consensus_store.errors import ConsensusStoreError, Timeout, Unavailable, error_from_json
+from consensus_store.errors import (ConsensusStoreError, Timeout, TlsError, Unavailable,
+                                    error_from_json)
+from consensus_store.tls import certificate_problem
 
 log = logging.getLogger("consensus_store.client")
 
@@ -207,10 +215,102 @@ class _Link:
                 waiter.lock.release()
 
 
+class _TlsSocket:
+    """TLS over a blocking socket, for one reader thread and any writer threads at once.
+
+    CPython's ``SSLSocket`` is not safe with a ``recv`` in one thread and a ``send`` in another
+    (one OpenSSL object must not be used by two threads at once).  Here an ``ssl.SSLObject``
+    over memory buffers is touched only under ``_lock``, never while blocking on the socket; the
+    ciphertext a writer makes goes out before any later one (``_send_lock``).  The socket's
+    methods the link uses are the same (``recv``, ``sendall``, ``settimeout``, ``shutdown``,
+    ``close``).
+    """
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, hostname: str) -> None:
+        self._sock = sock
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=hostname)
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+
+    def handshake(self) -> None:
+        """Before the socket is shared (under its current timeout)."""
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._sock.sendall(self._outgoing.read())
+                data = self._sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError("connection closed during the TLS handshake")
+                self._incoming.write(data)
+        self._sock.sendall(self._outgoing.read())
+
+    def sendall(self, data: bytes) -> None:
+        with self._send_lock:
+            with self._lock:
+                self._tls.write(data)
+                out = self._outgoing.read()
+            self._sock.sendall(out)
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` plaintext bytes; b"" once the node closed (raises ``socket.timeout``
+        like the socket)."""
+        while True:
+            with self._lock:
+                try:
+                    data: bytes | None = self._tls.read(size)
+                except ssl.SSLWantReadError:
+                    data = None
+                except ssl.SSLZeroReturnError:
+                    return b""
+                answer_due = self._outgoing.pending > 0   # e.g. a key update reply (rare)
+            if answer_due:
+                self._send_from_reader()
+            if data is not None:
+                return data
+            raw = self._sock.recv(size)
+            if not raw:
+                return b""
+            with self._lock:
+                self._incoming.write(raw)
+
+    def _send_from_reader(self) -> None:
+        # A writer sending now takes it with its next frame: the reader must never wait on a
+        # writer (that writer may be waiting for the node, which waits for us to read).
+        if self._send_lock.acquire(blocking=False):
+            try:
+                with self._lock:
+                    out = self._outgoing.read()
+                self._sock.sendall(out)
+            finally:
+                self._send_lock.release()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _transport_error(endpoint: str, exc: BaseException) -> ConsensusStoreError:
+    """The typed error for a failed connection attempt (``TlsError`` is not retried)."""
+    problem = certificate_problem(exc)
+    if problem is not None:
+        return TlsError(f"{endpoint}: {problem}")
+    return Unavailable(f"{endpoint}: {exc.__class__.__name__}: {exc}")
+
+
 class _Endpoint:
-    def __init__(self, endpoint: str, token: str | None) -> None:
+    def __init__(self, endpoint: str, token: str | None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.endpoint = endpoint
         self.token = token
+        self.ssl_context = ssl_context
         self.link: _Link | None = None
         self._lock = threading.Lock()
         self._gate = _ConnectGate()
@@ -248,6 +348,9 @@ class _Endpoint:
             raise Unavailable(f"{self.endpoint}: {exc.__class__.__name__}: {exc}") from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock = _TlsSocket(sock, self.ssl_context, host)  # type: ignore[assignment]
+                sock.handshake()  # type: ignore[attr-defined]
             frames = FrameReader()
             sock.sendall(encode_auth(self.token))
             while (frame := frames.next()) is None:
@@ -263,7 +366,7 @@ class _Endpoint:
             if isinstance(exc, socket.timeout):
                 raise Timeout(f"{self.endpoint}: no answer to auth within {timeout:g}s") from None
             if isinstance(exc, (OSError, ValueError, ProtocolError)):
-                raise Unavailable(f"{self.endpoint}: {exc.__class__.__name__}: {exc}") from None
+                raise _transport_error(self.endpoint, exc) from None
             raise
 
     def close(self) -> None:
@@ -275,8 +378,10 @@ class _Endpoint:
 class NativeTransport:
     """Blocking native transport: one pipelined connection per endpoint, shared by threads."""
 
-    def __init__(self, token: str | None, timeout: float | None = None) -> None:
+    def __init__(self, token: str | None, timeout: float | None = None, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._token = token
+        self._ssl = ssl_context
         self._endpoints: dict[str, _Endpoint] = {}
         self._lock = threading.Lock()
 
@@ -284,7 +389,8 @@ class NativeTransport:
         state = self._endpoints.get(endpoint)
         if state is None:
             with self._lock:
-                state = self._endpoints.setdefault(endpoint, _Endpoint(endpoint, self._token))
+                state = self._endpoints.setdefault(endpoint,
+                                                   _Endpoint(endpoint, self._token, self._ssl))
         return state
 
     def send(self, endpoint: str, op: str, body: dict[str, Any],
@@ -406,8 +512,10 @@ class AsyncNativeTransport:
     starts afresh there.
     """
 
-    def __init__(self, token: str | None, timeout: float | None = None) -> None:
+    def __init__(self, token: str | None, timeout: float | None = None, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._token = token
+        self._ssl = ssl_context
         self._loop: asyncio.AbstractEventLoop | None = None
         self._links: dict[str, _AsyncLink] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -446,13 +554,14 @@ class AsyncNativeTransport:
 
     async def _open(self, endpoint: str, timeout: float) -> _AsyncLink:
         host, port = host_port(endpoint)
+        tls = {} if self._ssl is None else {"ssl": self._ssl, "server_hostname": host}
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, **tls),
                                                     max(0.05, timeout))
         except asyncio.TimeoutError:
             raise Timeout(f"{endpoint}: no connection within {timeout:g}s") from None
         except OSError as exc:
-            raise Unavailable(f"{endpoint}: {exc.__class__.__name__}: {exc}") from None
+            raise _transport_error(endpoint, exc) from None
         try:
             writer.write(encode_auth(self._token))
             frames = FrameReader()
@@ -464,7 +573,7 @@ class AsyncNativeTransport:
             if isinstance(exc, asyncio.TimeoutError):
                 raise Timeout(f"{endpoint}: no answer to auth within {timeout:g}s") from None
             if isinstance(exc, (OSError, ValueError, ProtocolError)):
-                raise Unavailable(f"{endpoint}: {exc.__class__.__name__}: {exc}") from None
+                raise _transport_error(endpoint, exc) from None
             raise
 
     async def aclose(self) -> None:

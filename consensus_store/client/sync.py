@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.client.coordination import DEFAULT_SESSION_TTL_S, CoordinationMixin
 from consensus_store.client.core import (DEFAULT_TIMEOUT_S, ClientCore, ClientSettings,
-                                         RetryPolicy, scheme_of)
+                                         RetryPolicy, scheme_of, tls_context)
 from consensus_store.client.transport import sync_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.kv_api import KVApi
@@ -23,15 +24,20 @@ class Client(KVApi, CoordinationMixin, ClientSettings):
     >>> client.get("config/feature").value
 
     ``tcp://`` endpoints use the native protocol: one pipelined connection per node for all
-    threads.  ``http://`` endpoints use the HTTP/JSON API.
+    threads.  ``http://`` endpoints use the HTTP/JSON API.  ``tls://`` and ``https://`` are the
+    same over TLS: the node's certificate is verified against ``cacert`` (a PEM file; default:
+    the system's trust store); ``cert`` and ``key`` present a client certificate.
     """
 
     def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(),
-                 client_id: str | None = None, session_ttl: float = DEFAULT_SESSION_TTL_S) -> None:
+                 client_id: str | None = None, session_ttl: float = DEFAULT_SESSION_TTL_S,
+                 cacert: str | Path | None = None, cert: str | Path | None = None,
+                 key: str | Path | None = None) -> None:
         self._init_coordination(session_ttl)
         self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
         self._token = token
+        self._ssl = tls_context(self._core.endpoints, cacert, cert, key)
         self._transports: dict[str, Any] = {}
         self._transports_lock = threading.Lock()
         for endpoint in self._core.endpoints:
@@ -59,7 +65,8 @@ class Client(KVApi, CoordinationMixin, ClientSettings):
             with self._transports_lock:
                 transport = self._transports.get(scheme)
                 if transport is None:
-                    transport = sync_transport(endpoint, self._token, self._core.timeout)
+                    transport = sync_transport(endpoint, self._token, self._core.timeout,
+                                               self._ssl)
                     self._transports[scheme] = transport
         return transport
 

@@ -8,6 +8,7 @@ never a traceback.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -33,8 +34,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(service: KVService) -> web.Application:
-    app = web.Application(client_max_size=service.config.limits.max_request_bytes,
-                          middlewares=[_guard])
+    limits = service.config.limits
+    # keepalive_timeout: an idle connection (or one that never completes a request) is closed
+    # this long after it opened or after its last answer; the header deadline is http_guard's
+    app = web.Application(client_max_size=limits.max_request_bytes, middlewares=[_guard],
+                          handler_args={"keepalive_timeout": limits.idle_timeout_s})
     app[SERVICE] = service
     _quiet_parse_errors()
     # Each route is named by its op: the guard finds the role it needs by that name.
@@ -139,7 +143,15 @@ def _quiet_parse_errors() -> None:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    if request.content.is_eof():     # the whole body came with the head (the usual case)
+        raw = await request.read()
+    else:
+        seconds = request.app[SERVICE].config.limits.body_timeout_s
+        try:
+            async with asyncio.timeout(seconds):
+                raw = await request.read()
+        except TimeoutError:
+            raise InvalidRequest(f"request body not received within {seconds:g}s") from None
     try:
         body = fast_json.decode(raw or b"{}")
     except ValueError as exc:

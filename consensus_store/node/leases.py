@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import aiohttp
@@ -25,11 +26,13 @@ CHECK_INTERVAL_S = 0.2
 
 class LeaseKeeper:
     def __init__(self, runner: RaftRunner, proposer: Proposer, api_by_node: dict[str, str],
-                 token: str) -> None:
+                 token: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: what to call the leader's API with when it is ``https://``."""
         self._runner = runner
         self._proposer = proposer
         self._api_by_node = api_by_node
         self._token = token
+        self._ssl = ssl_context
         self._last_seen: dict[int, float] = {}
         self._expiring: set[int] = set()
         self._leading = False
@@ -108,6 +111,7 @@ class LeaseKeeper:
     async def _forward(self, endpoint: str, session_id: int) -> dict[str, Any]:
         if self._http is None:
             self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=aiohttp.ClientTimeout(total=2.0))
         try:

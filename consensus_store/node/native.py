@@ -15,9 +15,11 @@ Each request's op must be one the connection's token role allows (``protocol.OPS
 403 otherwise, the connection stays open).  When the tokens file is reloaded, a connection looks
 its token up again before its next request: a revoked token gets 401 and the connection closes.
 Connections that never authenticate are closed after ``AUTH_TIMEOUT_S``.  A connection with
-``MAX_IN_FLIGHT`` requests running (tasks and batched writes), or whose peer does not read its
-answers, is not read from until that drains.  When a client disconnects, requests it had in
-flight still run to the end (a write may already be in the log); their answers are dropped.
+``MAX_IN_FLIGHT`` requests running (tasks and batched writes), or ``limits.max_in_flight_bytes``
+of request frames running, or whose peer does not read its answers, is not read from until that
+drains.  When a client disconnects, requests it had in flight still run to the end (a write may
+already be in the log); their answers are dropped.  The port's connection cap and TLS are
+``client_ports``'.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from consensus_store.config import ClientToken
 from consensus_store.errors import (AuthError, ConsensusStoreError, Forbidden, InvalidRequest,
                                     PayloadTooLarge)
 from consensus_store.node.api import _timeout as request_timeout
+from consensus_store.node.client_ports import ClientPort, ConnectionGate
 from consensus_store.node.api import forbidden_message
 from consensus_store.node.coordination_api import QUERIES
 from consensus_store.protocol import OPS_ALLOWED, WRITE_OPS
@@ -59,8 +62,11 @@ class NativeServer:
     def __init__(self, service: KVService) -> None:
         self.service = service
         self.max_frame = service.config.limits.max_request_bytes
+        # at least one request of the largest size may always run
+        self.max_in_flight_bytes = max(service.config.limits.max_in_flight_bytes,
+                                       self.max_frame + 1)
         self.connections: set[_Connection] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._port: ClientPort | None = None
         # reads: answered inline when they need no wait (see _Connection._read)
         self.reads: dict[str, Read] = {"get": service.get, "range": service.range}
         for op, query in QUERIES.items():
@@ -78,25 +84,25 @@ class NativeServer:
         }
         self.ops = sorted({"auth", "sessions", "digest", *self.reads, *self.writes, *self.others})
 
-    async def start(self) -> None:
+    async def start(self, gate: ConnectionGate, ssl_context: Any = None) -> None:
+        """Listen on ``native_address``: at most ``gate.limit`` connections, over TLS when
+        ``ssl_context`` is given (``client_ports``)."""
         address = self.service.config.native_address
         assert address is not None
-        loop = asyncio.get_running_loop()
+        self._port = ClientPort("native", lambda: _Connection(self), gate, ssl_context)
         try:
-            self._server = await loop.create_server(lambda: _Connection(self), address.host,
-                                                    address.port, reuse_address=True)
+            await self._port.listen(address)
         except OSError as exc:
+            self._port = None
             raise OSError(exc.errno, f"native_address {address}: {exc.strerror or exc}") from None
 
     async def close(self) -> None:
         """Stop listening, drop every connection and cancel the requests they had running."""
-        if self._server is not None:
-            self._server.close()
+        port, self._port = self._port, None
         for connection in list(self.connections):
             connection.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        if port is not None:
+            await port.close()
 
 
 class _Connection(asyncio.Protocol):
@@ -115,6 +121,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.tasks: set[asyncio.Task] = set()
         self.batched = 0                # writes waiting in a group-commit batch (no task)
+        self.in_flight_bytes = 0        # frame bytes of the requests running (tasks and batched)
+        self.frame_bytes = 0            # size of the frame being handled
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._write_paused = False      # the peer does not read its answers fast enough
@@ -163,6 +171,7 @@ class _Connection(asyncio.Protocol):
                 frame = self.frames.next()
                 if frame is None:
                     break
+                self.frame_bytes = len(frame)
                 self._handle(frame)
         except FrameTooLarge as exc:
             error: ConsensusStoreError = PayloadTooLarge(str(exc))
@@ -299,12 +308,14 @@ class _Connection(asyncio.Protocol):
         seconds = service.timeout_s(request_timeout(message))
         command = service.command_for(op, message, caller=self.caller)
         started = self.loop.time()
+        size = self.frame_bytes
 
         def deliver(outcome: Any) -> None:
             self.batched -= 1
             if outcome is None:   # the batch did not confirm it: alone, with the usual retries
                 left = max(0.0, seconds - (self.loop.time() - started))
-                self._spawn(request_id, service.write_command(command, left, alone=True))
+                self.in_flight_bytes -= size     # counted again by _spawn
+                self._spawn(request_id, service.write_command(command, left, alone=True), size)
                 return
             try:
                 _, result = service.proposer.applied_answer(*outcome)
@@ -312,35 +323,44 @@ class _Connection(asyncio.Protocol):
                 self._reply(request_id, exc.http_status, exc.to_json())
             else:
                 self._reply(request_id, 200, result)
-            self._request_ended()
+            self._request_ended(size)
 
         if service.proposer.try_write_in_batch(command, seconds, deliver):
             self.batched += 1
-            self._request_started()
+            self._request_started(size)
         else:
             self._spawn(request_id, service.write_command(command, seconds))
 
     def _in_flight(self) -> int:
         return len(self.tasks) + self.batched
 
-    def _request_started(self) -> None:
-        if self._in_flight() >= MAX_IN_FLIGHT:
+    def _request_started(self, size: int) -> None:
+        self.in_flight_bytes += size
+        if (self._in_flight() >= MAX_IN_FLIGHT
+                or self.in_flight_bytes >= self.server.max_in_flight_bytes):
             self._update_reading()          # stop reading until requests drain
 
-    def _request_ended(self) -> None:
-        if not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2:
+    def _request_ended(self, size: int) -> None:
+        self.in_flight_bytes -= size
+        if (not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2
+                and self.in_flight_bytes < self.server.max_in_flight_bytes // 2):
             self._update_reading()
 
     def _must_wait(self, message: dict[str, Any]) -> bool:
         min_index = message.get("min_index", 0)
         return type(min_index) is int and min_index > self.service.proposer.applied_index
 
-    def _spawn(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
-        task = self.loop.create_task(self._run(request_id, coroutine))
+    def _spawn(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]],
+               size: int | None = None) -> None:
+        """Run a request as a task; ``size``: its frame's bytes (default: the frame being
+        handled)."""
+        size = self.frame_bytes if size is None else size
+        task = self.loop.create_task(self._run(request_id, coroutine, size))
         self.tasks.add(task)
-        self._request_started()
+        self._request_started(size)
 
-    async def _run(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    async def _run(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]],
+                   size: int) -> None:
         try:
             body = await coroutine
             status = 200
@@ -355,7 +375,7 @@ class _Connection(asyncio.Protocol):
             self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         if body is not None:
             self._reply(request_id, status, body)
-        self._request_ended()
+        self._request_ended(size)
 
     def _internal_error(self, request_id: int, what: str, exc: Exception) -> None:
         log.error("native %s failed", what, exc_info=exc)
@@ -393,7 +413,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _update_reading(self) -> None:
-        reading = not self._write_paused and self._in_flight() < MAX_IN_FLIGHT
+        reading = (not self._write_paused and self._in_flight() < MAX_IN_FLIGHT
+                   and self.in_flight_bytes < self.server.max_in_flight_bytes)
         if reading == self._reading or self.transport is None or self.transport.is_closing():
             return
         self._reading = reading

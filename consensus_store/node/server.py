@@ -1,5 +1,9 @@
 """A whole node: raft thread + asyncio thread serving the HTTP API.  Daemon and embedded alike.
 
+The client ports (HTTP, native) are served with TLS when the config has ``[tls]``, with at most
+``limits.max_*_connections`` each (``client_ports``: the process's open-files limit is raised to
+its hard limit at start and the caps fit under it, with descriptors kept for the raft thread).
+
 ``Node`` is also the embedded API: the same write methods as ``Client`` (they go through this
 node's proposer, so they are replicated like any client's), and reads straight from local memory.
 """
@@ -21,6 +25,9 @@ from consensus_store.client.coordination import CoordinationMixin
 from consensus_store.kv_api import KVApi
 from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.api import create_app
+from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
+                                               raise_fd_limit)
+from consensus_store.node.http_guard import GuardedHttp
 from consensus_store.node.bridge import LoopBridge
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.native import NativeServer
@@ -28,6 +35,7 @@ from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner
 from consensus_store.node.service import KVService
 from consensus_store.node.watch import WatchHub
+from consensus_store.tls import client_context, server_context
 
 log = logging.getLogger("consensus_store.node")
 
@@ -63,6 +71,7 @@ class Node(KVApi, CoordinationMixin):
         """``session_ttl``: TTL of the node's own session (groups joined, names registered,
         locks and candidacies through this node), which ends when this process dies."""
         self.config = config
+        self._ssl_server, ssl_peers = _tls_contexts(config)    # before anything starts
         self._init_coordination(session_ttl)
         self._loop = new_event_loop()
         bridge = LoopBridge(self._loop)
@@ -71,14 +80,16 @@ class Node(KVApi, CoordinationMixin):
                                   on_events=self._watches.on_events,
                                   on_reset=self._watches.on_reset)
         self._proposer = Proposer(self._runner, self._loop, bridge)
-        api_by_node = {p.id: f"http://{p.api_address}" for p in config.peers}
+        api_by_node = {p.id: f"{config.scheme}://{p.api_address}" for p in config.peers}
         self._leases = LeaseKeeper(self._runner, self._proposer, api_by_node,
-                                   node_api_token(config.peer_secret))
+                                   node_api_token(config.peer_secret), ssl_context=ssl_peers)
         self._service = KVService(config, self._runner, self._proposer, self._watches,
                                   self._leases)
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"api-{config.id}", daemon=True)
         self._site_runner: web.AppRunner | None = None
+        self._http_port: ClientPort | None = None
+        self._fd_limit = 0                  # the open-files limit, once start() raised it
         self._native: NativeServer | None = None
         self._token_watch: asyncio.Task | None = None
         self._started = False
@@ -96,6 +107,7 @@ class Node(KVApi, CoordinationMixin):
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
+        self._fd_limit = raise_fd_limit()
         self._loop_thread.start()
         self._runner.start()
         try:
@@ -105,22 +117,31 @@ class Node(KVApi, CoordinationMixin):
             raise ConfigError(f"{self.config.path}: {exc.key}: cannot listen on {exc.address}: "
                               f"{exc.reason}") from None
         self._started = True
-        log.info("node %s: raft on %s, API on http://%s", self.config.id,
-                 self.config.raft_address, self.config.api_address)
+        log.info("node %s: raft on %s, API on %s://%s", self.config.id,
+                 self.config.raft_address, self.config.scheme, self.config.api_address)
 
     async def _serve_api(self) -> None:
         runner = web.AppRunner(create_app(self._service), access_log=None, handle_signals=False)
         await runner.setup()
-        address = self.config.api_address
+        config, address = self.config, self.config.api_address
         self._site_runner = runner
+        caps = connection_caps(config.limits, self._fd_limit, config.native_address is not None)
+        log.info("client ports: at most %d HTTP and %d native connections (open-files limit %d)",
+                 caps.http, caps.native, self._fd_limit)
+        handler_factory, header_timeout = runner.server, config.limits.header_timeout_s
+        assert handler_factory is not None
+        self._http_port = ClientPort(
+            "HTTP", lambda: GuardedHttp(handler_factory(), header_timeout),
+            ConnectionGate("HTTP", caps.http, caps.fd_ceiling), self._ssl_server)
         try:
-            await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
+            await self._http_port.listen(address)
         except OSError as exc:
             raise _ListenError("api_address", address, exc) from None
-        if self.config.native_address is not None:   # pipelined native protocol (native.py)
+        if config.native_address is not None:   # pipelined native protocol (native.py)
             self._native = NativeServer(self._service)
             try:
-                await self._native.start()
+                await self._native.start(ConnectionGate("native", caps.native, caps.fd_ceiling),
+                                         self._ssl_server)
             except OSError as exc:
                 raise _ListenError("native_address", self.config.native_address, exc) from None
         self._leases.start()
@@ -157,6 +178,8 @@ class Node(KVApi, CoordinationMixin):
                 self._call(self._leases.stop(), timeout=5)
                 if self._native is not None:
                     self._call(self._native.close(), timeout=5)
+                if self._http_port is not None:
+                    self._call(self._http_port.close(), timeout=5)
                 self._call(self._site_runner.cleanup(), timeout=5)
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("API shutdown failed")
@@ -233,3 +256,21 @@ class Node(KVApi, CoordinationMixin):
             raise Unavailable("node is not running")
         with store.state_lock:
             return store.machine.digest()
+
+
+def _tls_contexts(config: NodeConfig) -> tuple[Any, Any]:
+    """(what the client ports serve with, what this node calls the other nodes' API with), or
+    (None, None) without ``[tls]``.  A file that does not load is a ConfigError naming it."""
+    tls = config.tls
+    if tls is None:
+        return None, None
+
+    def fail(key: str, path: Path, problem: str) -> ConfigError:
+        return ConfigError(f"{config.path}: tls.{key}: {path}: {problem}")
+
+    served = server_context(tls.cert_file, tls.key_file, tls.client_ca_file, fail=fail)
+    # the node presents its own certificate when the nodes require client certificates
+    own = (tls.cert_file, tls.key_file) if tls.client_ca_file is not None else (None, None)
+    calls = client_context(tls.ca_file, *own, fail=fail,
+                           names=("ca_file", "cert_file", "key_file"))
+    return served, calls
