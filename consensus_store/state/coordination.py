@@ -128,6 +128,7 @@ class Coordination:
 
     def group_leave(self, command: dict[str, Any], index: int) -> Result:
         key = members_prefix(command.get("group")) + name_part(command.get("member"), "member")
+        self._m.authorize_owner(key, command)
         return {"left": self._m._delete(key, index) is not None}
 
     def group_update(self, command: dict[str, Any], index: int) -> Result:
@@ -135,9 +136,9 @@ class Coordination:
         record = self._m.keyspace.get(key)
         if record is None:
             raise NotFound(f"no member {command['member']!r} in group {command['group']!r}")
+        self._m.authorize_owner(key, command)
         value = {**record[0], "meta": command.get("meta")}
         record = self._m._put(key, value, index, value["session"])
-        self._m.authorize_owner(key, command)
         return {"member": _member_json(value, record)}
 
     # ---- registry (:global) -----------------------------------------------------------------
@@ -145,7 +146,6 @@ class Coordination:
         key = name_key(command.get("name"))
         session = self._session(command)
         current = self._value(key)
-        self._m.authorize_owner(key, command)
         if current is not None:
             return {"registered": False, "owner": current}
         value = {"name": command["name"], "value": command.get("value"), "session": session,
@@ -172,6 +172,7 @@ class Coordination:
         prefix = lock_prefix(command.get("name"))
         if not isinstance(key, str) or not key.startswith(prefix):
             raise InvalidRequest("'key' must be the key lock_acquire returned for this lock")
+        self._m.authorize_owner(key, command)
         released = self._m._delete(key, index) is not None
         return {"released": released, "holder": self._lock_holder(prefix)}
 
@@ -184,7 +185,6 @@ class Coordination:
     def election_campaign(self, command: dict[str, Any], index: int) -> Result:
         name = command.get("name")
         session = self._session(command)
-        self._m.authorize_owner(key, command)
         priority = command.get("priority", 0)
         if not is_int(priority):
             raise InvalidRequest("'priority' must be an integer")
@@ -199,6 +199,7 @@ class Coordination:
     def election_resign(self, command: dict[str, Any], index: int) -> Result:
         name = command.get("name")
         key = candidates_prefix(name) + name_part(command.get("member"), "member")
+        self._m.authorize_owner(key, command)
         resigned = self._m._delete(key, index) is not None
         self.settle_election(name, index)
         return {"resigned": resigned, "leader": self._value(leader_key(name))}
@@ -212,7 +213,6 @@ class Coordination:
             if best_rank is None or rank < best_rank:
                 best, best_rank = (value, create_revision), rank
         lkey = leader_key(name)
-        self._m.authorize_owner(key, command)
         current = self._value(lkey)
         if best is None:
             if current is not None:

@@ -8,8 +8,8 @@ import pytest
 
 from consensus_store.state import StateMachine, encode_batch, encode_command
 from consensus_store.state import machine as machine_module
-
 from consensus_store.state.sessions import hash_session_key
+
 
 def apply(sm: StateMachine, index: int, **command: object) -> dict:
     return sm.apply(encode_command(command), index)
@@ -208,15 +208,15 @@ def test_noop_changes_no_revision(sm: StateMachine) -> None:
 
 
 # ---- sessions and ephemeral keys ------------------------------------------------------------
+KEY_HASH = hash_session_key("the session key of these tests")
+
+
 def open_session(sm: StateMachine, index: int, ttl: float = 5.0, node: str = "n1") -> int:
     result = apply(sm, index, op="session_open", ttl=ttl, node=node, key_hash=KEY_HASH)
     return result["session"]["id"]
 
 
 def test_session_id_is_its_index_and_ending_it_deletes_its_keys(sm: StateMachine) -> None:
-KEY_HASH = hash_session_key("the session key of these tests")
-
-
     session = open_session(sm, 3)
     assert session == 3
     apply(sm, 4, op="put", key="eph/a", value=1, session=session, key_hash=KEY_HASH)
