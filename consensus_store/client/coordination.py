@@ -46,7 +46,7 @@ class CoordinationMixin:
     # ---- registry (:global) -------------------------------------------------------------------
     def register_name(self, name: str, value: Any = None, *, timeout: float | None = None) -> bool:
         """Register ``name`` for this client's session; False if taken (never overwritten)."""
-        body = {"name": name, "value": value, "session": self.default_session().id}
+        body = {"name": name, "value": value, **self.default_session().auth}
         return self._request("name_register", body, timeout)["registered"]  # type: ignore[attr-defined]
 
     def whereis_name(self, name: str, *, consistency: str | None = None,
@@ -57,7 +57,12 @@ class CoordinationMixin:
         return None if owner is None else owner["value"]
 
     def unregister_name(self, name: str, *, timeout: float | None = None) -> bool:
-        return self._request("name_unregister", {"name": name}, timeout)["unregistered"]  # type: ignore[attr-defined]
+        """Unregister a name this client's session registered (an admin token: any name)."""
+        body: dict[str, Any] = {"name": name}
+        session = self._default_session
+        if session is not None:
+            body.update(session.auth)
+        return self._request("name_unregister", body, timeout)["unregistered"]  # type: ignore[attr-defined]
 
     def registered_names(self, *, consistency: str | None = None,
                          timeout: float | None = None) -> list[str]:

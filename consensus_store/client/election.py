@@ -45,7 +45,7 @@ class Election:
         self.session.require_alive()
         self.member = member
         body = {"name": self.name, "member": member, "meta": meta, "priority": priority,
-                "session": self.session.id}
+                **self.session.auth}
         self._api._request("election_campaign", body, None)
         if not block:
             return None
@@ -96,4 +96,7 @@ class Election:
 
     def resign(self) -> None:
         if self.member is not None:
-            self._api._request("election_resign", {"name": self.name, "member": self.member}, None)
+            body = {"name": self.name, "member": self.member}
+            if self.session is not None:
+                body.update(self.session.auth)    # the candidacy is the session's
+            self._api._request("election_resign", body, None)

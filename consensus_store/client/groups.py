@@ -27,18 +27,19 @@ class Groups:
     def join(self, group: str, member: str | None = None, meta: Any = None, *,
              timeout: float | None = None) -> Member:
         """Join as a new member (or update ``member`` if that id exists); owned by the session."""
-        body = {"group": group, "session": self._session().id, "meta": meta}
+        body = {"group": group, "meta": meta, **self._session().auth}
         if member is not None:
             body["member"] = member
         return Member.from_json(self._api._request("group_join", body, timeout)["member"])
 
     def update(self, group: str, member: str, meta: Any, *, timeout: float | None = None) -> Member:
-        body = {"group": group, "member": member, "meta": meta}
+        """Change the meta of a member this client's session owns."""
+        body = {"group": group, "member": member, "meta": meta, **self._session().auth}
         return Member.from_json(self._api._request("group_update", body, timeout)["member"])
 
     def leave(self, group: str, member: str | Member, *, timeout: float | None = None) -> bool:
         member_id = member.id if isinstance(member, Member) else member
-        body = {"group": group, "member": member_id}
+        body = {"group": group, "member": member_id, **self._session().auth}
         return self._api._request("group_leave", body, timeout)["left"]
 
     def _members(self, group: str, consistency: str | None,

@@ -41,7 +41,7 @@ class Lock:
             self._give_up()          # an earlier release that failed: finish it first
         self.session = self._session_factory()
         self.session.require_alive()
-        body = {"name": self.name, "session": self.session.id, "owner": self.owner}
+        body = {"name": self.name, "owner": self.owner, **self.session.auth}
         result = self._api._request("lock_acquire", body, None)
         self._key, token = result["key"], result["token"]
         try:
@@ -79,7 +79,10 @@ class Lock:
     def _give_up(self) -> None:
         # The key is kept until the cluster confirms: a failed release can be tried again.
         if self._key is not None:
-            self._api._request("lock_release", {"name": self.name, "key": self._key}, None)
+            body = {"name": self.name, "key": self._key}
+            if self.session is not None:
+                body.update(self.session.auth)    # the waiter entry is the session's
+            self._api._request("lock_release", body, None)
             self._key = None
 
     def release(self) -> None:

@@ -6,10 +6,16 @@ within that TTL).  A failed keepalive makes the session SUSPENDED; LOST when the
 it is gone, or when a whole TTL has passed since the *sending* of the last answered keepalive:
 by then the leader, whose clock starts no earlier than that send, may have expired it.  So a
 holder stops trusting its lock or leadership before anyone else can be granted it.
+
+A session's id can be guessed (it is a Raft index); its key cannot.  The key is made here, sent
+with the open (so a retried open finds the same session) and with every request acting for the
+session (``auth``): keepalives, close, and the recipes' joins, registrations, locks and
+candidacies.  The cluster keeps only its hash; it is not in ``repr``.
 """
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from typing import Any, Callable
@@ -26,7 +32,8 @@ RETRY_PAUSE_S = 0.1     # after a failed keepalive: an election ends within a se
 class Session:
     def __init__(self, api: Any, ttl: float = 10.0, *, timeout: float | None = None) -> None:
         self._api = api
-        result = api._request("session_open", {"ttl": ttl}, timeout)
+        self._key = secrets.token_urlsafe(32)
+        result = api._request("session_open", {"ttl": ttl, "session_key": self._key}, timeout)
         self.id: int = result["session"]["id"]
         self.ttl: float = result["session"]["ttl"]
         self.node: str = result["session"]["node"]
@@ -39,6 +46,14 @@ class Session:
         self._thread = threading.Thread(target=self._keep_alive, name=f"session-{self.id}",
                                         daemon=True)
         self._thread.start()
+
+    @property
+    def auth(self) -> dict[str, Any]:
+        """The fields of a request acting for this session: its id and its key."""
+        return {"session": self.id, "session_key": self._key}
+
+    def __repr__(self) -> str:
+        return f"Session(id={self.id}, ttl={self.ttl:g}, node={self.node!r}, {self._state.value})"
 
     @property
     def state(self) -> ConnectionState:
@@ -81,7 +96,7 @@ class Session:
             sent = time.monotonic()
             pause = min(RETRY_PAUSE_S, interval)    # unless this one is answered
             try:
-                self._api._request("session_keepalive", {"session": self.id}, interval)
+                self._api._request("session_keepalive", self.auth, interval)
                 self._last_answered_send = sent
                 pause = interval
                 self._set_state(ConnectionState.CONNECTED)
@@ -123,7 +138,7 @@ class Session:
     def _close_quietly(self, timeout: float | None = 5.0) -> None:
         self._closed.set()
         try:
-            self._api._request("session_close", {"session": self.id}, timeout)
+            self._api._request("session_close", self.auth, timeout)
         except ConsensusStoreError as exc:
             log.info("session %d close: %s (it will expire)", self.id, exc)
 

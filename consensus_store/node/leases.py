@@ -4,7 +4,9 @@ Keepalives never touch the Raft log: the leader notes when it last heard from ea
 memory.  A session silent for longer than its TTL is ended by a replicated ``session_expire``
 proposed by the leader.  Whenever this node becomes leader it grants every session a fresh full
 TTL, so no follower's or client's clock, and no old leader's memory, ever expires a session.
-Followers forward keepalives to the leader's API.
+Followers forward keepalives to the leader's API.  A keepalive needs the session's key (or an
+admin caller): the leader hashes the presented key and compares it with the hash the state
+machine keeps (``state/sessions.py``), so a guessed session id keeps nothing alive.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from typing import Any
 
 import aiohttp
 
-from consensus_store.errors import NotFound, Unavailable, error_from_json
+from consensus_store.errors import Forbidden, NotFound, Unavailable, error_from_json
 from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner
+from consensus_store.state.sessions import hash_session_key
 
 log = logging.getLogger("consensus_store.leases")
 
@@ -95,28 +98,44 @@ class LeaseKeeper:
         finally:
             self._expiring.discard(session_id)
 
-    async def keepalive(self, session_id: int, leader_id: str | None,
-                        forwarded: bool = False) -> dict[str, Any]:
+    async def keepalive(self, session_id: int, leader_id: str | None, key: str | None, *,
+                        admin: bool = False, forwarded: bool = False) -> dict[str, Any]:
+        """``key``: the session key the caller presented; ``admin``: the caller may keep any
+        session alive without it."""
         if self._is_leader():
-            ttl = self._sessions().get(session_id)
-            if ttl is None:
-                raise NotFound(f"session {session_id} not found (expired or closed)")
+            ttl = self._check_key(session_id, key, admin)
             self._last_seen[session_id] = asyncio.get_running_loop().time()
             return {"session": session_id, "ttl": ttl}
         endpoint = self._api_by_node.get(leader_id or "")
         if endpoint is None or forwarded:   # one hop only: leadership is moving
             raise Unavailable("no leader known to forward the keepalive to")
-        return await self._forward(endpoint, session_id)
+        body: dict[str, Any] = {"session": session_id, "forwarded": True, "as_admin": admin}
+        if key is not None:
+            body["session_key"] = key
+        return await self._forward(endpoint, body)
 
-    async def _forward(self, endpoint: str, session_id: int) -> dict[str, Any]:
+    def _check_key(self, session_id: int, key: str | None, admin: bool) -> float:
+        """The session's TTL, once the caller may keep it alive."""
+        key_hash = None if key is None else hash_session_key(key)
+        store = self._runner.store
+        session = None
+        if store is not None:
+            with store.state_lock:
+                session = store.machine.sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"session {session_id} not found (expired or closed)")
+        if not admin and not session.opened_with(key_hash):
+            raise Forbidden(f"wrong or missing session key for session {session_id}")
+        return session.ttl_s
+
+    async def _forward(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=aiohttp.ClientTimeout(total=2.0))
         try:
-            async with self._http.post(f"{endpoint}/v1/session/keepalive",
-                                       json={"session": session_id, "forwarded": True}) as reply:
+            async with self._http.post(f"{endpoint}/v1/session/keepalive", json=body) as reply:
                 body = await reply.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise Unavailable(f"leader at {endpoint} unreachable: {exc.__class__.__name__}") from None

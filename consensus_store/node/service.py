@@ -13,15 +13,21 @@ from consensus_store.node.auth import TokenStore
 from consensus_store.config import MAX_KEY_BYTES, ClientToken, NodeConfig
 from consensus_store.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from consensus_store.models import Consistency
-from consensus_store.node.coordination_api import QUERIES
+from consensus_store.node.coordination_api import QUERIES, WRITE_FIELDS
 from consensus_store.protocol import COORDINATION_WRITES, KV_WRITE_OPS
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.proposer import Proposer
+from consensus_store.node.session_keys import (is_admin, key_for_open, presented_key,
+                                               presented_key_hash, session_auth)
 from consensus_store.node.raft import RaftRunner, RaftStatus
 from consensus_store.node.watch import WatchHub
 from consensus_store.state import commands
+from consensus_store.state.sessions import hash_session_key
 
 MAX_CLIENT_ID_CHARS = 128
+MAX_REQUEST_ID = 2**63 - 1        # fits every JSON and int64 reader
+# Fields of the log command, set by the node only: a body carrying one is refused.
+LOG_ONLY_FIELDS = ("cid", "rid", "done")
 KEEPALIVE_LEADER_WAIT_S = 0.3     # well inside the third of a TTL a client gives a keepalive
 # Far below the recursion limit, so every node decodes every command it applies, whatever its
 # call stack (JSON decoders recurse; a batch adds two levels).
@@ -96,8 +102,9 @@ class KVService:
         """The log command of a client write (raises InvalidRequest & co. for bad input)."""
         if op in COORDINATION_OPS:
             command = self._coordination_command(op, body)
+            command.update(session_auth(body, caller))
         else:
-            command = self._write_command(op, body)
+            command = self._write_command(op, body, caller)
         _check_depth(command)
         return command
 
@@ -106,12 +113,14 @@ class KVService:
         _, result = await self.proposer.write(command, timeout, alone=alone)
         return result
 
-    def _write_command(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _write_command(self, op: str, body: dict[str, Any],
+                       caller: ClientToken | None = None) -> dict[str, Any]:
         command: dict[str, Any] = {"op": op}
         if op == "txn":
             command.update(commands.validate_txn(body))
             for item in command["success"] + command["failure"]:
                 self._check_sizes(item)
+            _stamp_txn_session_keys(body, command, caller)
             for compare in command["compare"]:
                 self._check_key(compare["key"])
         elif op == "delete" and "prefix" in body:
@@ -129,13 +138,14 @@ class KVService:
                 if not commands.is_int(body["session"]):
                     raise InvalidRequest("'session' must be an integer session id")
                 command["session"] = body["session"]
+                command.update(session_auth(body, caller))
         command.update(self._request_identity(body))
         return command
 
     def _coordination_command(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Fields pass through; the state machine validates them (it must anyway)."""
-        command = {k: v for k, v in body.items()
-                   if k not in ("client_id", "request_id", "done_below", "timeout", "op", "v")}
+        """The op's own fields (``WRITE_FIELDS``) pass through, unchecked here: the state
+        machine validates them (it must anyway).  Anything else in the body is dropped."""
+        command = {field: body[field] for field in WRITE_FIELDS[op] if field in body}
         for field in ("meta", "value"):
             if field in command:
                 self._check_value({"value": command[field]})
@@ -189,16 +199,26 @@ class KVService:
 
     @staticmethod
     def _request_identity(body: dict[str, Any]) -> dict[str, Any]:
+        """The at-most-once fields of a write (every write route comes through here)."""
+        for field in LOG_ONLY_FIELDS:
+            if field in body:
+                raise InvalidRequest(f"'{field}' is set by the node; send client_id, "
+                                     "request_id and done_below")
         client_id, request_id = body.get("client_id"), body.get("request_id")
-        if client_id is None and request_id is None:
+        done = body.get("done_below")
+        if client_id is None and request_id is None and done is None:
             return {}
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS:
-            raise InvalidRequest(f"'client_id' must be a string of 1-{MAX_CLIENT_ID_CHARS} chars")
-        if not commands.is_int(request_id) or request_id < 0:
-            raise InvalidRequest("'request_id' must be a non-negative integer")
-        done = body.get("done_below", 0)
-        if not commands.is_int(done) or done < 0:
-            raise InvalidRequest("'done_below' must be a non-negative integer")
+        if (not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
+                or not client_id.isprintable()):
+            raise InvalidRequest(f"'client_id' must be 1-{MAX_CLIENT_ID_CHARS} printable "
+                                 "characters (with 'request_id')")
+        if not commands.is_int(request_id) or not 0 <= request_id <= MAX_REQUEST_ID:
+            raise InvalidRequest(f"'request_id' must be an integer in [0, 2**63) "
+                                 "(with 'client_id')")
+        done = 0 if done is None else done
+        if not commands.is_int(done) or not 0 <= done <= request_id:
+            raise InvalidRequest("'done_below' must be an integer in [0, request_id]: the lowest "
+                                 "request id this client still waits for")
         return {"cid": client_id, "rid": request_id, "done": done}
 
     # ---- reads --------------------------------------------------------------------------------
@@ -238,20 +258,34 @@ class KVService:
     # ---- sessions and watches -------------------------------------------------------------------
     async def session_open(self, body: dict[str, Any], timeout: float | None = None, *,
                            caller: ClientToken | None = None) -> dict[str, Any]:
-        command = {"op": "session_open", "ttl": body.get("ttl"), "node": self.config.id}
+        key = key_for_open(body)
+        key_hash = hash_session_key(key)
+        command = {"op": "session_open", "ttl": body.get("ttl"), "node": self.config.id,
+                   "key_hash": key_hash}
         command.update(self._request_identity(body))
         _, result = await self.proposer.write(command, self.timeout_s(timeout))
-        return result
+        if result.pop("key_hash", None) != key_hash:
+            # A retry (same client and request id) of an open that already happened with a key
+            # this node made then: that key was answered to a request that got lost.
+            raise InvalidRequest("this session_open was applied before with another key; send "
+                                 "your own 'session_key' to retry opens safely")
+        return {**result, "session_key": key}
 
     async def session_close(self, body: dict[str, Any], timeout: float | None = None, *,
                             caller: ClientToken | None = None) -> dict[str, Any]:
         command = {"op": "session_close", "session": _session_id(body)}
+        command.update(session_auth(body, caller))
+        command.update(self._request_identity(body))
         _, result = await self.proposer.write(command, self.timeout_s(timeout))
         return result
 
     async def session_keepalive(self, body: dict[str, Any], *,
                                 caller: ClientToken | None = None) -> dict[str, Any]:
-        session_id, forwarded = _session_id(body), bool(body.get("forwarded"))
+        session_id, forwarded = _session_id(body), body.get("forwarded") is True
+        key = presented_key(body)
+        # A follower forwards with its node token (admin): then the original caller's
+        # adminship travels in the body, which only an admin caller may vouch for.
+        admin = is_admin(caller) and (body.get("as_admin") is True if forwarded else True)
         if not forwarded:
             # A follower learns who leads only from the new leader's first message: right
             # after an election, wait a moment for it rather than failing the keepalive (a
@@ -260,7 +294,8 @@ class KVService:
                 await self.proposer.wait_for_leader(KEEPALIVE_LEADER_WAIT_S)
             except Unavailable:
                 pass   # the lease keeper says so, in its own words
-        return await self.leases.keepalive(session_id, self.leader_id(), forwarded=forwarded)
+        return await self.leases.keepalive(session_id, self.leader_id(), key, admin=admin,
+                                           forwarded=forwarded)
 
     def digest(self) -> dict[str, Any]:
         """Digest of the replicated state, with the index it covers (for convergence checks)."""
@@ -322,6 +357,19 @@ class KVService:
     def timeout_s(self, timeout: float | None) -> float:
         """A request's timeout, or the configured default."""
         return timeout if timeout is not None else self.config.limits.request_timeout_s
+
+
+def _stamp_txn_session_keys(body: dict[str, Any], command: dict[str, Any],
+                            caller: ClientToken | None) -> None:
+    """A txn put with a ``session`` carries that session's key in its op (``session_key``)."""
+    for branch in ("success", "failure"):
+        for raw, op in zip(body.get(branch, []), command[branch]):
+            op.pop("key_hash", None)     # the node's to set, never the client's
+            key_hash = presented_key_hash(raw) if op.get("session") is not None else None
+            if key_hash is not None:
+                op["key_hash"] = key_hash
+    if is_admin(caller):
+        command["admin"] = True
 
 
 def _session_id(body: dict[str, Any]) -> int:
