@@ -36,7 +36,10 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
     signal.signal(signal.SIGHUP, lambda *_: node.reload_tokens())
     node.start()          # a damaged data file: StorageCorrupt, exit 2 (main.py)
     stop.wait()
-    if not failures:
-        logging.getLogger("consensus_store.node").info("signal received, stopping")
+    if failures:
+        # The raft thread has stopped and closed the journal.  No clean API shutdown: it
+        # would wait for requests that can no longer be answered (none was acknowledged).
+        return EXIT_STORAGE_FAILURE
+    logging.getLogger("consensus_store.node").info("signal received, stopping")
     node.stop()
-    return EXIT_STORAGE_FAILURE if failures else 0
+    return 0
