@@ -43,6 +43,7 @@ log = logging.getLogger("consensus_store.raft.port")
 
 ACCEPT_BACKOFF_S = 0.2          # after accept() ran out of descriptors or memory
 ACCEPTS_PER_EVENT = 64          # one poll event accepts at most this many connections
+ACCEPT_BACKLOG = 128
 # accept() failed for that one connection only: take the next.
 _ONE_CONNECTION_FAILED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
                                     errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH,
@@ -215,6 +216,12 @@ class RaftListener(TcpServer):
         assert isinstance(server, RaftListener)
         server.admit, server._paused_until = admit, None
         return server
+
+    def bind(self) -> None:
+        super().bind()
+        # pysyncobj listens with a backlog of 5: a burst of connections (peers and utilities
+        # reconnecting, or a flood being closed at accept) would wait for SYN retries.
+        self._TcpServer__socket.listen(ACCEPT_BACKLOG)
 
     def _TcpServer__onNewConnection(self, descr: int, event: int) -> None:
         if event & POLL_EVENT_TYPE.READ:
