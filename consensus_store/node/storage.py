@@ -269,14 +269,15 @@ class CheckedSerializer(Serializer):
         if self._Serializer__pid != 0:
             return
         self._Serializer__currentID = id
+        # A failure raises StorageFailure, which stops the node like a journal write would
+        # (the journal still holds every entry: it is only cut after a snapshot succeeded).
         try:
-            replace_file(self._path(), encode_snapshot(data), sync=True)
-        except StorageFailure as exc:
-            # The journal keeps every entry (it is only cut once a snapshot succeeded), so a
-            # failed snapshot loses nothing: pysyncobj logs it and tries again later.
-            log.warning("snapshot not written: %s", exc.message)
+            encoded = encode_snapshot(data)
+        except Exception:  # noqa: BLE001 - as pysyncobj: the snapshot fails, the node goes on
+            log.exception("cannot serialize the state for a snapshot")
             self._Serializer__pid = -2
             return
+        replace_file(self._path(), encoded, sync=True)
         self._Serializer__pid = -1
 
     def deserialize(self) -> Any:

@@ -85,17 +85,26 @@ def _catches_up(cluster: LocalCluster, node_id: str, acked: dict[str, object]) -
     assert full_local_state(cluster, node_id) == full_local_state(cluster, leader)
 
 
-def test_a_truncated_snapshot_stops_start_up_naming_the_file(cluster_pool: ClusterPool) -> None:
-    cluster = cluster_pool.start(3, name="bad-snapshot", raft_table=COMPACTION)
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_bad_or_missing_snapshot_stops_start_up_naming_the_file(cluster_pool: ClusterPool,
+                                                                  damage: str) -> None:
+    """Truncated: the snapshot fails its check.  Missing: the journal, compacted behind it,
+    starts past what the node could apply.  Either way the node used to start empty."""
+    cluster = cluster_pool.start(3, name=f"{damage}-snapshot", raft_table=COMPACTION)
     acked: dict[str, object] = {}
     _write(cluster, "snap", 200, acked)
     victim = _stop_with_its_data(cluster, acked)
     snapshot = cluster.nodes[victim].data_dir / "raft.snapshot"
     assert snapshot.exists()
-    with open(snapshot, "r+b") as file:
-        file.truncate(snapshot.stat().st_size // 2)
+    if damage == "truncated":
+        with open(snapshot, "r+b") as file:
+            file.truncate(snapshot.stat().st_size // 2)
+        named = str(snapshot)
+    else:
+        snapshot.unlink()
+        named = str(cluster.nodes[victim].data_dir / "raft.journal")
     logged = _start_expecting_refusal(cluster.nodes[victim])
-    lines = [line for line in logged.splitlines() if str(snapshot) in line]
+    lines = [line for line in logged.splitlines() if named in line]
     assert len(lines) == 1 and "offset" in lines[0], logged
     assert "Traceback" not in logged
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from pysyncobj.journal import FileJournal
+from pysyncobj.serializer import SERIALIZER_STATE, Serializer
 
 from consensus_store.node import journal as journal_module
 from consensus_store.node import storage
@@ -304,3 +305,61 @@ def test_a_full_disk_fails_before_the_entry_exists(tmp_path: Path, monkeypatch) 
     journal._destroy()
     monkeypatch.undo()
     assert [entry[1] for entry in _reopened(tmp_path)] == [1, 2, 3, 4, 5]
+
+
+# ---- snapshots -----------------------------------------------------------------------------------
+def _serializer(path: Path) -> storage.CheckedSerializer:
+    return storage.make_checked(Serializer(str(path), 1000, False, None, None, None))
+
+
+def _record_syncs_and_renames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    events: list[str] = []
+    fsync, replace = storage.os.fsync, storage.os.replace
+
+    def recording_fsync(fd: int) -> None:
+        events.append("fsync")
+        fsync(fd)
+
+    def recording_replace(source, target) -> None:
+        events.append(f"rename {Path(source).name}")
+        replace(source, target)
+    monkeypatch.setattr(storage.os, "fsync", recording_fsync)
+    monkeypatch.setattr(storage.os, "replace", recording_replace)
+    return events
+
+
+def test_a_snapshot_is_checksummed_private_and_synced_before_the_rename(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    path = tmp_path / "raft.snapshot"
+    serializer = _serializer(path)
+    events = _record_syncs_and_renames(monkeypatch)
+    serializer.serialize(({"state": 1}, (b"b", 6, 1), (b"a", 5, 1), set()), 5)
+    assert serializer.checkSerializing() == (SERIALIZER_STATE.SUCCESS, 5)
+    assert events[:2] == ["fsync", "rename raft.snapshot.tmp"] and events[2:] == ["fsync"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes().startswith(storage.SNAPSHOT_MAGIC)
+    assert storage.load_snapshot(str(path))[0] == {"state": 1}
+
+
+def _receive(serializer: storage.CheckedSerializer, data: bytes) -> bool:
+    chunks = [data[i:i + 100] for i in range(0, len(data), 100)] + [b""]
+    results = [serializer.setTransmissionData((chunk, i == 0, i == len(chunks) - 1))
+               for i, chunk in enumerate(chunks)]
+    assert not any(results[:-1])
+    return results[-1]
+
+
+def test_a_received_snapshot_is_checked_and_synced_before_it_is_used(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    path = tmp_path / "raft.snapshot"
+    path.write_bytes(b"the old snapshot")
+    serializer = _serializer(path)
+    good = storage.encode_snapshot(({"k": "v" * 500}, (b"b", 9, 2), (b"a", 8, 2), set()))
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x10
+    assert _receive(serializer, bytes(damaged)) is False       # not acknowledged, not used
+    assert path.read_bytes() == b"the old snapshot"
+    events = _record_syncs_and_renames(monkeypatch)
+    assert _receive(serializer, good) is True
+    assert events == ["fsync", "rename raft.snapshot.1.tmp", "fsync"]
+    assert path.read_bytes() == good and path.stat().st_mode & 0o777 == 0o600
