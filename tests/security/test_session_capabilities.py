@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,6 +22,7 @@ import pytest
 from consensus_store.client import Client
 from consensus_store.launcher import LocalCluster
 from consensus_store.models import ConnectionState
+from consensus_store.wire import FrameReader, decode, encode_auth, encode_request
 from integration.support import ClusterPool, followers, wait_until
 
 ALICE, MALLORY = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -254,7 +257,9 @@ def test_the_python_client_carries_its_session_keys(cluster: LocalCluster) -> No
         assert election.campaign("me", timeout=10.0).member == "me"
         election.resign()
         session = client.default_session()
-        wait_until(lambda: session_outlived_ttls(session), 10.0, what="keepalives over 3 TTLs")
+        start = time.monotonic()
+        wait_until(lambda: connected_for(session, start, 3 * session.ttl), 10.0,
+                   what="a session kept alive for three TTLs")
         assert "session_key" not in repr(session) and session.auth["session_key"] not in repr(session)
         assert client.unregister_name("py-name")
         assert client.groups.leave("py", member)
@@ -264,15 +269,11 @@ def test_the_python_client_carries_its_session_keys(cluster: LocalCluster) -> No
     assert ok(call(cluster, ALICE, "/v1/names/whereis", {"name": "py-name"}))["owner"] is None
 
 
-_FIRST_SEEN: dict[int, float] = {}
-
-
-def session_outlived_ttls(session: Any) -> bool:
-    """The session stayed CONNECTED for three TTLs (so keepalives were accepted)."""
-    import time
-    first = _FIRST_SEEN.setdefault(id(session), time.monotonic())
+def connected_for(session: Any, start: float, seconds: float) -> bool:
+    """False until ``seconds`` passed since ``start``; fails as soon as the session is not
+    CONNECTED (its keepalives were refused)."""
     assert session.state is ConnectionState.CONNECTED
-    return time.monotonic() - first > 3 * session.ttl
+    return time.monotonic() - start > seconds
 
 
 def test_a_retried_open_with_the_clients_key_finds_the_same_session(cluster: LocalCluster) -> None:
@@ -291,3 +292,33 @@ def test_a_retried_open_with_the_clients_key_finds_the_same_session(cluster: Loc
 def test_a_weak_or_malformed_client_key_is_refused(cluster: LocalCluster, key: Any) -> None:
     response = call(cluster, ALICE, "/v1/session/open", {"ttl": 10, "session_key": key})
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def native(cluster: LocalCluster, token: str, op: str, body: dict[str, Any],
+           node_id: str = "n2") -> dict[str, Any]:
+    """One request over the native protocol: {"status", "body"}."""
+    address = cluster.nodes[node_id].config.native_address
+    assert address is not None
+    reader = FrameReader()
+    with socket.create_connection((address.host, address.port), timeout=10.0) as sock:
+        for frame in (encode_auth(token), encode_request(2, op, body)):
+            sock.sendall(frame)
+            while (payload := reader.next()) is None:
+                chunk = sock.recv(65536)
+                assert chunk, "the node closed the connection"
+                reader.feed(chunk)
+            answer = decode(payload)
+    return answer
+
+
+def test_the_native_protocol_checks_session_keys_alike(cluster: LocalCluster) -> None:
+    owned = Owned(cluster, "native")
+    for op, body in [("session_keepalive", {"session": owned.id}),
+                     ("lock_release", {"name": owned.lock, "key": owned.lock_key}),
+                     ("name_unregister", {"name": owned.name, "admin": True}),
+                     ("session_close", {"session": owned.id, "session_key": "k" * 43})]:
+        answer = native(cluster, MALLORY, op, body)
+        assert answer["status"] == 403 and answer["body"]["error"] == "forbidden", (op, answer)
+    assert owned.intact()
+    assert native(cluster, ALICE, "session_keepalive", owned.auth)["status"] == 200
+    assert native(cluster, cluster.token, "session_close", {"session": owned.id})["status"] == 200
