@@ -297,6 +297,12 @@ class _TlsSocket:
         self._sock.close()
 
 
+# TLS 1.3: a node that refuses the client's certificate (or its absence) closes after the
+# handshake, without an alert the client can read
+_CLOSED_AFTER_HANDSHAKE = (" (after the TLS handshake: a node whose tls.client_ca_file did not "
+                           "sign the client's certificate, or that got none, closes like this)")
+
+
 def _transport_error(endpoint: str, exc: BaseException) -> ConsensusStoreError:
     """The typed error for a failed connection attempt (``TlsError`` is not retried)."""
     problem = certificate_problem(exc)
@@ -356,7 +362,8 @@ class _Endpoint:
             while (frame := frames.next()) is None:
                 data = sock.recv(65536)
                 if not data:
-                    raise Unavailable(f"{self.endpoint}: connection closed during auth")
+                    raise Unavailable(f"{self.endpoint}: connection closed during auth"
+                                      + (_CLOSED_AFTER_HANDSHAKE if self.ssl_context else ""))
                 frames.feed(data)
             _auth_result(self.endpoint, decode(frame))
             sock.settimeout(SEND_TIMEOUT_S)

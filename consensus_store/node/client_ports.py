@@ -13,8 +13,8 @@ never says hello holds one too.
 Descriptors: the node raises its soft ``RLIMIT_NOFILE`` to the hard limit at start and keeps
 ``RESERVED_FDS`` of them for itself (journal, snapshots, meta file, peer sockets, log files):
 ``connection_caps`` shrinks the configured per-port caps to fit, and a connection whose socket
-got a descriptor number inside the reserve is refused too (descriptors are handed out lowest
-first, so a number that high means that many are open).  The raft thread then never meets
+got one of the last ``LAST_FDS`` descriptor numbers is refused too (descriptors are handed out
+lowest first, so a number that high means that many are open).  The raft thread then never meets
 EMFILE because of clients.  (The accept loop itself would survive one - asyncio pauses and
 retries - but uvloop closes a listening socket whose accept fails with anything but EAGAIN.)
 """
@@ -32,7 +32,8 @@ from consensus_store.config import Address, Limits
 
 log = logging.getLogger("consensus_store.ports")
 
-RESERVED_FDS = 128               # never given to client connections
+RESERVED_FDS = 128               # the caps leave these for the node (it uses ~20 at rest)
+LAST_FDS = 64                    # a client connection is refused rather than take one of these
 MIN_CAP = 16                     # a port keeps at least this many even when descriptors are short
 HANDSHAKE_TIMEOUT_S = 10.0       # TLS handshake of a new connection
 REFUSAL_LOG_INTERVAL_S = 10.0    # at most one "refused" line per port this often
@@ -68,7 +69,7 @@ def connection_caps(limits: Limits, fd_limit: int, native: bool = True) -> Caps:
         scale = budget / (http + native_cap)
         http = max(MIN_CAP, int(http * scale))
         native_cap = max(MIN_CAP, int(native_cap * scale)) if native else 0
-    return Caps(http, native_cap, max(RESERVED_FDS, fd_limit - RESERVED_FDS))
+    return Caps(http, native_cap, max(RESERVED_FDS, fd_limit - LAST_FDS))
 
 
 class ConnectionGate:

@@ -126,8 +126,6 @@ class Node(KVApi, CoordinationMixin):
         config, address = self.config, self.config.api_address
         self._site_runner = runner
         caps = connection_caps(config.limits, self._fd_limit, config.native_address is not None)
-        log.info("client ports: at most %d HTTP and %d native connections (open-files limit %d)",
-                 caps.http, caps.native, self._fd_limit)
         handler_factory, header_timeout = runner.server, config.limits.header_timeout_s
         assert handler_factory is not None
         self._http_port = ClientPort(
@@ -144,6 +142,8 @@ class Node(KVApi, CoordinationMixin):
                                          self._ssl_server)
             except OSError as exc:
                 raise _ListenError("native_address", self.config.native_address, exc) from None
+        log.info("client ports: at most %d HTTP and %d native connections (open-files limit %d)",
+                 caps.http, caps.native, self._fd_limit)
         self._leases.start()
         self._token_watch = asyncio.get_running_loop().create_task(self._watch_tokens())
 
