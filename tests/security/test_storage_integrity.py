@@ -49,8 +49,8 @@ def _start_expecting_refusal(node: NodeProcess) -> str:
     logged_before = node.log_path.stat().st_size if node.log_path.exists() else 0
     node.start()
     assert node.process is not None
-    code = node.process.wait(REFUSAL_TIMEOUT_S)
-    node._reap()
+    node.process.wait(REFUSAL_TIMEOUT_S)
+    code = node.stop()                          # already exited: reaps it, closes its log
     with open(node.log_path, "rb") as log:
         log.seek(logged_before)
         text = log.read().decode(errors="replace")
@@ -188,8 +188,8 @@ def test_a_full_disk_stops_the_node_cleanly_and_loses_no_acknowledged_write(
                 if not node.alive:
                     break
         assert node.process is not None
-        code = node.process.wait(30.0)
-        node._reap()
+        node.process.wait(30.0)
+        code = node.stop()                      # already exited: reaps it, closes its log
         with open(node.log_path, "rb") as log:
             log.seek(logged_before)
             logged = log.read().decode(errors="replace")
