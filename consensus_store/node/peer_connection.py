@@ -314,6 +314,15 @@ class SealedTransport(TCPTransport):
         if connection is not None and type(connection) is TcpConnection:
             SealedConnection.adopt(connection, self._frame_key, self.port_limits)
 
+    def send(self, node: Any, message: Any) -> bool:
+        connection = self._connections.get(node)
+        if connection is not None and not connection.sendRandKey:
+            # pysyncobj marks a dialed connection connected before the key exchange is over:
+            # a message sent then would go out without the key, and the other side drops the
+            # connection (seen with a request_vote during an election).
+            return False
+        return super().send(node, message)
+
     def _onTick(self) -> None:
         super()._onTick()
         if self._handshake_deadlines:
