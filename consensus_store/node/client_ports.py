@@ -15,8 +15,9 @@ Descriptors: the node raises its soft ``RLIMIT_NOFILE`` to the hard limit at sta
 ``connection_caps`` shrinks the configured per-port caps to fit, and a connection whose socket
 got one of the last ``LAST_FDS`` descriptor numbers is refused too (descriptors are handed out
 lowest first, so a number that high means that many are open).  The raft thread then never meets
-EMFILE because of clients.  (The accept loop itself would survive one - asyncio pauses and
-retries - but uvloop closes a listening socket whose accept fails with anything but EAGAIN.)
+EMFILE because of clients.  Nor does the accept loop, which matters under uvloop: asyncio's
+pauses a second and retries after EMFILE, but when libuv reports an accept error (for EMFILE,
+once its spare-descriptor trick fails) uvloop closes the listening socket for good.
 """
 from __future__ import annotations
 
@@ -94,11 +95,11 @@ class ConnectionGate:
         return _fd_of(transport) < self.fd_ceiling
 
     def refuse(self, transport: asyncio.BaseTransport) -> None:
+        fd = _fd_of(transport)
         transport.abort()
         self.refused += 1
         now = time.monotonic()
         if now - self._logged_at >= REFUSAL_LOG_INTERVAL_S:
-            fd = _fd_of(transport)
             reason = (f"{self.open} open, the limit is {self.limit}" if fd < self.fd_ceiling
                       else f"descriptor {fd} is inside the reserve (from {self.fd_ceiling})")
             log.warning("%s port: refused %d connection(s) in the last %gs (%s)", self.name,
