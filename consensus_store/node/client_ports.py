@@ -3,7 +3,8 @@ connections they may hold.
 
 Every accepted connection gets an ``_Admission`` protocol, made at accept (before any TLS
 handshake), which takes a count in the port's ``ConnectionGate`` until the connection closes:
-over the port's cap, the connection is closed as soon as it is made.  Admitted connections are
+over the port's cap, the connection is closed as soon as it is made (with TLS, once its
+handshake is over: the count already covers it meanwhile).  Admitted connections are
 handed to the port's own protocol (aiohttp's, behind ``http_guard``, or the native one).  With
 TLS (``ssl=`` of ``create_server``, handshake bounded by ``HANDSHAKE_TIMEOUT_S``) a failed
 handshake never reaches the protocol, so its count is given back once the handshake's deadline
