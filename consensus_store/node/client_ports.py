@@ -103,8 +103,8 @@ class ConnectionGate:
         if now - self._logged_at >= REFUSAL_LOG_INTERVAL_S:
             reason = (f"{self.open} open, the limit is {self.limit}" if fd < self.fd_ceiling
                       else f"descriptor {fd} is inside the reserve (from {self.fd_ceiling})")
-            log.warning("%s port: refused %d connection(s) in the last %gs (%s)", self.name,
-                        self.refused, REFUSAL_LOG_INTERVAL_S, reason)
+            log.warning("%s port: refused %d connection(s) since the last such line (%s)",
+                        self.name, self.refused, reason)
             self._logged_at, self.refused = now, 0
 
 
