@@ -2,12 +2,13 @@
 before a peer has proven it knows the cluster secret, and a listener that stays up.
 
 What someone without the secret can make a node do, and what it costs the node:
-- a connection may send one frame of at most ``FIRST_FRAME_MAX_BYTES``; nothing is read past
-  it until it opens (``SealedConnection`` reads exactly up to its end);
+- a connection may send one frame of at most ``peer_frames.FIRST_FRAME_MAX_BYTES`` (4 KiB);
+  nothing is read past it until it opens (``SealedConnection`` reads exactly up to its end);
 - later frames are checked against ``PortLimits.frame_bytes`` on their length prefix, before
   their body is buffered;
 - a connection whose first frame has not opened within ``handshake_deadline_s`` is closed, and
   at most ``max_unauthenticated`` such connections exist at a time (more are closed on accept);
+- nothing is sent to a peer before the key exchange of its connection is over;
 - the listener survives EMFILE/ENFILE/ENOMEM on accept: it pauses accepting for
   ``ACCEPT_BACKOFF_S`` and tries again (pysyncobj's TcpServer closes itself for good on any
   accept error, and the node then never hears from a peer that reconnects).
@@ -19,7 +20,9 @@ TcpConnection's ``_TcpConnection__socket``, ``_TcpConnection__recvBufferSize``,
 ``_TcpServer__socket``, ``_TcpServer__fileno``, ``_TcpServer__poller``,
 ``_TcpServer__onNewConnection``, ``_TcpServer__onNewConnectionCallback``,
 ``_TcpServer__sendBufferSize``, ``_TcpServer__recvBufferSize``,
-``_TcpServer__connectionTimeout``, ``_TcpServer__keepalive``.
+``_TcpServer__connectionTimeout``, ``_TcpServer__keepalive``.  Connections and the server are
+pysyncobj's objects with their class swapped (``adopt``) before first use, because
+TCPTransport and TcpServer construct them.
 """
 from __future__ import annotations
 
@@ -35,9 +38,8 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
-from consensus_store.node.peer_frames import (FIRST_FRAME_MAX_BYTES, LENGTH_BYTES, FrameError,
-                                              FrameOpener, FrameSealer, frame_length,
-                                              master_key, unwrap_keyed)
+from consensus_store.node.peer_frames import (LENGTH_BYTES, FrameError, FrameOpener, FrameSealer,
+                                              frame_length, master_key, unwrap_keyed)
 
 log = logging.getLogger("consensus_store.raft.port")
 
@@ -294,7 +296,8 @@ class SealedTransport(TCPTransport):
         # connections.
         self._frame_key = master_key(password)
         self.port_limits = PortLimits.for_conf(syncObj.conf)
-        self._handshake_deadlines: dict[SealedConnection, float] = {}
+        self._handshake_deadlines: dict[SealedConnection, float] = {}   # accepted ones
+        self._dial_deadlines: dict[SealedConnection, float] = {}        # dialed ones
         self._late = _Throttled()
         super().__init__(syncObj, *args, **kwargs)
 
@@ -314,6 +317,14 @@ class SealedTransport(TCPTransport):
         if connection is not None and type(connection) is TcpConnection:
             SealedConnection.adopt(connection, self._frame_key, self.port_limits)
 
+    def _onOutgoingConnected(self, conn: TcpConnection) -> None:
+        # Nothing is sent before the key exchange is over, so pysyncobj's timeout (checked on
+        # sends and reads) would never close a dial that the other side leaves unanswered.
+        if isinstance(conn, SealedConnection):
+            self._dial_deadlines[conn] = (time.monotonic()
+                                          + self.port_limits.handshake_deadline_s)
+        super()._onOutgoingConnected(conn)
+
     def send(self, node: Any, message: Any) -> bool:
         connection = self._connections.get(node)
         if connection is not None and not connection.sendRandKey:
@@ -327,6 +338,8 @@ class SealedTransport(TCPTransport):
         super()._onTick()
         if self._handshake_deadlines:
             self._close_late_handshakes()
+        if self._dial_deadlines:
+            self._close_late_dials()
         if isinstance(self._server, RaftListener):
             self._server.resume_if_due()
 
@@ -350,3 +363,14 @@ class SealedTransport(TCPTransport):
         if late:
             self._late.warning("raft port: closed %d connection(s) that did not authenticate "
                                "within %.1f s", len(late), self.port_limits.handshake_deadline_s)
+
+    def _close_late_dials(self) -> None:
+        now = time.monotonic()
+        for connection, deadline in list(self._dial_deadlines.items()):
+            if connection.sendRandKey or connection.state == CONNECTION_STATE.DISCONNECTED:
+                del self._dial_deadlines[connection]
+            elif deadline <= now:
+                del self._dial_deadlines[connection]
+                self._late.warning("raft port: a peer did not answer the handshake within "
+                                   "%.1f s; dialing again", self.port_limits.handshake_deadline_s)
+                connection.disconnect()          # pysyncobj redials
