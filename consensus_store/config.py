@@ -97,6 +97,23 @@ class Limits:
     max_value_bytes: int = 1024 * 1024
     request_timeout_s: float = 10.0
     session_read_wait_s: float = 5.0
+    # Counts the state machine enforces (429 limit_exceeded): the node that takes a request
+    # stamps its own values into the command, so every replica answers alike; apply also
+    # holds each to a ceiling fixed in code (consensus_store/state/limits.py).
+    max_sessions: int = 10_000
+    max_groups: int = 10_000
+    max_members_per_group: int = 10_000
+    max_members: int = 100_000                # in all groups
+    max_names: int = 100_000
+    max_lock_waiters_per_lock: int = 10_000   # its holder included
+    max_lock_waiters: int = 100_000           # in all locks
+    max_candidates_per_election: int = 10_000
+    # A range read's reply (more: count > len(kvs) when cut); txn reads have fixed bounds.
+    max_range_keys: int = 10_000
+    max_range_bytes: int = 4 * 1024 * 1024
+    # Each node's watch history (older revisions answer 410 compacted).
+    watch_history_events: int = 100_000
+    watch_history_bytes: int = 16 * 1024 * 1024
     max_http_connections: int = 1000       # per port; more are closed at accept
     max_native_connections: int = 1000
     header_timeout_s: float = 10.0         # an HTTP request's headers, from its first byte

@@ -7,6 +7,7 @@
     ├── Forbidden             the token's role does not allow this operation (HTTP 403)
     ├── NotFound              no such key, route or object (HTTP 404)
     ├── CompareFailed         a compare-and-set / transaction guard did not hold (HTTP 409)
+    ├── LimitExceeded         a count limit of the cluster is reached: sessions, groups... (HTTP 429)
     ├── ConfigError           a config file is missing, malformed or inconsistent
     │   └── TlsError          the node's certificate is not trusted, or TLS cannot be agreed
     ├── Unavailable           no leader, no quorum, node stopping, endpoint unreachable (HTTP 503)
@@ -66,6 +67,12 @@ class CompareFailed(ConsensusStoreError):
     code = "compare_failed"
 
 
+class LimitExceeded(ConsensusStoreError):
+    """Not retryable as is: something must end first (a session, a member...)."""
+    http_status = 429
+    code = "limit_exceeded"
+
+
 class ConfigError(ConsensusStoreError):
     code = "config_error"
 
@@ -96,6 +103,7 @@ _BY_CODE: dict[str, type[ConsensusStoreError]] = {
     for cls in (InvalidRequest, PayloadTooLarge, AuthError, Forbidden, NotFound, CompareFailed,
                 ConfigError, Unavailable, NotLeader, Timeout)
 }
+_BY_CODE[LimitExceeded.code] = LimitExceeded
 
 
 def error_from_json(status: int, body: object) -> ConsensusStoreError:

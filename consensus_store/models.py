@@ -36,8 +36,10 @@ class KeyValue(NamedTuple):
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "KeyValue":
-        return cls(body["key"], body["value"], body["create_revision"], body["mod_revision"],
-                   body["version"])
+        # A retried write's answer may lack a value it no longer keeps (a failed cas's current
+        # record): then None.
+        return cls(body["key"], body.get("value"), body["create_revision"],
+                   body["mod_revision"], body["version"])
 
     @classmethod
     def maybe(cls, body: dict[str, Any] | None) -> "KeyValue | None":
@@ -47,7 +49,8 @@ class KeyValue(NamedTuple):
 @dataclass(frozen=True)
 class RangeResult:
     kvs: tuple[KeyValue, ...]
-    count: int              # keys matching the prefix (kvs may be cut by the limit)
+    count: int              # keys matching the prefix (kvs may be cut by the limit or the
+                            # node's reply bounds, [limits] max_range_keys/max_range_bytes)
 
     @property
     def more(self) -> bool:

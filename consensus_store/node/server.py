@@ -75,7 +75,8 @@ class Node(KVApi, CoordinationMixin):
         self._init_coordination(session_ttl)
         self._loop = new_event_loop()
         bridge = LoopBridge(self._loop)
-        self._watches = WatchHub(bridge)
+        self._watches = WatchHub(bridge, config.limits.watch_history_events,
+                                 config.limits.watch_history_bytes)
         self._runner = RaftRunner(config, on_applied=self._on_applied,
                                   on_events=self._watches.on_events,
                                   on_reset=self._watches.on_reset)

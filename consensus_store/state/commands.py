@@ -28,6 +28,7 @@ BATCHED_OPS = ("put", "delete", "cas")     # single-key writes a batch may carry
 TXN_OPS = ("put", "delete", "get", "range")
 COMPARE_TARGETS = ("value", "mod_revision", "create_revision", "version")
 COMPARE_OPERATORS = ("==", "!=", "<", ">")
+MAX_TXN_OPS = 128     # compares, and ops in each branch (etcd's default --max-txn-ops)
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -109,13 +110,18 @@ def validate_txn_op(op: Any) -> dict[str, Any]:
     return {"op": kind, "key": key}
 
 
-def validate_txn(body: dict[str, Any]) -> dict[str, Any]:
+def validate_txn(body: dict[str, Any], max_ops: int | None = MAX_TXN_OPS) -> dict[str, Any]:
+    """The txn's fields, checked; at most ``max_ops`` in each list (None: entries written
+    before the limit, replayed by their own rules)."""
     compares = body.get("compare", [])
     success = body.get("success", [])
     failure = body.get("failure", [])
     for name, value in (("compare", compares), ("success", success), ("failure", failure)):
         if not isinstance(value, list):
             raise InvalidRequest(f"'{name}' must be a list")
+        if max_ops is not None and len(value) > max_ops:
+            raise InvalidRequest(f"a txn holds at most {max_ops} entries in '{name}' "
+                                 f"(it has {len(value)})", limit="max_txn_ops", max=max_ops)
     return {
         "compare": [validate_compare(c) for c in compares],
         "success": [validate_txn_op(o) for o in success],

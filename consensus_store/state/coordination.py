@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import quote, unquote
 
 from consensus_store.errors import InvalidRequest, NotFound
+from consensus_store.state import limits
 from consensus_store.state.commands import is_int
 
 if TYPE_CHECKING:
@@ -98,11 +99,16 @@ class Coordination:
         record = self._m.keyspace.get(key)
         return record[0] if record else None
 
+    def _check_count(self, command: dict[str, Any], limit: str, prefix: str) -> None:
+        """LimitExceeded if the keys under ``prefix`` already reach ``limit`` (state/limits.py)."""
+        limits.enforce(command, limit, self._m.keyspace.count_prefix(prefix))
+
     # ---- groups (pg2) -----------------------------------------------------------------------
     def group_create(self, command: dict[str, Any], index: int) -> Result:
         key = group_key(command.get("group"))
         if self._m.keyspace.get(key) is not None:
             return {"created": False}
+        self._check_count(command, "max_groups", f"{RESERVED_PREFIX}group/")
         self._m._put(key, {"group": command["group"]}, index, None)
         return {"created": True}
 
@@ -121,6 +127,9 @@ class Coordination:
         session = self._session(command)
         member_id = command.get("member") or f"{session}.{index}"
         key = members_prefix(group) + name_part(member_id, "member")
+        if self._m.keyspace.get(key) is None:   # a new member (a rejoin replaces its record)
+            self._check_count(command, "max_members_per_group", members_prefix(group))
+            self._check_count(command, "max_members", f"{RESERVED_PREFIX}member/")
         value = {"id": member_id, "node": self._node_of(session), "meta": command.get("meta"),
                  "session": session}
         record = self._m._put(key, value, index, session)
@@ -148,6 +157,7 @@ class Coordination:
         current = self._value(key)
         if current is not None:
             return {"registered": False, "owner": current}
+        self._check_count(command, "max_names", f"{RESERVED_PREFIX}name/")
         value = {"name": command["name"], "value": command.get("value"), "session": session,
                  "node": self._node_of(session)}
         self._m._put(key, value, index, session)
@@ -163,6 +173,8 @@ class Coordination:
         prefix = lock_prefix(command.get("name"))
         session = self._session(command)
         key = f"{prefix}{index:020d}"   # zero-padded: key order is arrival order
+        self._check_count(command, "max_lock_waiters_per_lock", prefix)
+        self._check_count(command, "max_lock_waiters", f"{RESERVED_PREFIX}lock/")
         value = {"session": session, "owner": command.get("owner"), "token": index}
         self._m._put(key, value, index, session)
         return {"key": key, "token": index, "holder": self._lock_holder(prefix)}
@@ -177,9 +189,8 @@ class Coordination:
         return {"released": released, "holder": self._lock_holder(prefix)}
 
     def _lock_holder(self, prefix: str) -> Result | None:
-        for key in self._m.keyspace.keys_with_prefix(prefix):
-            return {"key": key, **self._value(key)}
-        return None
+        key = self._m.keyspace.first_with_prefix(prefix)   # O(log n), however many wait
+        return None if key is None else {"key": key, **self._value(key)}
 
     # ---- elections --------------------------------------------------------------------------
     def election_campaign(self, command: dict[str, Any], index: int) -> Result:
@@ -190,6 +201,8 @@ class Coordination:
             raise InvalidRequest("'priority' must be an integer")
         member = command.get("member")
         key = candidates_prefix(name) + name_part(member, "member")
+        if self._m.keyspace.get(key) is None:
+            self._check_count(command, "max_candidates_per_election", candidates_prefix(name))
         value = {"member": member, "priority": priority, "meta": command.get("meta"),
                  "session": session, "node": self._node_of(session)}
         self._m._put(key, value, index, session)   # re-campaigning keeps seniority

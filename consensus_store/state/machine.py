@@ -8,9 +8,11 @@ The Raft index of the entry is the revision: ``create_revision`` / ``mod_revisio
 indexes, exactly like etcd's.  A key's record is a list ``[value, create_rev, mod_rev, version]``.
 
 At-most-once: commands with a client id (``cid``) and request id (``rid``) are remembered per
-client; a repeated (cid, rid) returns the first result without applying again.  A client tells us
-in ``done`` the lowest rid it still waits for, so older results can be forgotten; the tables are
-also bounded (oldest first), which is deterministic because it depends only on the log.
+client; a repeated (cid, rid) returns the first result without applying again (see
+``at_most_once``: what is kept of an answer, and the bounds in count and bytes).
+
+Limits (``limits``): apply enforces only limits fixed in code or stamped into the command by
+the node that took the request, so every replica gives the same answer, at every replay.
 
 Sessions: ``session_open`` (id = its index), ``session_close`` and ``session_expire`` (proposed
 by the leader, whose clock alone decides expiry).  A put with ``session`` binds the key to it;
@@ -21,51 +23,26 @@ caller presented, or ``admin: true``; both are stamped by the node that took the
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import OrderedDict
 from typing import Any, Callable
 
 from consensus_store.errors import ConsensusStoreError, Forbidden, InvalidRequest, NotFound
-from consensus_store.state import commands
+from consensus_store.state import commands, digest, limits
+from consensus_store.state.at_most_once import Answers
 from consensus_store.state.coordination import RESERVED_PREFIX, Coordination
-from consensus_store.state.keyspace import Keyspace, Record, kv_json
+from consensus_store.state.keyspace import Keyspace, RangeBudget, Record, kv_bytes, kv_json
 from consensus_store.state.sessions import Session, SessionTable, is_key_hash
 
-MAX_RESULTS_PER_CLIENT = 4096
-MAX_CLIENTS = 10_000
 SNAPSHOT_FORMAT = 1
 
 Result = dict[str, Any]
 MAX_SESSION_TTL_S = 3600.0
 
 
-class _ClientTable:
-    """What one client's recent writes returned."""
-
-    __slots__ = ("low_water", "results")
-
-    def __init__(self, low_water: int = 0, results: dict[int, Result] | None = None) -> None:
-        self.low_water = low_water
-        self.results: OrderedDict[int, Result] = OrderedDict(results or {})
-
-    def forget_below(self, done: int) -> None:
-        """Drop results older than ``done`` from the front (oldest first, as inserted): O(1)
-        per write.  One inserted out of order may outlive ``done`` for a while; the table is
-        bounded anyway, and an answer kept longer is still the right answer."""
-        if done <= self.low_water:
-            return
-        self.low_water = done
-        results = self.results
-        while results and next(iter(results)) < done:
-            results.popitem(last=False)
-
-
 class StateMachine:
     def __init__(self) -> None:
         self.keyspace = Keyspace()
         self.sessions = SessionTable()
-        self._clients: OrderedDict[str, _ClientTable] = OrderedDict()
+        self._answers = Answers()
         self.applied_index = 0   # index of the last entry applied
         self._ops: dict[str, Callable[[dict[str, Any], int], Result]] = {
             "put": self._apply_put, "delete": self._apply_delete, "cas": self._apply_cas,
@@ -126,29 +103,12 @@ class StateMachine:
         cid, rid = command.get("cid"), command.get("rid")
         if not isinstance(cid, str) or not isinstance(rid, int):
             return handler(command, index)
-        table = self._client_table(cid)
-        if rid in table.results:
-            return table.results[rid]
-        if rid < table.low_water:
-            raise InvalidRequest("request id below the client's acknowledged mark (a very late retry)")
+        answer = self._answers.recall(cid, rid, command)
+        if answer is not None:
+            return answer
         result = handler(command, index)
-        table.results[rid] = result
-        done = command.get("done")
-        if isinstance(done, int):
-            table.forget_below(done)
-        while len(table.results) > MAX_RESULTS_PER_CLIENT:
-            table.results.popitem(last=False)
+        self._answers.remember(cid, rid, command, result)
         return result
-
-    def _client_table(self, cid: str) -> _ClientTable:
-        table = self._clients.get(cid)
-        if table is None:
-            table = self._clients[cid] = _ClientTable()
-            while len(self._clients) > MAX_CLIENTS:
-                self._clients.popitem(last=False)
-        else:
-            self._clients.move_to_end(cid)
-        return table
 
     # ---- ops ----------------------------------------------------------------------------------
     def _apply_noop(self, command: dict[str, Any], index: int) -> Result:
@@ -198,14 +158,16 @@ class StateMachine:
         raise InvalidRequest("cas needs 'expect_value' or 'expect_mod_revision'")
 
     def _apply_txn(self, command: dict[str, Any], index: int) -> Result:
-        txn = commands.validate_txn(command)
+        max_ops = limits.MAX_TXN_OPS if limits.apply_to(command) else None
+        txn = commands.validate_txn(command, max_ops)
         for op in txn["success"] + txn["failure"]:
             self._session_of(op, command)   # an unknown or foreign session fails the whole txn
             if op["op"] in ("put", "delete"):
                 _user_key(op)
         succeeded = all(self._compare_holds(c) for c in txn["compare"])
         ops = txn["success"] if succeeded else txn["failure"]
-        return {"succeeded": succeeded, "results": [self._txn_op(op, index) for op in ops]}
+        reads = RangeBudget(limits.TXN_READ_MAX_KEYS, limits.TXN_READ_MAX_BYTES)
+        return {"succeeded": succeeded, "results": [self._txn_op(op, index, reads) for op in ops]}
 
     def _compare_holds(self, compare: dict[str, Any]) -> bool:
         record = self.keyspace.get(compare["key"])
@@ -222,7 +184,8 @@ class StateMachine:
             "<": lambda: actual < expected, ">": lambda: actual > expected,
         }[compare["op"]]()
 
-    def _txn_op(self, op: dict[str, Any], index: int) -> Result:
+    def _txn_op(self, op: dict[str, Any], index: int, reads: RangeBudget) -> Result:
+        """One op of a txn's branch; its reads take from ``reads``, the txn's reply budget."""
         kind = op["op"]
         if kind == "put":
             record = self._put(op["key"], op["value"], index, op.get("session"))
@@ -230,9 +193,12 @@ class StateMachine:
         if kind == "delete":
             return {"op": "delete", "deleted": 1 if self._delete(op["key"], index) else 0}
         if kind == "get":
-            return {"op": "get", "kv": self.get(op["key"])}
-        kvs, count = self.keyspace.range(op["prefix"], op["limit"])
-        return {"op": "range", "kvs": kvs, "count": count}
+            record = self.keyspace.get(op["key"])
+            if record is not None and not reads.take(kv_bytes(op["key"], record)):
+                return {"op": "get", "kv": None, "more": True}   # found, but past the budget
+            return {"op": "get", "kv": kv_json(op["key"], record) if record else None}
+        kvs, count = self.keyspace.range(op["prefix"], op["limit"], reads)
+        return {"op": "range", "kvs": kvs, "count": count, "more": count > len(kvs)}
 
     def _apply_session_open(self, command: dict[str, Any], index: int) -> Result:
         ttl, node = command.get("ttl"), command.get("node", "")
@@ -240,6 +206,7 @@ class StateMachine:
             raise InvalidRequest(f"'ttl' must be a number of seconds in (0, {MAX_SESSION_TTL_S:g}]")
         if not isinstance(node, str):
             raise InvalidRequest("'node' must be a string")
+        limits.enforce(command, "max_sessions", len(self.sessions))
         key_hash = command.get("key_hash", "")
         if commands.version_of(command) != commands.LEGACY_VERSION and not is_key_hash(key_hash):
             raise InvalidRequest("session_open needs 'key_hash' (stamped by the node)")
@@ -320,8 +287,14 @@ class StateMachine:
         record = self.keyspace.get(key)
         return record[0] if record else default
 
-    def range(self, prefix: str, limit: int = 0) -> tuple[list[dict[str, Any]], int]:
-        return self.keyspace.range(prefix, limit)
+    def range(self, prefix: str, limit: int = 0, *, max_keys: int = 0,
+              max_bytes: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """(kvs, count): ``max_keys``/``max_bytes`` (0: none) bound the reply as it is built;
+        ``count > len(kvs)`` when it was cut."""
+        if not (max_keys or max_bytes):
+            return self.keyspace.range(prefix, limit)
+        budget = RangeBudget(max_keys or len(self.keyspace), max_bytes or 1 << 62)
+        return self.keyspace.range(prefix, limit, budget)
 
     def session_ids(self) -> list[int]:
         return list(self.sessions.sessions)
@@ -330,22 +303,20 @@ class StateMachine:
         return len(self.keyspace)
 
     def digest(self) -> str:
-        """SHA-256 of the whole replicated state: equal on replicas that applied the same log."""
-        return _sha256(self.digest_parts())
+        """SHA-256 of the whole replicated state: equal on replicas that applied the same log
+        (a node copies the state in chunks and hashes it outside its lock: see ``digest``)."""
+        return digest.digest_of(self.digest_parts())
 
     def digest_parts(self) -> dict[str, str]:
         """Digests of each part of the state, to tell which part of two replicas differs."""
-        state = self._plain_state()
-        state.pop("applied_index")  # a replica may have applied a trailing no-op more or less
-        return {part: _sha256(value) for part, value in state.items()}
+        return digest.parts_of(self._plain_state())
 
     # ---- snapshots: plain builtins only, so old snapshots load in new code ----------------
     def _plain_state(self) -> dict[str, Any]:
         return {
             "format": SNAPSHOT_FORMAT, "applied_index": self.applied_index,
             "keyspace": self.keyspace.plain_state(), "sessions": self.sessions.plain_state(),
-            "clients": [[cid, t.low_water, list(t.results.items())]
-                        for cid, t in self._clients.items()],
+            "clients": self._answers.plain_state(),
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -356,8 +327,7 @@ class StateMachine:
         self.applied_index = state["applied_index"]
         self.keyspace.restore(state["keyspace"])
         self.sessions.restore(state["sessions"])
-        for cid, low_water, results in state["clients"]:
-            self._clients[cid] = _ClientTable(low_water, dict(results))
+        self._answers.restore(state["clients"])
 
 
 def _user_key(command: dict[str, Any]) -> str:
@@ -367,6 +337,3 @@ def _user_key(command: dict[str, Any]) -> str:
                              "coordination ops (groups, names, locks, elections)")
     return key
 
-
-def _sha256(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
