@@ -9,6 +9,8 @@ What someone without the secret can make a node do, and what it costs the node:
 - a connection whose first frame has not opened within ``handshake_deadline_s`` is closed, and
   at most ``max_unauthenticated`` such connections exist at a time (more are closed on accept);
 - nothing is sent to a peer before the key exchange of its connection is over;
+- the log commands in a peer's messages are checked (peer_commands.py) before pysyncobj,
+  which unpickles them on apply, sees them;
 - the listener survives EMFILE/ENFILE/ENOMEM on accept: it pauses accepting for
   ``ACCEPT_BACKOFF_S`` and tries again (pysyncobj's TcpServer closes itself for good on any
   accept error, and the node then never hears from a peer that reconnects).
@@ -38,6 +40,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
+from consensus_store.node.peer_commands import UnsafeCommand, check_message
 from consensus_store.node.peer_frames import (LENGTH_BYTES, FrameError, FrameOpener, FrameSealer,
                                               frame_length, master_key, unwrap_keyed)
 
@@ -333,6 +336,17 @@ class SealedTransport(TCPTransport):
             # connection (seen with a request_vote during an election).
             return False
         return super().send(node, message)
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        try:
+            check_message(message, self._syncObj._idToMethod)
+        except UnsafeCommand as exc:
+            SealedConnection._dropped.warning("dropping the connection of %s: %s", node, exc)
+            connection = self._connections.get(node)
+            if connection is not None:
+                connection.disconnect()
+            return
+        super()._onMessageReceived(node, message)
 
     def _onTick(self) -> None:
         super()._onTick()

@@ -1,7 +1,8 @@
 """The raft port (issue #10): what a frame, a connection or a flood of them can do to a node.
 
 Attacks on real node processes: a frame sealed with the right key that unpickles into
-``os.mkdir`` (as the first frame and after a valid handshake), a 64 MiB frame to the leader,
+``os.mkdir`` (as the first frame and after a valid handshake), the same payload as a log
+command forwarded to the leader, a 64 MiB frame to the leader,
 connections that never authenticate, more of them than the cap, and a node run out of file
 descriptors.  The attacker's frames are built here from peer_frames' primitives, the way anyone
 holding the peer secret could build them.
@@ -137,6 +138,28 @@ def test_a_sealed_pickle_runs_nothing_on_any_node(cluster: LocalCluster, tmp_pat
         assert closed, f"{node.id} kept the connection"
         assert node.alive
     assert_serves_writes(cluster, f"pickle-attack/{when}")
+
+
+def test_a_log_command_that_would_run_code_never_reaches_the_log(cluster: LocalCluster,
+                                                                 tmp_path: Path) -> None:
+    # Frames are plain data, but pysyncobj unpickles log commands when it applies them: a
+    # key holder that joins as a read-only node forwards one to the leader.
+    marker = tmp_path / "payload-ran"
+    node = cluster.nodes[cluster.wait_for_leader()]
+    master = master_key(node.config.peer_secret)
+    sealer, opener = FrameSealer(master), FrameOpener(master)
+    command = b"\x00" + pickle.dumps((0, (RunsCode(marker),)), protocol=2)
+    with socket.create_connection(raft_endpoint(node), timeout=5.0) as sock:
+        own_key = os.urandom(32)
+        sock.sendall(sealer.seal(own_key))
+        their_key = receive_message(sock, opener)[1]
+        sock.sendall(sealer.seal((their_key, "readonly")))
+        sock.sendall(sealer.seal((their_key, {"type": "apply_command", "command": command,
+                                              "request_id": 1})))
+        closed = closed_by_peer(sock, 5.0)
+    assert_serves_writes(cluster, "command-attack")    # applied after the payload would be
+    assert not marker.exists(), "the payload ran"
+    assert closed, "the node kept the connection"
 
 
 @pytest.mark.parametrize("when", ["first frame", "after the handshake"])
