@@ -9,8 +9,8 @@ What someone without the secret can make a node do, and what it costs the node:
 - a connection whose first frame has not opened within ``handshake_deadline_s`` is closed, and
   at most ``max_unauthenticated`` such connections exist at a time (more are closed on accept);
 - nothing is sent to a peer before the key exchange of its connection is over;
-- the log commands in a peer's messages are checked (peer_commands.py) before pysyncobj,
-  which unpickles them on apply, sees them;
+- every message is checked (peer_messages.py) before pysyncobj reads it: the handshake's, a
+  Raft message's fields, and the log commands in it, which pysyncobj unpickles on apply;
 - the listener survives EMFILE/ENFILE/ENOMEM on accept: it pauses accepting for
   ``ACCEPT_BACKOFF_S`` and tries again (pysyncobj's TcpServer closes itself for good on any
   accept error, and the node then never hears from a peer that reconnects).
@@ -40,7 +40,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
-from consensus_store.node.peer_commands import UnsafeCommand, check_message
+from consensus_store.node.peer_messages import Phase, UnsafeMessage, check_peer_message
 from consensus_store.node.peer_frames import (LENGTH_BYTES, FrameError, FrameOpener, FrameSealer,
                                               frame_length, master_key, unwrap_keyed)
 
@@ -98,6 +98,8 @@ class SealedConnection(TcpConnection):
 
     frame_key: bytes
     limits: PortLimits
+    check: Callable[[Phase, Any], None]    # raises UnsafeMessage
+    phase: Phase                           # what the next message may be
     _sealer: FrameSealer | None
     _opener: FrameOpener
     _inbox: bytearray
@@ -107,11 +109,12 @@ class SealedConnection(TcpConnection):
     _dial_trouble = _Throttled()
 
     @classmethod
-    def adopt(cls, connection: TcpConnection, key: bytes, limits: PortLimits) -> "SealedConnection":
+    def adopt(cls, connection: TcpConnection, key: bytes, limits: PortLimits,
+              check: Callable[[Phase, Any], None]) -> "SealedConnection":
         """Turn one of pysyncobj's connections (not used yet) into a sealed one."""
         connection.__class__ = cls
         assert isinstance(connection, SealedConnection)
-        connection.frame_key, connection.limits = key, limits
+        connection.frame_key, connection.limits, connection.check = key, limits, check
         connection._reset_frames()
         return connection
 
@@ -125,6 +128,7 @@ class SealedConnection(TcpConnection):
         self._opener = FrameOpener(self.frame_key, self.limits.frame_bytes)
         self._inbox = bytearray()
         self._checked_to = self._frames_checked = 0
+        self.phase = Phase.KEY
 
     def send(self, message: Any) -> None:
         if self.sendRandKey:
@@ -182,12 +186,15 @@ class SealedConnection(TcpConnection):
             message, consumed = opened
             del self._inbox[:consumed]
             self._checked_to -= consumed
-            return unwrap_keyed(message, self.recvRandKey) if self.recvRandKey else message
-        except FrameError as exc:
+            if self.recvRandKey:
+                message = unwrap_keyed(message, self.recvRandKey)
+            self.check(self.phase, message)
+            return message
+        except (FrameError, UnsafeMessage) as exc:
             self._drop(exc)
             return None
 
-    def _drop(self, reason: FrameError) -> None:
+    def _drop(self, reason: Exception) -> None:
         self._dropped.warning("dropping a raft port connection: %s", reason)
         self.disconnect()
 
@@ -308,8 +315,13 @@ class SealedTransport(TCPTransport):
         super()._createServer()
         RaftListener.adopt(self._server, self._admit_unauthenticated)
 
+    def _check_peer_message(self, phase: Phase, message: Any) -> None:
+        check_peer_message(phase, message, self._syncObj._idToMethod,
+                           self._onUtilityMessageCallbacks)
+
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
-        connection = SealedConnection.adopt(conn, self._frame_key, self.port_limits)
+        connection = SealedConnection.adopt(conn, self._frame_key, self.port_limits,
+                                            self._check_peer_message)
         self._handshake_deadlines[connection] = (time.monotonic()
                                                  + self.port_limits.handshake_deadline_s)
         super()._onNewIncomingConnection(connection)
@@ -318,7 +330,23 @@ class SealedTransport(TCPTransport):
         super().addNode(node)
         connection = self._connections.get(node)
         if connection is not None and type(connection) is TcpConnection:
-            SealedConnection.adopt(connection, self._frame_key, self.port_limits)
+            SealedConnection.adopt(connection, self._frame_key, self.port_limits,
+                                   self._check_peer_message)
+
+    def _onIncomingMessageReceived(self, conn: TcpConnection, message: Any) -> None:
+        phase = conn.phase if isinstance(conn, SealedConnection) else None
+        super()._onIncomingMessageReceived(conn, message)
+        if phase is None or conn.state == CONNECTION_STATE.DISCONNECTED:
+            return
+        if phase is Phase.KEY:
+            conn.phase = Phase.IDENTITY
+        elif conn not in self._unknownConnections:       # it named a node: Raft from now on
+            conn.phase = Phase.RAFT
+
+    def _onOutgoingMessageReceived(self, conn: TcpConnection, message: Any) -> None:
+        super()._onOutgoingMessageReceived(conn, message)
+        if isinstance(conn, SealedConnection):
+            conn.phase = Phase.RAFT
 
     def _onOutgoingConnected(self, conn: TcpConnection) -> None:
         # Nothing is sent before the key exchange is over, so pysyncobj's timeout (checked on
@@ -336,17 +364,6 @@ class SealedTransport(TCPTransport):
             # connection (seen with a request_vote during an election).
             return False
         return super().send(node, message)
-
-    def _onMessageReceived(self, node: Any, message: Any) -> None:
-        try:
-            check_message(message, self._syncObj._idToMethod)
-        except UnsafeCommand as exc:
-            SealedConnection._dropped.warning("dropping the connection of %s: %s", node, exc)
-            connection = self._connections.get(node)
-            if connection is not None:
-                connection.disconnect()
-            return
-        super()._onMessageReceived(node, message)
 
     def _onTick(self) -> None:
         super()._onTick()

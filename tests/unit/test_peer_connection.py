@@ -16,6 +16,7 @@ from consensus_store.node import peer_connection
 from consensus_store.node.peer_connection import (ACCEPT_BACKOFF_S, PortLimits, RaftListener,
                                                   SealedConnection)
 from consensus_store.node.peer_frames import FrameSealer, master_key
+from consensus_store.node.peer_messages import Phase, UnsafeMessage
 
 KEY = master_key("cluster secret")
 LIMITS = PortLimits(frame_bytes=100_000)
@@ -35,12 +36,17 @@ class RecordingPoller:
         self.callbacks[descr](descr, POLL_EVENT_TYPE.READ)
 
 
+def accept_all(phase: Phase, message: Any) -> None:
+    pass
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[RecordingPoller, SealedConnection, socket.socket, list[Any]]]:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     poller = RecordingPoller()
-    connection = SealedConnection.adopt(TcpConnection(poller, socket=ours), KEY, LIMITS)
+    connection = SealedConnection.adopt(TcpConnection(poller, socket=ours), KEY, LIMITS,
+                                        check=accept_all)
     received: list[Any] = []
     connection.setOnMessageReceivedCallback(received.append)
     yield poller, connection, theirs, received
@@ -84,6 +90,18 @@ def test_the_whole_stream_of_an_authenticated_peer_is_read(pair) -> None:
     for _ in range(3):
         poller.readable(connection.fileno())
     assert received == sent
+
+
+def test_a_message_the_check_refuses_drops_the_connection(pair) -> None:
+    poller, connection, theirs, received = pair
+
+    def refuse(phase: Phase, message: Any) -> None:
+        raise UnsafeMessage(f"{phase.value}: {message!r}")
+
+    connection.check = refuse
+    theirs.sendall(FrameSealer(KEY).seal(b"k" * 32))
+    poller.readable(connection.fileno())
+    assert received == [] and connection.state == CONNECTION_STATE.DISCONNECTED
 
 
 class FailingSocket:
