@@ -16,12 +16,14 @@ read ahead of the replica) are shortened before sending: waiting is not what is 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator
@@ -113,30 +115,64 @@ def logged_error(problem: str) -> type[LoggedError]:
     return _LOGGED_ERRORS[name]
 
 
-class Guard:
-    """Checks after each example.  A logged traceback fails that example only (the offsets
-    moved on, so hypothesis can shrink it).  A dead or stuck node fails it and every later
-    example, which then names the first culprit: a broken cluster would otherwise make
-    hypothesis "shrink" to an innocent example."""
+class NodeStuck(Exception):
+    """A node's raft thread did not answer, or its port refused us, before anything odd was
+    sent on that connection."""
 
-    def __init__(self, cluster: LocalCluster, *, logs: bool = True) -> None:
+
+@dataclass
+class Latch:
+    """What first broke the module's cluster (a dead or stuck node), if anything."""
+
+    broken_by: str | None = None
+
+
+@pytest.fixture(scope="module")
+def latch() -> Latch:
+    return Latch()
+
+
+class Guard:
+    """Checks around each example.  A logged traceback fails that example only (the offsets
+    moved on, so hypothesis can shrink it).  A dead or stuck node fails it and every later
+    example, of this test and of the tests after it, which then name the first culprit: a
+    broken cluster would otherwise make hypothesis "shrink" to an innocent example."""
+
+    def __init__(self, cluster: LocalCluster, latch: Latch, *, logs: bool = True) -> None:
         self.cluster = cluster
+        self.latch = latch
+        self._fail_if_broken()
         self.logs = NodeLogs(cluster) if logs else None
-        self.broken: str | None = None
+
+    def _fail_if_broken(self) -> None:
+        if self.latch.broken_by is not None:
+            pytest.fail(f"the cluster was already broken by an earlier example:\n"
+                        f"{self.latch.broken_by}")
+
+    def _break(self, example: str, why: str) -> None:
+        self.latch.broken_by = f"{example}\n-> {why}"
+        pytest.fail(self.latch.broken_by)
+
+    @contextlib.contextmanager
+    def example(self, description: str) -> Iterator[None]:
+        """Around the sending: a node that stops answering breaks the cluster."""
+        self._fail_if_broken()
+        try:
+            yield
+        except (NodeStuck, OSError) as exc:
+            self._break(description, f"stuck: {type(exc).__name__}: {exc}")
 
     def check(self, example: str, still_serving: Callable[[], None] | None = None) -> None:
-        if self.broken is not None:
-            pytest.fail(f"the cluster was already broken by an earlier example:\n{self.broken}")
+        """After the example: every node alive (and serving), no new traceback in a log."""
+        self._fail_if_broken()
         dead = self.cluster.check_exits()
-        failure = ""
-        if not dead and still_serving is not None:
+        if dead:
+            self._break(example, f"dead: {dead}")
+        if still_serving is not None:
             try:
                 still_serving()
             except (AssertionError, OSError, httpx.HTTPError) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-        if dead or failure:
-            self.broken = f"{example}\n-> dead: {dead}\n-> not serving: {failure}"
-            pytest.fail(self.broken)
+                self._break(example, f"not serving: {type(exc).__name__}: {exc}")
         problems = self.logs.problems() if self.logs is not None else []
         if problems:
             raise logged_error(problems[0])(f"{example}\n-> logs:\n" + "\n".join(problems)[:6000])
@@ -379,8 +415,8 @@ def http_requests(draw: st.DrawFn) -> tuple[str, str, str, bytes, int]:
     return op, method, path, draw(payloads(op)), draw(st.integers(0, ROLES - 1))
 
 
-def test_http_bodies_on_every_route(cluster: LocalCluster) -> None:
-    guard = Guard(cluster)
+def test_http_bodies_on_every_route(cluster: LocalCluster, latch: Latch) -> None:
+    guard = Guard(cluster, latch)
     nodes = by_role(cluster)
     headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
     with httpx.Client(headers=headers, timeout=30.0) as http:
@@ -464,8 +500,8 @@ class NativeConnection:
         self.sock.close()
 
 
-def test_native_frames(cluster: LocalCluster) -> None:
-    guard = Guard(cluster)
+def test_native_frames(cluster: LocalCluster, latch: Latch) -> None:
+    guard = Guard(cluster, latch)
     nodes = by_role(cluster)
     probe = encode_request(PROBE_ID, "get", {"key": "fuzz/probe", "consistency": "local"})
 
@@ -546,14 +582,17 @@ class PeerLink:
 
 def raft_thread_answers(cluster: LocalCluster, node_id: str, master: bytes) -> dict[str, Any]:
     """pysyncobj's status of the node: its raft thread answers (so it read what came before)."""
-    link = PeerLink(cluster.nodes[node_id].config.raft_address, master)
     try:
-        link.send(["status"])
-        status = link.receive()
-        assert isinstance(status, dict) and "raft_term" in status, status
-        return status
-    finally:
-        link.close()
+        link = PeerLink(cluster.nodes[node_id].config.raft_address, master, timeout=5.0)
+        try:
+            link.send(["status"])
+            status = link.receive()
+        finally:
+            link.close()
+    except OSError as exc:   # includes the timeout and ConnectionError
+        raise NodeStuck(f"{node_id} did not answer a status request: {exc!r}") from None
+    assert isinstance(status, dict) and "raft_term" in status, status
+    return status
 
 
 @st.composite
@@ -568,8 +607,8 @@ def raft_garbage(draw: st.DrawFn) -> bytes:
     return struct.pack("<I", length) + draw(st.binary(max_size=40))
 
 
-def test_garbage_on_the_raft_port(cluster: LocalCluster) -> None:
-    guard = Guard(cluster)
+def test_garbage_on_the_raft_port(cluster: LocalCluster, latch: Latch) -> None:
+    guard = Guard(cluster, latch)
     master = master_key(cluster.nodes["n1"].config.peer_secret)
     nodes = by_role(cluster)
 
@@ -592,17 +631,28 @@ def test_garbage_on_the_raft_port(cluster: LocalCluster) -> None:
                 except ConnectionResetError:
                     pass
                 assert received == b"", f"{where}: the node answered {received[:100]!r}"
-        raft_thread_answers(cluster, node_id, master)
+        with guard.example(where):
+            raft_thread_answers(cluster, node_id, master)
         guard.check(where)
 
     fuzz()
     assert_cluster_healthy(cluster, guard)
 
 
-# Message types pysyncobj and read_index.py handle, and some they don't.
-RAFT_TYPES = ["append_entries", "request_vote", "response_vote", "next_node_idx",
-              "apply_command", "apply_command_response", "timeout_now", "cs_read_index",
-              "cs_read_index_reply", "bogus", None]
+# The fields of each message type pysyncobj and read_index.py handle; some unknown types too.
+RAFT_TYPES: dict[str | None, tuple[str, ...]] = {
+    "append_entries": ("term", "commit_index", "prevLogIdx", "prevLogTerm", "entries",
+                       "serialized", "transmission", "data", "cs_seq"),
+    "request_vote": ("term", "last_log_index", "last_log_term"),
+    "response_vote": ("term",),
+    "next_node_idx": ("next_node_idx", "reset", "success", "cs_ack"),
+    "apply_command": ("command", "request_id"),
+    "apply_command_response": ("request_id", "error", "log_idx", "log_term"),
+    "timeout_now": ("term",),
+    "cs_read_index": ("id",), "cs_read_index_reply": ("id", "index"),
+    "bogus": (), None: (),
+}
+RAFT_FIELDS = sorted({name for names in RAFT_TYPES.values() for name in names})
 # A term no node can take for a newer one: a real (or higher) term would be a peer's word,
 # which Raft believes; the fuzz is about shapes, not about a peer lying.
 SAFE_TERMS = st.sampled_from([0, -1, -(2 ** 63), False, float("nan"), float("-inf"), 0.5, None,
@@ -614,24 +664,32 @@ plain_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3)
     | st.dictionaries(st.one_of(st.text(max_size=6), st.integers(-3, 3)), inner, max_size=3),
     max_leaves=8)
-RAFT_FIELDS = ["commit_index", "prevLogIdx", "prevLogTerm", "entries", "serialized",
-               "transmission", "data", "last_log_term", "last_log_index", "reset", "success",
-               "next_node_idx", "request_id", "command", "log_idx", "log_term", "error",
-               "cs_seq", "cs_ack", "id", "index"]
+# What pysyncobj takes for a log entry's command: a type byte (0 a call, 1 no-op, 2 membership,
+# 3 version), then a pickle.  Malformed ones, for "apply_command".
+COMMAND_BYTES = st.sampled_from([b"", b"\x00", b"\x00junk", b"\x01", b"\x02junk", b"\x03junk",
+                                 b"\x09"])
+
+
+def raft_field(name: str) -> st.SearchStrategy[Any]:
+    if name == "term":
+        return SAFE_TERMS
+    if name == "command":
+        return st.one_of(COMMAND_BYTES, plain_values)
+    return plain_values
 
 
 @st.composite
 def raft_messages(draw: st.DrawFn) -> Any:
+    """Mostly a message of a known type with some of its fields (wrong types, or missing),
+    sometimes another type's fields too; sometimes not a dict at all."""
     if draw(st.integers(0, 9)) == 0:
         return draw(plain_values)
-    message: dict[str, Any] = {}
-    kind = draw(st.sampled_from(RAFT_TYPES))
-    if kind is not None:
-        message["type"] = kind
-    if draw(st.integers(0, 3)):
-        message["term"] = draw(SAFE_TERMS)
-    for name in draw(st.lists(st.sampled_from(RAFT_FIELDS), max_size=5, unique=True)):
-        message[name] = draw(plain_values)
+    kind = draw(st.sampled_from(list(RAFT_TYPES)))
+    message: dict[str, Any] = {} if kind is None else {"type": kind}
+    own = draw(st.lists(st.sampled_from(RAFT_TYPES[kind]), unique=True)) if RAFT_TYPES[kind] else []
+    others = draw(st.lists(st.sampled_from(RAFT_FIELDS), max_size=2, unique=True))
+    for name in [*own, *others]:
+        message[name] = draw(raft_field(name))
     return message
 
 
@@ -664,6 +722,21 @@ def send_sealed(cluster: LocalCluster, nodes: list[str], node_id: str, master: b
     if statuses[nodes[0]].get("state") != LEADER_STATE:
         note(f"leadership moved after this example: {statuses!r:.500}")
         nodes[:] = by_role(cluster)
+    if any(isinstance(m, dict) and m.get("type") == "apply_command" for m in messages):
+        # It may have put an entry in the log: a write after it commits only once every entry
+        # before it was applied (a bad entry fails this example, not a later one).
+        write_commits(cluster, nodes[0])
+
+
+def write_commits(cluster: LocalCluster, node_id: str) -> None:
+    try:
+        response = httpx.post(cluster.nodes[node_id].endpoint + "/v1/kv/put", timeout=10.0,
+                              json={"key": "fuzz/peer", "value": node_id, "timeout": 5},
+                              headers={"Authorization": f"Bearer {cluster.token}"})
+    except httpx.HTTPError as exc:
+        raise NodeStuck(f"a write through {node_id} failed: {exc!r}") from None
+    if response.status_code != 200:
+        raise NodeStuck(f"a write through {node_id}: {response.status_code} {response.text:.300}")
 
 
 def linearizable_read(cluster: LocalCluster, node_id: str) -> Callable[[], None]:
@@ -678,10 +751,10 @@ def linearizable_read(cluster: LocalCluster, node_id: str) -> Callable[[], None]
     return check
 
 
-def test_sealed_handshake_junk_leaves_no_traceback(cluster: LocalCluster) -> None:
+def test_sealed_handshake_junk_leaves_no_traceback(cluster: LocalCluster, latch: Latch) -> None:
     """Strict: after the key exchange a connection names itself (a node's address, "readonly")
     or asks a utility command; anything else is refused, not raised."""
-    guard = Guard(cluster)
+    guard = Guard(cluster, latch)
     master = master_key(cluster.nodes["n1"].config.peer_secret)
 
     nodes = by_role(cluster)
@@ -690,8 +763,10 @@ def test_sealed_handshake_junk_leaves_no_traceback(cluster: LocalCluster) -> Non
     @given(JUNK_IDENTITIES, st.integers(0, ROLES - 1))
     def fuzz(identity: Any, node: int) -> None:
         node_id = nodes[node]
-        send_sealed(cluster, nodes, node_id, master, identity, [])
-        guard.check(f"sealed to {node_id}: identity {identity!r:.300}")
+        where = f"sealed to {node_id}: identity {identity!r:.300}"
+        with guard.example(where):
+            send_sealed(cluster, nodes, node_id, master, identity, [])
+        guard.check(where)
 
     fuzz()
     assert_cluster_healthy(cluster, guard)
@@ -700,9 +775,10 @@ def test_sealed_handshake_junk_leaves_no_traceback(cluster: LocalCluster) -> Non
 sealed_messages = st.lists(raft_messages(), min_size=1, max_size=4)
 
 
-def test_sealed_malformed_raft_messages_leave_no_traceback(cluster: LocalCluster) -> None:
+def test_sealed_malformed_raft_messages_leave_no_traceback(cluster: LocalCluster,
+                                                           latch: Latch) -> None:
     """Strict: a peer's malformed message is dropped (or the connection is), not raised."""
-    guard = Guard(cluster)
+    guard = Guard(cluster, latch)
     master = master_key(cluster.nodes["n1"].config.peer_secret)
 
     nodes = by_role(cluster)
@@ -711,18 +787,21 @@ def test_sealed_malformed_raft_messages_leave_no_traceback(cluster: LocalCluster
     @given(sealed_messages, st.integers(0, ROLES - 1))
     def fuzz(messages: list[Any], node: int) -> None:
         node_id = nodes[node]
-        send_sealed(cluster, nodes, node_id, master, "readonly", messages)
-        guard.check(f"sealed to {node_id} as a read-only node: {messages!r:.1500}")
+        where = f"sealed to {node_id} as a read-only node: {messages!r:.1500}"
+        with guard.example(where):
+            send_sealed(cluster, nodes, node_id, master, "readonly", messages)
+        guard.check(where)
 
     fuzz()
     assert_cluster_healthy(cluster, guard)
 
 
-def test_sealed_malformed_raft_messages_never_stop_the_cluster(cluster: LocalCluster) -> None:
+def test_sealed_malformed_raft_messages_never_stop_the_cluster(cluster: LocalCluster,
+                                                               latch: Latch) -> None:
     """Survival: whatever the tracebacks, each example leaves every node running and serving
     linearizable reads through the node that got the messages, and the cluster commits writes
     afterwards (runs last: a failure here may leave the cluster broken)."""
-    guard = Guard(cluster, logs=False)
+    guard = Guard(cluster, latch, logs=False)
     master = master_key(cluster.nodes["n1"].config.peer_secret)
 
     nodes = by_role(cluster)
@@ -731,9 +810,36 @@ def test_sealed_malformed_raft_messages_never_stop_the_cluster(cluster: LocalClu
     @given(IDENTITIES, sealed_messages, st.integers(0, ROLES - 1))
     def fuzz(identity: Any, messages: list[Any], node: int) -> None:
         node_id = nodes[node]
-        send_sealed(cluster, nodes, node_id, master, identity, messages)
-        guard.check(f"sealed to {node_id}: identity {identity!r:.100}, messages "
-                    f"{messages!r:.1500}", linearizable_read(cluster, node_id))
+        where = f"sealed to {node_id}: identity {identity!r:.100}, messages {messages!r:.1500}"
+        with guard.example(where):
+            send_sealed(cluster, nodes, node_id, master, identity, messages)
+        guard.check(where, linearizable_read(cluster, node_id))
 
     fuzz()
     assert_cluster_healthy(cluster, guard)
+
+
+def test_a_sealed_apply_command_that_is_no_command_stops_nothing(cluster_pool: ClusterPool) -> None:
+    """Found by the fuzz above.  A follower forwards a client's write to the leader as
+    ``apply_command``; the leader appends its ``command`` to the log as it is.  One that is not
+    a pysyncobj call (here a call type byte and no pickle) makes every node's apply raise on
+    that entry at every tick, forever: the whole cluster stops, and the node logs fill the disk.
+    Anyone with the peer secret can send it, as any peer (its address is all it takes).  And a
+    command that is a pickle runs whatever it says on every node, before the apply fails."""
+    cluster = cluster_pool.start(3, name="apply-command")
+    logs = NodeLogs(cluster)
+    leader, follower, _ = by_role(cluster)
+    master = master_key(cluster.nodes[leader].config.peer_secret)
+    link = PeerLink(cluster.nodes[leader].config.raft_address, master)
+    try:
+        link.send(str(cluster.nodes[follower].config.raft_address),
+                  {"type": "apply_command", "command": b"\x00junk", "request_id": 1})
+        with contextlib.suppress(NodeStuck):   # checked below, with a write
+            raft_thread_answers(cluster, leader, master)
+    finally:
+        link.close()
+    for node_id in cluster.nodes:
+        write_commits(cluster, node_id)
+    wait_until(lambda: digests_agree(cluster), 10.0, what="replicas at one index with one digest")
+    assert cluster.check_exits() == []
+    assert logs.problems() == []
