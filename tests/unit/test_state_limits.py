@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from consensus_store.config import Limits
 from consensus_store.errors import InvalidRequest, LimitExceeded, error_from_json
 from consensus_store.state import StateMachine, commands, encode_command
 from consensus_store.state import at_most_once, limits
@@ -262,3 +263,16 @@ def test_a_digest_copy_in_chunks_is_the_state_at_its_end(monkeypatch: pytest.Mon
     assert json.dumps(state, sort_keys=True) == holds[-2]
     assert holds[-2] != holds[0]
     assert not log.sm.keyspace.trackers and not log.sm._answers.trackers
+
+
+def test_every_stamped_limit_is_a_config_key_with_a_default_under_its_ceiling() -> None:
+    configured = Limits()
+    for op, names in limits.LIMITS_OF_OP.items():
+        stamped = limits.stamp(op, configured)["limits"]
+        assert set(stamped) == set(names)
+        for name, value in stamped.items():
+            assert 0 < value <= limits.CEILINGS[name], name
+    assert set(limits.CEILINGS) == {n for names in limits.LIMITS_OF_OP.values() for n in names}
+    assert (configured.max_sessions, configured.max_groups, configured.max_members_per_group,
+            configured.max_names, configured.max_range_keys) == (
+        10_000, 10_000, 10_000, 100_000, limits.TXN_READ_MAX_KEYS)
