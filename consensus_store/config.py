@@ -338,6 +338,8 @@ def load_tokens(tokens_path: Path, fail: Any) -> tuple[ClientToken, ...]:
             role = Role(role_name)
         except ValueError:
             raise reader.fail("role", "must be one of read, readwrite, admin") from None
+        if name == "node":
+            raise reader.fail("name", "'node' is reserved for the nodes' own credential")
         if any(t.name == name for t in tokens):
             raise reader.fail("name", f"duplicate token name {name!r}")
         if any(hmac.compare_digest(t.token, token) for t in tokens):

@@ -98,6 +98,8 @@ def test_old_single_secret_key_gets_a_pointer_to_the_new_keys(tmp_path: Path) ->
     ('[[tokens]]\nname = "a"\ntoken = "client-token-0123456789"\nrole = "admin"\nx = 1\n',
      "tokens[0].x"),
     ("", "tokens_file"),
+    ('[[tokens]]\nname = "node"\ntoken = "client-token-0123456789"\nrole = "read"\n',
+     "tokens[0].name"),
 ])
 def test_bad_tokens_file(tmp_path: Path, tokens: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
