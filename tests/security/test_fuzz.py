@@ -35,14 +35,14 @@ from hypothesis import strategies as st
 
 from consensus_store import fast_json
 from consensus_store.config import Limits
-from consensus_store.launcher import LocalCluster
+from consensus_store.launcher import LocalCluster, write_cluster_configs
 from consensus_store.node.api import create_app
 from consensus_store.node.peer_frames import (FIRST_FRAME_MAX_BYTES, FrameOpener, FrameSealer,
                                               master_key, unwrap_keyed)
 from consensus_store.protocol import COORDINATION_READS, COORDINATION_WRITES, ROUTES
 from consensus_store.wire import FrameReader, decode, encode_auth, encode_request, frame
 
-from integration.support import ClusterPool, node_client, wait_until
+from integration.support import ClusterPool, append_toml, node_client, wait_until
 
 MAX_VALUE = 4096          # small limits: the fuzz reaches 413 without megabyte bodies
 LEADER_STATE = 2        # pysyncobj's status "state"
@@ -58,7 +58,11 @@ def fuzz_settings(examples: int) -> settings:
 
 @pytest.fixture(scope="module")
 def cluster(module_pool: ClusterPool) -> LocalCluster:
-    return module_pool.start(3, name="fuzz", extra_toml=f"[limits]\nmax_value_bytes = {MAX_VALUE}")
+    # Durable in the process only: no fsync per write, so a thousand examples fit the budget.
+    paths = write_cluster_configs(module_pool.root / "fuzz" / "configs", 3,
+                                  durability="process")
+    append_toml(paths, f"[limits]\nmax_value_bytes = {MAX_VALUE}")
+    return module_pool.launch(paths)
 
 
 # ---- the node's side: logs, liveness, agreement -------------------------------------------------
@@ -79,6 +83,10 @@ class NodeLogs:
     @staticmethod
     def _size(path: Path) -> int:
         return path.stat().st_size if path.exists() else 0
+
+    def skip(self) -> None:
+        """Forget what was logged so far (by an example that failed before it looked)."""
+        self.offsets = {node_id: self._size(path) for node_id, path in self.paths.items()}
 
     def problems(self) -> list[str]:
         """Each traceback or failed tick, with the lines after it."""
@@ -153,10 +161,16 @@ class Guard:
         self.latch.broken_by = f"{example}\n-> {why}"
         pytest.fail(self.latch.broken_by)
 
+    def begin(self) -> None:
+        """Before an example: fail if the cluster is broken; start its log from here."""
+        self._fail_if_broken()
+        if self.logs is not None:
+            self.logs.skip()
+
     @contextlib.contextmanager
     def example(self, description: str) -> Iterator[None]:
         """Around the sending: a node that stops answering breaks the cluster."""
-        self._fail_if_broken()
+        self.begin()
         try:
             yield
         except (NodeStuck, OSError) as exc:
@@ -233,10 +247,14 @@ edge_values = st.one_of(json_values, st.sampled_from([
     "", "x" * (MAX_VALUE + 1), "\u0001" * (MAX_VALUE // 5), "k" * 4097, "_cs/lock/x/1",
     _nested(250), {"a": _nested(199)}, 2 ** 64, -(2 ** 64), 10 ** 400,
 ]))
+# One of each JSON type (and classic edges), for a field that expects another.
+wrong_types = st.sampled_from([None, True, False, 0, -1, 2 ** 64, -(2 ** 63) - 1, 1.5, -0.0, "",
+                               "x", "\ud800", [], [1], {}, {"a": None}])
+odd_values = st.one_of(wrong_types, edge_values)
 names = st.one_of(st.sampled_from(["g1", "lock1", "el1", "m1", "name1"]), odd_text)
 keys = st.one_of(st.sampled_from(["fuzz/a", "fuzz/b", "_cs/group/g1", "fuzz/\u00e9"]),
                  odd_text.map(lambda s: "fuzz/" + s), odd_text)
-small_ints = st.integers(-2, 40)
+small_ints = st.integers(0, 40)      # negative ones come from edge_values
 
 # Plausible values for every field a request may carry; each is also fuzzed with edge_values.
 FIELDS: dict[str, st.SearchStrategy[Any]] = {
@@ -260,7 +278,7 @@ COORDINATION_FIELDS = ("group", "member", "name", "owner", "meta", "value", "pri
 
 
 def field_value(name: str) -> st.SearchStrategy[Any]:
-    return st.one_of(FIELDS[name], edge_values)
+    return st.one_of(FIELDS[name], odd_values)
 
 
 def compare_items() -> st.SearchStrategy[Any]:
@@ -291,17 +309,20 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
 
 @st.composite
 def request_bodies(draw: st.DrawFn, op: str) -> dict[str, Any]:
-    """An op's body: its own fields (plausible or wrong), maybe identity fields, maybe fields
-    of other ops and internal ones, maybe unknown keys."""
-    own = OP_FIELDS.get(op, ())
-    body = draw(st.fixed_dictionaries({}, optional={
-        name: field_value(name) for name in (*own, *IDENTITY)}))
+    """An op's body: most of its own fields with plausible values, then one or two fields (its
+    own or another's) set to something odd, so that checking reaches the odd one; sometimes
+    fields of other ops, internal ones, unknown keys."""
+    own = (*OP_FIELDS.get(op, ()), *IDENTITY)
+    body = {name: draw(FIELDS[name]) for name in own if draw(st.integers(0, 2))}
     if op == "txn":
         body.update(draw(st.fixed_dictionaries({}, optional={
             "compare": st.one_of(st.lists(compare_items(), max_size=3), edge_values),
             "success": st.one_of(st.lists(txn_items(), max_size=3), edge_values),
             "failure": st.one_of(st.lists(txn_items(), max_size=3), edge_values)})))
-    if draw(st.booleans()):
+    odd = draw(st.lists(st.sampled_from(own if draw(st.integers(0, 3)) else sorted(FIELDS)),
+                        max_size=2, unique=True))
+    body.update({name: draw(odd_values) for name in odd})
+    if draw(st.integers(0, 4)) == 0:
         others = draw(st.lists(st.sampled_from(sorted(FIELDS)), max_size=3, unique=True))
         body.update({name: draw(field_value(name)) for name in others})
     if draw(st.integers(0, 4)) == 0:
@@ -336,7 +357,7 @@ RAW_BODIES = st.sampled_from([blob(body) for body in [
 @st.composite
 def payloads(draw: st.DrawFn, op: str) -> bytes:
     """A request body: the op's fields fuzzed, any JSON at all, arbitrary bytes, odd classics."""
-    kind = draw(st.sampled_from(["fields", "fields", "fields", "json", "bytes", "raw"]))
+    kind = draw(st.sampled_from(["fields", "fields", "fields", "fields", "json", "bytes", "raw"]))
     if kind == "fields":
         return blob(encode_json(draw(request_bodies(op)), draw(st.booleans())))
     if kind == "json":
@@ -349,7 +370,7 @@ def payloads(draw: st.DrawFn, op: str) -> bytes:
 def without_legit_waits(op: str, data: bytes) -> bytes:
     """Shorten waits a valid request may ask for (not what this test is about)."""
     try:
-        body = fast_json.decode(data)
+        body = fast_json.decode(data or b"{}")   # the HTTP API reads no body as {}
     except (ValueError, RecursionError):
         return data
     if not isinstance(body, dict):
@@ -383,6 +404,63 @@ def acceptable_5xx(op: str, data: bytes, status: int, node_id: str, leader: str 
     return op == "session_keepalive" and status == 503 and node_id != leader
 
 
+# A valid body per op, so that checking reaches the one field a sweep makes wrong.
+_COORDINATION = {"group": "g1", "member": "m1", "name": "n1", "owner": "o1", "session": 1,
+                 "priority": 1, "meta": {"k": 1}, "value": 1}
+TEMPLATES: dict[str, dict[str, Any]] = {
+    "put": {"key": "fuzz/t", "value": 1}, "delete": {"key": "fuzz/t"},
+    "cas": {"key": "fuzz/t", "value": 1, "expect_value": 1},
+    "txn": {"compare": [{"key": "fuzz/t", "target": "value", "op": "==", "value": 1}],
+            "success": [{"op": "put", "key": "fuzz/t", "value": 2}],
+            "failure": [{"op": "range", "prefix": "fuzz/", "limit": 1}]},
+    "get": {"key": "fuzz/t", "consistency": "local", "min_index": 1},
+    "range": {"prefix": "fuzz/", "limit": 2, "consistency": "local", "min_index": 1},
+    "watch": {"prefix": "fuzz/", "after_revision": 0, "wait": 0},
+    "session_open": {"ttl": 5}, "session_keepalive": {"session": 1},
+    "session_close": {"session": 10 ** 6},
+    **{op: dict(_COORDINATION) for op in COORDINATION_WRITES},
+    **{op: {"group": "g1", "name": "n1", "consistency": "local"} for op in COORDINATION_READS},
+}
+SWEEP_VALUES = [None, True, -1, 1.5, 2 ** 64, "x", [], {}]
+# (where in the body, value): a top-level field, or a field of the first txn item
+SweepSpot = tuple[tuple[str, ...], Any]
+
+
+def sweep_bodies(op: str) -> list[tuple[SweepSpot, dict[str, Any]]]:
+    """The op's valid body with one field (its own, an identity field, or one of its txn
+    items' fields) set to each wrong value in turn."""
+    template = {**TEMPLATES.get(op, {}), "client_id": "sweep", "done_below": 0, "timeout": 5}
+    paths: list[tuple[str, ...]] = [(name,) for name in
+                                    dict.fromkeys([*template, *OP_FIELDS.get(op, ()),
+                                                   "request_id"])]
+    if op == "txn":
+        paths += [(part, name) for part in ("compare", "success", "failure")
+                  for name in ("op", "key", "value", "target", "prefix", "limit", "session")]
+    bodies = []
+    for path in paths:
+        for value in SWEEP_VALUES:
+            body = json.loads(json.dumps(template))
+            if len(path) == 1:
+                body[path[0]] = value
+            else:
+                body[path[0]][0][path[1]] = value
+            bodies.append(((path, value), body))
+    return bodies
+
+
+class RequestIds:
+    """Fresh request ids, so that at-most-once never answers a sweep from its memory."""
+
+    def __init__(self) -> None:
+        self.next = int(time.time() * 1000)
+
+    def stamp(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "request_id" not in body:
+            self.next += 1
+            body["request_id"] = self.next
+        return body
+
+
 def check_answer(where: str, status: int, body: Any, allowed_5xx: bool) -> None:
     assert isinstance(body, dict), f"{where}: answer is not a JSON object: {body!r:.300}"
     assert status < 500 or allowed_5xx, f"{where}: {status} {body!r:.500}"
@@ -408,23 +486,26 @@ HTTP_ROUTES = http_routes()
 
 
 @st.composite
-def http_requests(draw: st.DrawFn) -> tuple[str, str, str, bytes, int]:
-    op, method, path = draw(st.sampled_from(HTTP_ROUTES))
+def http_requests(draw: st.DrawFn, op: str, method: str) -> tuple[str, bytes, int]:
     if draw(st.integers(0, 9)) == 0:
         method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]))
-    return op, method, path, draw(payloads(op)), draw(st.integers(0, ROLES - 1))
+    return method, draw(payloads(op)), draw(st.integers(0, ROLES - 1))
 
 
-def test_http_bodies_on_every_route(cluster: LocalCluster, latch: Latch) -> None:
+@pytest.mark.parametrize("route", HTTP_ROUTES, ids=[op for op, _, _ in HTTP_ROUTES])
+def test_http_bodies(cluster: LocalCluster, latch: Latch, route: tuple[str, str, str]) -> None:
+    """One route per test: hypothesis's choice among 32 routes is far from even."""
+    op, route_method, path = route
     guard = Guard(cluster, latch)
     nodes = by_role(cluster)
     headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
     with httpx.Client(headers=headers, timeout=30.0) as http:
 
-        @fuzz_settings(400)
-        @given(http_requests())
-        def fuzz(request: tuple[str, str, str, bytes, int]) -> None:
-            op, method, path, data, node = request
+        @fuzz_settings(20)
+        @given(http_requests(op, route_method))
+        def fuzz(request: tuple[str, bytes, int]) -> None:
+            guard.begin()
+            method, data, node = request
             node_id = nodes[node]
             data = without_legit_waits(op, data)
             where = f"{method} {path} on {node_id} with {data[:300]!r}"
@@ -439,8 +520,20 @@ def test_http_bodies_on_every_route(cluster: LocalCluster, latch: Latch) -> None
             assert response.headers["content-type"].startswith("application/json"), where
             guard.check(where)
 
+        ids = RequestIds()
+        for (spot, value), body in sweep_bodies(op):
+            data = without_legit_waits(op, encode_json(ids.stamp(body), True))
+            where = f"sweep {path} on {nodes[0]}: {spot} = {value!r} in {data[:300]!r}"
+            response = http.request(route_method, cluster.nodes[nodes[0]].endpoint + path,
+                                    content=data)
+            check_answer(where, response.status_code, response.json(),
+                         acceptable_5xx(op, data, response.status_code, nodes[0], nodes[0]))
+        guard.check(f"sweep of {path}")
         fuzz()
-    assert_cluster_healthy(cluster, guard)
+
+
+def test_http_fuzz_left_the_cluster_serving(cluster: LocalCluster, latch: Latch) -> None:
+    assert_cluster_healthy(cluster, Guard(cluster, latch))
 
 
 # ---- (2) native protocol -------------------------------------------------------------------------
@@ -449,11 +542,12 @@ PROBE_ID = 4_000_000_000
 
 
 @st.composite
-def native_items(draw: st.DrawFn) -> tuple[str, bytes, str, bytes]:
-    """(kind, bytes on the wire, op, payload): a request frame, a frame of junk, a bad length."""
+def native_items(draw: st.DrawFn, main_op: str) -> tuple[str, bytes, str, bytes]:
+    """(kind, bytes on the wire, op, payload): a request frame (mostly of ``main_op``), a
+    frame of junk, a bad length."""
     kind = draw(st.sampled_from(["request", "request", "request", "json", "junk", "badlen"]))
     if kind == "request":
-        op = draw(st.sampled_from(NATIVE_OPS))
+        op = main_op if draw(st.integers(0, 3)) else draw(st.sampled_from(NATIVE_OPS))
         odd_id = draw(st.integers(0, 9)) == 0
         message: dict[str, Any] = {
             "id": draw(edge_values if odd_id else st.integers(1, 10 ** 6)), "op": op}
@@ -500,15 +594,18 @@ class NativeConnection:
         self.sock.close()
 
 
-def test_native_frames(cluster: LocalCluster, latch: Latch) -> None:
+@pytest.mark.parametrize("op", NATIVE_OPS)
+def test_native_frames(cluster: LocalCluster, latch: Latch, op: str) -> None:
+    """Frames on an authenticated connection (9 in 10) or before authenticating."""
     guard = Guard(cluster, latch)
     nodes = by_role(cluster)
     probe = encode_request(PROBE_ID, "get", {"key": "fuzz/probe", "consistency": "local"})
 
-    @fuzz_settings(300)
-    @given(st.lists(native_items(), min_size=1, max_size=4), st.integers(0, 2),
+    @fuzz_settings(10)
+    @given(st.lists(native_items(op), min_size=1, max_size=4), st.integers(0, ROLES - 1),
            st.integers(0, 9))
     def fuzz(items: list[tuple[str, bytes, str, bytes]], node: int, auth_roll: int) -> None:
+        guard.begin()
         node_id = nodes[node]
         authenticate = auth_roll != 7          # 9 in 10: the auth frame first
         where = f"native on {node_id} (auth: {authenticate}): {[i[1][:200] for i in items]!r}"
@@ -534,8 +631,8 @@ def test_native_frames(cluster: LocalCluster, latch: Latch) -> None:
         for answer in answers:
             assert isinstance(answer, dict) and set(answer) == {"id", "status", "body"}, answer
             event(f"status {answer['status']}")
-            allowed = any(acceptable_5xx(op, payload, answer["status"], node_id, nodes[0])
-                          for _, _, op, payload in items)
+            allowed = any(acceptable_5xx(item_op, payload, answer["status"], node_id, nodes[0])
+                          for _, _, item_op, payload in items)
             check_answer(where, answer["status"], answer["body"], allowed)
         if aligned and closed:   # only after refusing the client (401) or its frame (413)
             assert answers and answers[-1]["status"] in (401, 413), f"{where}: {answers!r:.500}"
@@ -543,8 +640,36 @@ def test_native_frames(cluster: LocalCluster, latch: Latch) -> None:
             assert [a["status"] for a in answers if a["id"] == PROBE_ID] == [200], answers
         guard.check(where)
 
+    if op not in ("auth", "frobnicate"):
+        sweep_native(cluster, guard, nodes[1], op)
     fuzz()
-    assert_cluster_healthy(cluster, guard)
+
+
+def sweep_native(cluster: LocalCluster, guard: Guard, node_id: str, op: str) -> None:
+    """Each sweep body of ``op`` as a frame, all on one connection to a follower."""
+    ids = RequestIds()
+    bodies = sweep_bodies(op)
+    frames = [frame(without_legit_waits(op, encode_json({"id": n, "op": op, **ids.stamp(body)},
+                                                        True)))
+              for n, (_, body) in enumerate(bodies, start=1)]
+    connection = NativeConnection(cluster, node_id)
+    try:
+        connection.sock.sendall(encode_auth(cluster.token) + b"".join(frames))
+        answers, closed = connection.answers(lambda got: len(got) > len(frames))
+    finally:
+        connection.close()
+    assert not closed, f"native sweep of {op}: the node hung up after {answers[-1:]!r:.300}"
+    for answer in answers[1:]:
+        spot, body = bodies[answer["id"] - 1]
+        where = f"native sweep on {node_id}: {spot} in {body!r:.300}"
+        check_answer(where, answer["status"], answer["body"],
+                     acceptable_5xx(op, encode_json(body, True), answer["status"], node_id,
+                                    by_role(cluster)[0] if op == "session_keepalive" else None))
+    guard.check(f"native sweep of {op}")
+
+
+def test_native_fuzz_left_the_cluster_serving(cluster: LocalCluster, latch: Latch) -> None:
+    assert_cluster_healthy(cluster, Guard(cluster, latch))
 
 
 # ---- (3) the raft port ---------------------------------------------------------------------------
