@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import Any
 
-from consensus_store.node.auth import TokenStore
+from consensus_store.node.auth import NODE_TOKEN_NAME, TokenStore
 from consensus_store.config import MAX_KEY_BYTES, ClientToken, NodeConfig
 from consensus_store.errors import InvalidRequest, PayloadTooLarge, Unavailable
 from consensus_store.models import Consistency
@@ -287,7 +287,10 @@ class KVService:
 
     async def session_keepalive(self, body: dict[str, Any], *,
                                 caller: ClientToken | None = None) -> dict[str, Any]:
-        session_id, forwarded = _session_id(body), body.get("forwarded") is True
+        # Only a node forwards (one hop): a client's "forwarded" would only stop that hop.
+        forwarded = (body.get("forwarded") is True and caller is not None
+                     and caller.name == NODE_TOKEN_NAME)
+        session_id = _session_id(body)
         key = presented_key(body)
         # A follower forwards with its node token (admin): then the original caller's
         # adminship travels in the body, which only an admin caller may vouch for.

@@ -170,10 +170,20 @@ def test_client_supplied_admin_or_key_hash_fields_are_ignored(cluster: LocalClus
         assert response.status_code == 403, (path, response.text)
     follower = followers_of(cluster)[0]
     forwarded = {"session": owned.id, "forwarded": True, **smuggled}
-    assert call(cluster, MALLORY, "/v1/session/keepalive", forwarded, follower).status_code in (403, 503)
+    assert call(cluster, MALLORY, "/v1/session/keepalive", forwarded, follower).status_code == 403
     assert call(cluster, MALLORY, "/v1/session/keepalive", forwarded,
                 leader_id(cluster)).status_code == 403
     assert owned.intact()
+
+
+def test_a_client_cannot_claim_its_keepalive_was_forwarded(cluster: LocalCluster) -> None:
+    """Only the node credential may say "forwarded": a client saying so to a follower still
+    gets its keepalive forwarded to the leader (before: 503 "no leader known")."""
+    owned = Owned(cluster, "forwarded-flag")
+    follower = followers_of(cluster)[0]
+    answer = call(cluster, ALICE, "/v1/session/keepalive", {**owned.auth, "forwarded": True},
+                  follower)
+    assert ok(answer)["session"] == owned.id
 
 
 def followers_of(cluster: LocalCluster) -> list[str]:
