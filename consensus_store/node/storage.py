@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import struct
 import zlib
 from pathlib import Path
@@ -40,6 +41,29 @@ JOURNAL_NAME = "raft.journal"
 META_NAME = "raft.journal.meta"
 SNAPSHOT_NAME = "raft.snapshot"
 TEMP_SUFFIXES = (".tmp", ".1.tmp", ".rewrite")
+
+
+# What a snapshot or an old term/vote file may name: a snapshot reaches a follower from the
+# leader, so even a holder of the peer secret must not get an arbitrary object built.
+SNAPSHOT_CLASSES = frozenset({
+    ("consensus_store.state.machine", "StateMachine"),
+    ("pysyncobj.node", "TCPNode"), ("pysyncobj.node", "Node"),
+    ("_codecs", "encode"),                      # how protocol 2 writes bytes
+    ("__builtin__", "set"), ("builtins", "set"),
+    ("__builtin__", "frozenset"), ("builtins", "frozenset"),
+})
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in SNAPSHOT_CLASSES:
+            raise pickle.UnpicklingError(f"a snapshot may not hold {module}.{name}")
+        return super().find_class(module, name)
+
+
+def restricted_loads(data: bytes) -> Any:
+    """Unpickle pysyncobj's snapshot or meta payload, building only ``SNAPSHOT_CLASSES``."""
+    return _SnapshotUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
 NOT_REPAIRABLE = ("not repairable: move this node's data dir aside and restart the node empty "
@@ -183,7 +207,7 @@ class MetaFile:
                                      f"fails its checksum ({NOT_REPAIRABLE})")
             return json.loads(body)
         try:
-            meta = syncobj_pickle.loads(data)     # written by pysyncobj's MetaStorer
+            meta = restricted_loads(data)          # written by pysyncobj's MetaStorer
         except Exception:  # noqa: BLE001 - any garbage
             meta = None
         if not isinstance(meta, dict):
@@ -248,7 +272,7 @@ def load_snapshot(path: str) -> Any:
                              f"{describe_os_error(exc)}") from None
     payload = snapshot_payload(path, data)
     try:
-        return syncobj_pickle.loads(gzip.decompress(payload))
+        return restricted_loads(gzip.decompress(payload))
     except Exception as exc:  # noqa: BLE001 - checksum fine but not loadable
         raise StorageCorrupt(f"{path}: snapshot passes its checksum but does not load "
                              f"({type(exc).__name__}: {exc})") from None

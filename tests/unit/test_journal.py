@@ -363,3 +363,31 @@ def test_a_received_snapshot_is_checked_and_synced_before_it_is_used(tmp_path: P
     assert _receive(serializer, good) is True
     assert events == ["fsync", "rename raft.snapshot.1.tmp", "fsync"]
     assert path.read_bytes() == good and path.stat().st_mode & 0o777 == 0o600
+
+
+class _RunsCode:
+    """Unpickling this would create ``marker``: what a hostile snapshot would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_snapshot_builds_only_the_state_classes(tmp_path: Path) -> None:
+    """A snapshot reaches a follower from the leader: even with a valid checksum, one naming
+    anything beyond the state's own classes is refused, and builds nothing."""
+    from pysyncobj.node import TCPNode
+    from consensus_store.state import StateMachine
+    path = str(tmp_path / "raft.snapshot")
+    machine = StateMachine()
+    state = ({"machine": machine}, (b"b", 9, 2), (b"a", 8, 2), {TCPNode("127.0.0.1:1")})
+    storage.replace_file(path, storage.encode_snapshot(state), sync=False)
+    loaded = storage.load_snapshot(path)
+    assert isinstance(loaded[0]["machine"], StateMachine) and loaded[1] == (b"b", 9, 2)
+    marker = tmp_path / "ran"
+    storage.replace_file(path, storage.encode_snapshot(({"x": _RunsCode(marker)},)), sync=False)
+    with pytest.raises(storage.StorageCorrupt, match="may not hold"):
+        storage.load_snapshot(path)
+    assert not marker.exists()
