@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
+import tomllib
 from pathlib import Path
 
 from rich.console import Console
@@ -15,7 +16,7 @@ from consensus_store.launcher import LocalCluster
 
 def run_up(config_dir: Path, data_dir: Path | None) -> int:
     console = Console(stderr=False)
-    paths = sorted(config_dir.glob("*.toml"))
+    paths = node_config_paths(config_dir)
     if not paths:
         raise ConfigError(f"{config_dir}: no *.toml node configs")
     for name in ("peer_secret", "tokens.toml"):   # git checks files out 0644
@@ -44,6 +45,19 @@ def run_up(config_dir: Path, data_dir: Path | None) -> int:
         cluster.stop()
     console.print("stopped")
     return 0
+
+
+def node_config_paths(config_dir: Path) -> list[Path]:
+    """The node configs among ``config_dir/*.toml`` (a tokens file lives there too)."""
+    paths = []
+    for path in sorted(config_dir.glob("*.toml")):
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            raw = {}       # not ours to skip: load_config names the problem
+        if not ("tokens" in raw and "id" not in raw):
+            paths.append(path)
+    return paths
 
 
 def _require_free(config_path: Path, host: str, port: int) -> None:

@@ -143,3 +143,9 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "id = = 1"))
+
+
+def test_up_takes_the_node_configs_and_not_the_tokens_file() -> None:
+    from consensus_store.cli.up import node_config_paths
+    paths = node_config_paths(REPO / "cluster_configs" / "local")
+    assert [p.name for p in paths] == ["node1.toml", "node2.toml", "node3.toml"]
