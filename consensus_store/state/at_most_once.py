@@ -142,7 +142,9 @@ def answer_bytes(answer: Result) -> int:
 def _without_value(kv: Any) -> Any:
     if not isinstance(kv, dict) or "value" not in kv:
         return kv
-    return {k: v for k, v in kv.items() if k != "value"}
+    kv = kv.copy()           # a C-level copy: this runs for every write on every replica
+    del kv["value"]
+    return kv
 
 
 def _with_value(kv: dict[str, Any], value: Any) -> dict[str, Any]:
@@ -164,7 +166,11 @@ def kept(op: Any, result: Result) -> Result:
     if "error" in result:
         return result
     if op in ("put", "cas", "delete"):
-        return {k: (_without_value(v) if k in ("kv", "prev_kv") else v) for k, v in result.items()}
+        answer = result.copy()
+        for name in ("kv", "prev_kv"):
+            if name in answer:
+                answer[name] = _without_value(answer[name])
+        return answer
     if op == "txn" and isinstance(result.get("results"), list):
         return {**result, "results": [_kept_txn_op(r) for r in result["results"]]}
     return result
