@@ -1,20 +1,24 @@
 """consensus_store: a Raft-replicated coordination store for Python clusters."""
 from consensus_store.errors import (RETRYABLE, AuthError, CompareFailed, ConfigError,
-                                    ConsensusStoreError, Forbidden, InvalidRequest, NotFound,
-                                    NotLeader, PayloadTooLarge, Timeout, TlsError, Unavailable)
+                                    ConsensusStoreError, Forbidden, InvalidRequest, LimitExceeded,
+                                    NotFound, NotLeader, PayloadTooLarge, Timeout, TlsError,
+                                    Unavailable)
 from consensus_store.models import Consistency, KeyValue, NodeStatus, RangeResult, Role, TxnResult
 
 __all__ = [
-    "RETRYABLE", "AuthError", "CompareFailed", "ConfigError", "ConsensusStoreError",
-    "Consistency", "Forbidden", "InvalidRequest", "KeyValue", "Node", "NodeStatus", "NotFound",
-    "NotLeader", "PayloadTooLarge", "RangeResult", "Role", "Timeout", "TlsError", "TxnResult",
-    "Unavailable",
+    "RETRYABLE", "AsyncClient", "AuthError", "Client", "CompareFailed", "ConfigError",
+    "ConsensusStoreError", "Consistency", "Forbidden", "InvalidRequest", "KeyValue",
+    "LimitExceeded", "Node", "NodeStatus", "NotFound", "NotLeader", "PayloadTooLarge",
+    "RangeResult", "Role", "Timeout", "TlsError", "TxnResult", "Unavailable",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # Node pulls in pysyncobj and aiohttp: import it only when asked for.
+    # Imported when asked for: Node pulls in pysyncobj and aiohttp, the clients httpx.
     if name == "Node":
         from consensus_store.node import Node
         return Node
+    if name in ("Client", "AsyncClient"):
+        from consensus_store import client
+        return getattr(client, name)
     raise AttributeError(name)

@@ -83,6 +83,6 @@ Try it (client tokens in {configs_tokens}):
   consensus-store status
   curl -s -H "Authorization: Bearer {token}" \\
        -d '{{"key": "greeting"}}' {first.endpoint}/v1/kv/get
-  python -c 'from consensus_store.client import Client; \\
+  python -c 'from consensus_store import Client; \\
 c = Client.from_config("{config}"); print(c.get("greeting"))'
 Ctrl-C stops all nodes (data is kept).""", highlight=False, soft_wrap=True)

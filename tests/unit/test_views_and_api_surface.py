@@ -46,6 +46,17 @@ def test_public_names_are_exactly_all() -> None:
         assert getattr(consensus_store, name) is not None
 
 
+def test_the_documented_public_names_and_no_others() -> None:
+    assert sorted(consensus_store.__all__) == sorted([
+        "RETRYABLE", "AsyncClient", "AuthError", "Client", "CompareFailed", "ConfigError",
+        "ConsensusStoreError", "Consistency", "Forbidden", "InvalidRequest", "KeyValue",
+        "LimitExceeded", "Node", "NodeStatus", "NotFound", "NotLeader", "PayloadTooLarge",
+        "RangeResult", "Role", "Timeout", "TlsError", "TxnResult", "Unavailable"])
+    from consensus_store import AsyncClient, Client, Node
+    from consensus_store.client import AsyncClient as ClientAsync, Client as ClientSync
+    assert (Client, AsyncClient) == (ClientSync, ClientAsync) and Node.__name__ == "Node"
+
+
 def test_importing_the_package_does_not_load_the_engine() -> None:
     code = "import sys, consensus_store; print('pysyncobj' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
