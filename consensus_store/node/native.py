@@ -4,7 +4,7 @@ The wire format is described (and implemented for both ends) in ``consensus_stor
 Same operations, bodies, limits and errors as the HTTP API (``api.py``), through the same
 ``KVService``; what differs is the cost: no HTTP parsing, many requests in flight per connection,
 answers sent as soon as each completes (matched by id) and written in one batch per loop
-iteration (shared/notes/performance.md, lesson 7).
+iteration (docs/pysyncobj.md, "Client protocol cost").
 
 Per request the node does the least it can: a read that needs no wait (``local``, or ``session``
 with a ``min_index`` already applied) is answered inside ``data_received``, without a task; so

@@ -4,7 +4,7 @@ One thread (``RaftRunner``) constructs the ``SyncObj`` and drives it with ``doTi
 pysyncobj does (socket I/O, apply, callbacks) therefore runs on that thread; other threads talk
 to it only through ``propose`` (pysyncobj's queue is thread-safe) and ``call_on_raft_thread``.
 
-Timing ("hybrid flush", see shared/notes/performance.md): batching stays on, and right before
+Timing ("hybrid flush", see docs/pysyncobj.md): batching stays on, and right before
 each poll we send AppendEntries at once if the log grew, so a commit costs one round trip
 instead of waiting for the 100 ms heartbeat.  A commit index that moved alone is announced
 ``COMMIT_NOTICE_DELAY_S`` later unless new entries carry it first: under load they always do,
@@ -108,7 +108,7 @@ class _GuardedTransport(SealedTransport):
     pysyncobj applies every ``next_node_idx`` reply as it comes, which goes wrong because the
     hybrid flush keeps several AppendEntries in flight per follower:
     - an ack sets nextIndex back to the acked index although later entries are already on
-      their way, so they would be sent again (shared/notes/performance.md, lesson 3): an ack
+      their way, so they would be sent again (docs/pysyncobj.md, "Timing"): an ack
       only ever moves it forward;
     - a reset older than what the follower has acknowledged in this term (a late answer to an
       earlier probe) would make the leader resend acked entries, and pysyncobj's follower then

@@ -1,6 +1,6 @@
 """The fault-injecting TCP proxy for Raft links (``FaultProxy``) and the port ranges it relies on.
 
-How every Raft connection goes through the proxy (shared/notes/pysyncobj.md, section 8)
+How every Raft connection goes through the proxy (docs/pysyncobj.md, "Fault injection")
     Of two nodes only the one whose address string compares greater dials out; its first frame
     is its own address, which the acceptor looks up among its configured peers.  So for each
     pair A > B the proxy listens on P_AB and forwards to B; P_AB is written into **A's** config
