@@ -221,6 +221,33 @@ def write_records(fd: int, entries: Iterable[Entry], offset: int) -> int:
     return offset
 
 
+def replace_journal_file(path: str, entries: list[Entry], *, sync: bool) -> tuple[int, int]:
+    """Write ``entries`` to a new file renamed over ``path`` (a crash leaves either file);
+    returns the new file's open descriptor and the offset after its last record."""
+    new_path = path + REWRITE_SUFFIX
+    fd = -1
+    try:
+        if os.path.exists(new_path):
+            os.unlink(new_path)          # left by a crash during an earlier rewrite
+        fd = open_private(new_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        write_all(fd, MAGIC, 0)
+        end = write_records(fd, entries, len(MAGIC))
+        if sync:
+            fsync_fd(fd, new_path)
+        os.replace(new_path, path)
+        if sync:
+            fsync_directory_of(path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(new_path)
+        except OSError:
+            pass
+        raise
+    return fd, end
+
+
 # ---- the journal pysyncobj uses ------------------------------------------------------------------
 class RecordJournal(Journal):
     """pysyncobj's journal interface over checksummed records (``durability = "process"``;
@@ -391,26 +418,9 @@ class RecordJournal(Journal):
 
     def _rewrite(self, entries: list[Entry]) -> None:
         """The kept entries to a new file renamed over the old one: a crash leaves either."""
-        new_path = self.path + REWRITE_SUFFIX
-        fd = -1
         try:
-            if os.path.exists(new_path):
-                os.unlink(new_path)          # left by a crash during an earlier rewrite
-            fd = open_private(new_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-            write_all(fd, MAGIC, 0)
-            end = write_records(fd, entries, len(MAGIC))
-            if self.sync_files:
-                fsync_fd(fd, new_path)
-            os.replace(new_path, self.path)
-            if self.sync_files:
-                fsync_directory_of(self.path)
+            fd, end = replace_journal_file(self.path, entries, sync=self.sync_files)
         except (OSError, StorageFailure) as exc:
-            if fd >= 0:
-                os.close(fd)
-            try:
-                os.unlink(new_path)
-            except OSError:
-                pass
             reason = exc.message if isinstance(exc, StorageFailure) else describe_os_error(exc)
             self._fail(f"cannot rewrite {self.path} after a snapshot: {reason}", exc)
         self._destroy()                      # the old file: its name now belongs to the new

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 from consensus_store.errors import ConfigError
-from consensus_store.node.journal import MAGIC, scan_journal, write_records
+from consensus_store.node.journal import replace_journal_file, scan_journal
 from consensus_store.node.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME, MetaFile,
                                           describe_os_error, fsync_directory_of,
-                                          fsync_fd, open_private, snapshot_payload, write_all)
+                                          fsync_fd, snapshot_payload)
 
 
 def repair_data_dir(data_dir: Path) -> list[str]:
@@ -41,7 +41,8 @@ def repair_data_dir(data_dir: Path) -> list[str]:
                f"(the journal now ends at {last})")
     try:
         if scan.legacy:       # pysyncobj's format: the good records, rewritten in ours
-            _rewrite(journal, scan.entries)
+            fd, _ = replace_journal_file(journal, scan.entries, sync=True)
+            os.close(fd)
             return [removed, f"converted {journal} to checksummed records "
                              f"({len(scan.entries)} entries kept)"]
         fd = os.open(journal, os.O_RDWR | os.O_CLOEXEC)
@@ -55,17 +56,4 @@ def repair_data_dir(data_dir: Path) -> list[str]:
         raise ConfigError(f"{journal}: cannot cut the torn tail: "
                           f"{describe_os_error(exc)}") from None
     return [removed]
-
-
-def _rewrite(path: str, entries: list) -> None:
-    new_path = path + ".rewrite"
-    fd = open_private(new_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-    try:
-        write_all(fd, MAGIC, 0)
-        write_records(fd, entries, len(MAGIC))
-        fsync_fd(fd, new_path)
-    finally:
-        os.close(fd)
-    os.replace(new_path, path)
-    fsync_directory_of(path)
 
