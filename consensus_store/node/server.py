@@ -35,7 +35,6 @@ from consensus_store.node.proposer import Proposer
 from consensus_store.node.raft import RaftRunner
 from consensus_store.node.service import KVService
 from consensus_store.node.watch import WatchHub
-from consensus_store.state.digest import copy_in_chunks, digest_of, parts_of
 from consensus_store.tls import client_context, server_context
 
 log = logging.getLogger("consensus_store.node")
@@ -253,12 +252,9 @@ class Node(KVApi, CoordinationMixin):
 
     def digest(self) -> str:
         """Digest of the replicated state (equal on converged replicas)."""
-        store = self._runner.store
-        if store is None:
+        if self._runner.store is None:
             raise Unavailable("node is not running")
-        # Copied in chunks, hashed outside the lock: apply is not held up (state/digest.py).
-        state = copy_in_chunks(lambda: store.state_lock, lambda: store.machine)
-        return digest_of(parts_of(state))
+        return self._service.digest()["digest"]
 
 
 def _tls_contexts(config: NodeConfig) -> tuple[Any, Any]:
