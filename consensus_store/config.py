@@ -3,7 +3,7 @@
 One file describes one node of a cluster.  Every key is documented in README.md ("Config
 reference").  Unknown keys are errors, so a typo never passes silently; every error is a
 ``ConfigError`` whose message names the file and the key.  ``SyncObjConf`` is built from this in
-exactly one place: ``consensus_store.node.raft.syncobj_conf``.
+exactly one place: ``consensus_store.node.engine.raft.syncobj_conf``.
 """
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _repair(data_dir: Path) -> int:
     """One line per thing removed; a refusal is a ConfigError (exit 2, one line)."""
-    from consensus_store.node.repair import repair_data_dir
+    from consensus_store.node.engine.repair import repair_data_dir
     removed = repair_data_dir(data_dir)
     for line in removed:
         print(line)

@@ -25,7 +25,7 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     from consensus_store.node import Node
-    from consensus_store.node.storage import StorageFailure, set_failure_handler
+    from consensus_store.node.engine.storage import StorageFailure, set_failure_handler
     failures: list[StorageFailure] = []
 
     def on_storage_failure(failure: StorageFailure) -> None:

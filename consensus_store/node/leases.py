@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 
 from consensus_store.errors import Forbidden, NotFound, Unavailable, error_from_json
-from consensus_store.node.proposer import Proposer
-from consensus_store.node.raft import RaftRunner
+from consensus_store.node.engine.proposer import Proposer
+from consensus_store.node.engine.raft import RaftRunner
 from consensus_store.state.sessions import hash_session_key
 
 log = logging.getLogger("consensus_store.leases")

@@ -28,11 +28,11 @@ from consensus_store.node.api import create_app
 from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
                                                raise_fd_limit)
 from consensus_store.node.http_guard import GuardedHttp
-from consensus_store.node.bridge import LoopBridge
+from consensus_store.node.engine.bridge import LoopBridge
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.native import NativeServer
-from consensus_store.node.proposer import Proposer
-from consensus_store.node.raft import RaftRunner
+from consensus_store.node.engine.proposer import Proposer
+from consensus_store.node.engine.raft import RaftRunner
 from consensus_store.node.service import KVService
 from consensus_store.node.watch import WatchHub
 from consensus_store.tls import client_context, server_context

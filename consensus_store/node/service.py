@@ -16,10 +16,10 @@ from consensus_store.models import Consistency
 from consensus_store.node.coordination_api import QUERIES, WRITE_FIELDS
 from consensus_store.protocol import COORDINATION_WRITES, KV_WRITE_OPS
 from consensus_store.node.leases import LeaseKeeper
-from consensus_store.node.proposer import Proposer
+from consensus_store.node.engine.proposer import Proposer
 from consensus_store.node.session_keys import (is_admin, key_for_open, presented_key,
                                                presented_key_hash, session_auth)
-from consensus_store.node.raft import RaftRunner, RaftStatus
+from consensus_store.node.engine.raft import RaftRunner, RaftStatus
 from consensus_store.node.watch import WatchHub
 from consensus_store.state import commands
 from consensus_store.state.digest import copy_in_chunks, digest_of, parts_of

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from consensus_store.errors import ConsensusStoreError
-from consensus_store.node.bridge import LoopBridge
+from consensus_store.node.engine.bridge import LoopBridge
 from consensus_store.state.keyspace import value_bytes
 
 MAX_BUFFERED_EVENTS = 100_000

@@ -83,7 +83,7 @@ class StateMachine:
 
     def _apply_batch(self, command: dict[str, Any], index: int) -> Result:
         """Independent writes of several clients in one entry (group commit, see
-        node/proposer.py): each applied, deduplicated and answered as if alone, all at this
+        node/engine/proposer.py): each applied, deduplicated and answered as if alone, all at this
         entry's revision, like the keys of one txn."""
         ops = command.get("ops")
         if not isinstance(ops, list):

@@ -246,7 +246,7 @@ def check_safety(cluster: ProxiedCluster, workload: Workload,
     result.anomalies += check_values(ops, result.states)
     result.anomalies += check_no_lost_writes(ops, result.states)
     result.hazards, result.warnings = scan_node_logs(cluster)
-    # Since followers no longer truncate matching entries (node/raft.py), pysyncobj's
+    # Since followers no longer truncate matching entries (node/engine/raft.py), pysyncobj's
     # "truncating already-applied entries" can only mean an applied entry was replaced.
     result.anomalies += [Anomaly("log-hazard", h) for h in result.hazards]
     return result

@@ -246,7 +246,7 @@ def node_digest(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0
 def raft_status(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0) -> dict[str, Any]:
     """pysyncobj's own ``getStatus()`` of one node (next/match indexes, log length...), asked
     directly on its raft port (not through the proxy), like ``syncobj_admin -status``."""
-    from consensus_store.node.peer_frames import ask_raft_port
+    from consensus_store.node.engine.peer_frames import ask_raft_port
     config = cluster.nodes[node_id].config
     result: dict[str, Any] = {}
     done = threading.Event()

@@ -191,7 +191,7 @@ def test_raft_port_answers_only_peers_that_hold_the_secret(cluster: LocalCluster
 
     from pysyncobj.utility import TcpUtility
 
-    from consensus_store.node.peer_frames import FrameError, ask_raft_port
+    from consensus_store.node.engine.peer_frames import FrameError, ask_raft_port
 
     node = next(iter(cluster.nodes.values()))
     address, secret = node.config.raft_address, node.config.peer_secret

@@ -1,5 +1,5 @@
 """Large values on real node processes: every entry travels whole, batches stay under the entry
-limit, and no follower trips over pysyncobj's piecewise transmission (see node/raft.py)."""
+limit, and no follower trips over pysyncobj's piecewise transmission (see node/engine/raft.py)."""
 from __future__ import annotations
 
 import asyncio

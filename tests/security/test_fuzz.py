@@ -44,7 +44,7 @@ from consensus_store import fast_json
 from consensus_store.config import Limits
 from consensus_store.launcher import LocalCluster, write_cluster_configs
 from consensus_store.node.api import create_app
-from consensus_store.node.peer_frames import (FIRST_FRAME_MAX_BYTES, FrameOpener, FrameSealer,
+from consensus_store.node.engine.peer_frames import (FIRST_FRAME_MAX_BYTES, FrameOpener, FrameSealer,
                                               master_key, unwrap_keyed)
 from consensus_store.protocol import COORDINATION_READS, COORDINATION_WRITES, ROUTES
 from consensus_store.wire import FrameReader, decode, encode_auth, encode_request, frame

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import pytest
 
 from consensus_store.launcher import LocalCluster, NodeProcess
-from consensus_store.node.peer_frames import FrameOpener, FrameSealer, ask_raft_port, master_key
+from consensus_store.node.engine.peer_frames import FrameOpener, FrameSealer, ask_raft_port, master_key
 from integration.support import ClusterPool, node_client, wait_until
 
 # The node's limits (peer_connection.PortLimits, defaults), restated: a test must not pass just

@@ -16,7 +16,7 @@ import pytest
 
 from consensus_store.errors import LimitExceeded
 from consensus_store.launcher import LocalCluster
-from consensus_store.node.storage import SNAPSHOT_NAME
+from consensus_store.node.engine.storage import SNAPSHOT_NAME
 from integration.support import ClusterPool, raw_post, wait_converged, wait_until
 
 MIB = 1024 * 1024

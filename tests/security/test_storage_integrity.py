@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from consensus_store.launcher import LocalCluster, NodeProcess
-from consensus_store.node.journal import MAGIC, RECORD, encode_record, scan_journal
+from consensus_store.node.engine.journal import MAGIC, RECORD, encode_record, scan_journal
 
 from integration.support import (ClusterPool, followers, full_local_state, local_range,
                                  node_client, statuses, wait_converged, wait_until)

@@ -1,4 +1,4 @@
-"""The journal (node/journal.py, node/durability.py): checksummed records, damage found and
+"""The journal (node/engine/journal.py, node/engine/durability.py): checksummed records, damage found and
 named, a torn tail told apart from damage in the middle, the crash-atomic rewrite after a
 snapshot, a full disk and a failed fsync as fatal errors, and pysyncobj's old format read."""
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 from pysyncobj.journal import FileJournal
 from pysyncobj.serializer import SERIALIZER_STATE, Serializer
 
-from consensus_store.node import journal as journal_module
-from consensus_store.node import storage
-from consensus_store.node.durability import DurableJournal
-from consensus_store.node.journal import (MAGIC, RECORD, RecordJournal, encode_record,
+from consensus_store.node.engine import journal as journal_module
+from consensus_store.node.engine import storage
+from consensus_store.node.engine.durability import DurableJournal
+from consensus_store.node.engine.journal import (MAGIC, RECORD, RecordJournal, encode_record,
                                           scan_journal)
-from consensus_store.node.repair import repair_data_dir
-from consensus_store.node.storage import StorageCorrupt, StorageFailure
+from consensus_store.node.engine.repair import repair_data_dir
+from consensus_store.node.engine.storage import StorageCorrupt, StorageFailure
 
 MODES = [pytest.param(RecordJournal, id="process"), pytest.param(DurableJournal, id="fsync")]
 

@@ -1,4 +1,4 @@
-"""The raft port's connection and listener (node/peer_connection.py), on socket pairs and a
+"""The raft port's connection and listener (node/engine/peer_connection.py), on socket pairs and a
 recording poller: what is read before a peer has authenticated, and accept errors."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.tcp_server import TcpServer
 
-from consensus_store.node import peer_connection
-from consensus_store.node.peer_connection import (ACCEPT_BACKOFF_S, PortLimits, RaftListener,
+from consensus_store.node.engine import peer_connection
+from consensus_store.node.engine.peer_connection import (ACCEPT_BACKOFF_S, PortLimits, RaftListener,
                                                   SealedConnection)
-from consensus_store.node.peer_frames import FrameSealer, master_key
-from consensus_store.node.peer_messages import Phase, UnsafeMessage
+from consensus_store.node.engine.peer_frames import FrameSealer, master_key
+from consensus_store.node.engine.peer_messages import Phase, UnsafeMessage
 
 KEY = master_key("cluster secret")
 LIMITS = PortLimits(frame_bytes=100_000)

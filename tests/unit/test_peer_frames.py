@@ -1,4 +1,4 @@
-"""Sealed peer frames (node/peer_frames.py): what travels on the raft port."""
+"""Sealed peer frames (node/engine/peer_frames.py): what travels on the raft port."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pysyncobj.node import TCPNode
 
-from consensus_store.node.peer_frames import (COMPRESS_ABOVE, FIRST_FRAME_MAX_BYTES, FrameError,
+from consensus_store.node.engine.peer_frames import (COMPRESS_ABOVE, FIRST_FRAME_MAX_BYTES, FrameError,
                                               FrameOpener, FrameSealer, master_key)
 
 KEY = master_key("cluster secret")

@@ -1,4 +1,4 @@
-"""What a peer may send on the raft port (node/peer_messages.py): handshake messages, Raft
+"""What a peer may send on the raft port (node/engine/peer_messages.py): handshake messages, Raft
 messages, and the log commands in them, which pysyncobj unpickles."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pysyncobj import pickle as syncobj_pickle
 
-from consensus_store.node.peer_messages import (MEMBERSHIP, NO_OP, REGULAR, VERSION, Phase,
+from consensus_store.node.engine.peer_messages import (MEMBERSHIP, NO_OP, REGULAR, VERSION, Phase,
                                                 UnsafeCommand, UnsafeMessage, check_command,
                                                 check_peer_message, check_raft_message)
 

@@ -13,9 +13,9 @@ from pysyncobj import pickle as pysyncobj_pickle
 from consensus_store.config import Limits, RaftTiming, load_config
 from consensus_store.errors import PayloadTooLarge
 from consensus_store.launcher import write_cluster_configs
-from consensus_store.node.bridge import LoopBridge
-from consensus_store.node.proposer import Proposer
-from consensus_store.node.raft import stored_entry_bound, syncobj_conf
+from consensus_store.node.engine.bridge import LoopBridge
+from consensus_store.node.engine.proposer import Proposer
+from consensus_store.node.engine.raft import stored_entry_bound, syncobj_conf
 
 LIMITS = Limits(max_value_bytes=8 * 1024)     # max_entry_bytes = 8 KiB + 128 KiB
 

@@ -1,12 +1,12 @@
-"""ReadIndex rounds (node/read_index.py) against a fake pysyncobj leader/follower."""
+"""ReadIndex rounds (node/engine/read_index.py) against a fake pysyncobj leader/follower."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from consensus_store.node import read_index
-from consensus_store.node.read_index import ReadIndex
+from consensus_store.node.engine import read_index
+from consensus_store.node.engine.read_index import ReadIndex
 
 
 class FakeTransport:

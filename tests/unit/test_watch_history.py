@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from consensus_store.node import watch
-from consensus_store.node.bridge import LoopBridge
+from consensus_store.node.engine.bridge import LoopBridge
 from consensus_store.node.watch import Compacted, WatchHub
 
 

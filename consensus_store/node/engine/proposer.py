@@ -18,8 +18,8 @@ from pysyncobj import FAIL_REASON
 
 from consensus_store.errors import (InvalidRequest, PayloadTooLarge, Timeout, Unavailable,
                                     error_from_json)
-from consensus_store.node.bridge import LoopBridge
-from consensus_store.node.raft import RaftRunner
+from consensus_store.node.engine.bridge import LoopBridge
+from consensus_store.node.engine.raft import RaftRunner
 from consensus_store.state import encode_batch, encode_command
 from consensus_store.state.commands import BATCHED_OPS
 
@@ -282,7 +282,7 @@ class Proposer:
 
     async def barrier(self, timeout: float) -> int:
         """Wait until every write acknowledged before this call is applied here; returns the
-        index confirmed by the leader (ReadIndex, see node/read_index.py).
+        index confirmed by the leader (ReadIndex, see node/engine/read_index.py).
 
         Reads arriving while a confirmation is in flight share the next one, never the current
         one: an index noted before a read began could miss writes acknowledged just before it.

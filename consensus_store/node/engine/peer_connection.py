@@ -40,9 +40,9 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.tcp_server import TcpServer
 from pysyncobj.transport import TCPTransport
 
-from consensus_store.node.peer_frames import (LENGTH_BYTES, FrameError, FrameOpener, FrameSealer,
+from consensus_store.node.engine.peer_frames import (LENGTH_BYTES, FrameError, FrameOpener, FrameSealer,
                                               frame_length, master_key, unwrap_keyed)
-from consensus_store.node.peer_messages import Phase, UnsafeMessage, check_peer_message
+from consensus_store.node.engine.peer_messages import Phase, UnsafeMessage, check_peer_message
 
 log = logging.getLogger("consensus_store.raft.port")
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from consensus_store.node.journal import RecordJournal
-from consensus_store.node.storage import StorageFailure, fsync_fd
+from consensus_store.node.engine.journal import RecordJournal
+from consensus_store.node.engine.storage import StorageFailure, fsync_fd
 
 FLUSH_TRIGGERS = frozenset({"next_node_idx"})   # messages that must not leave unsynced
 

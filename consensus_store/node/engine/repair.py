@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 from consensus_store.errors import ConfigError
-from consensus_store.node.journal import replace_journal_file, scan_journal
-from consensus_store.node.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME, MetaFile,
+from consensus_store.node.engine.journal import replace_journal_file, scan_journal
+from consensus_store.node.engine.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME, MetaFile,
                                           describe_os_error, fsync_directory_of,
                                           fsync_fd, snapshot_payload)
 

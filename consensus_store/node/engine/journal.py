@@ -32,7 +32,7 @@ from typing import Any, Iterable
 from pysyncobj.journal import Journal
 from pysyncobj.pickle import to_bytes
 
-from consensus_store.node.storage import (NOT_REPAIRABLE, MetaFile, StorageCorrupt, StorageFailure,
+from consensus_store.node.engine.storage import (NOT_REPAIRABLE, MetaFile, StorageCorrupt, StorageFailure,
                                           describe_os_error, fsync_directory_of, fsync_fd,
                                           open_private, write_all)
 

@@ -37,14 +37,14 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
-from consensus_store.node import read_index
-from consensus_store.node.durability import FLUSH_TRIGGERS, DurableJournal
-from consensus_store.node.journal import MAGIC as JOURNAL_MAGIC
-from consensus_store.node.journal import RecordJournal
-from consensus_store.node.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME,
+from consensus_store.node.engine import read_index
+from consensus_store.node.engine.durability import FLUSH_TRIGGERS, DurableJournal
+from consensus_store.node.engine.journal import MAGIC as JOURNAL_MAGIC
+from consensus_store.node.engine.journal import RecordJournal
+from consensus_store.node.engine.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME,
                                           StorageCorrupt, StorageFailure, load_snapshot,
                                           make_checked, prepare_data_dir, report_failure)
-from consensus_store.node.peer_connection import SealedTransport
+from consensus_store.node.engine.peer_connection import SealedTransport
 from consensus_store.state import StateMachine
 
 log = logging.getLogger("consensus_store.raft")
