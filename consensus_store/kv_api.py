@@ -1,222 +1,41 @@
-"""The key-value API shared by ``Client``, ``AsyncClient`` (over the network) and the embedded
-``Node``.
+"""Old import path of the KV calls, now ``consensus_store.api.kv``.
 
-Every operation is described once, by a pure function that checks the arguments and returns a
-``Call``: the op name, the JSON body to send and the function that turns the JSON result into
-what users see (``KeyValue``, ``RangeResult``, ``CompareFailed``...).  ``KVApi`` (blocking) and
-``AsyncKVApi`` (asyncio) are thin shells over those functions; subclasses supply one method,
-``_request(op, body, timeout)``, returning the JSON result of an op ("put", "get", "delete",
-"cas", "range", "txn").
+The builders and parsers are re-exported as they are.  ``KVApi`` and ``AsyncKVApi`` here are
+for classes written against the old contract, which supply a private ``_request(op, body,
+timeout)``: their ``request`` hands over to it.  New code subclasses ``consensus_store.api``'s
+classes and supplies ``request``.
 """
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, Callable, Iterable, NamedTuple
+from consensus_store.api import kv as _kv
+from consensus_store.api.kv import (Call, cas_call, delete_call, delete_prefix_call, get_call,
+                                    parse_cas, parse_deleted, parse_deleted_count, parse_kv,
+                                    parse_maybe_kv, parse_range, parse_txn, put_call, range_call,
+                                    txn_call)
+from consensus_store.api.requester import JsonObject, resolve_level
 
-from consensus_store.errors import CompareFailed, InvalidRequest
-from consensus_store.models import Consistency, KeyValue, RangeResult, TxnResult
-
-_MISSING: Any = object()
-
-
-class Call(NamedTuple):
-    """One API operation, before it is sent: what to send and how to read the answer."""
-
-    op: str
-    body: dict[str, Any]
-    parse: Callable[[dict[str, Any]], Any]
+__all__ = [
+    "AsyncKVApi", "Call", "KVApi", "cas_call", "delete_call", "delete_prefix_call", "get_call",
+    "parse_cas", "parse_deleted", "parse_deleted_count", "parse_kv", "parse_maybe_kv",
+    "parse_range", "parse_txn", "put_call", "range_call", "resolve_level", "txn_call",
+]
 
 
-# ---- request building (pure) -------------------------------------------------------------------
-def resolve_level(consistency: Consistency | str | None, default: Consistency | str) -> str:
-    level = default if consistency is None else consistency
-    try:
-        return Consistency(level).value
-    except ValueError:
-        raise InvalidRequest("consistency must be local, session or linearizable") from None
+class KVApi(_kv.KVApi):
+    """``consensus_store.api.KVApi`` over a subclass's ``_request``."""
 
+    def request(self, op: str, body: JsonObject, timeout: float | None) -> JsonObject:
+        return self._request(op, body, timeout)
 
-def put_call(key: str, value: Any) -> Call:
-    return Call("put", {"key": key, "value": value}, parse_kv)
-
-
-def get_call(key: str, level: str) -> Call:
-    return Call("get", {"key": key, "consistency": level}, parse_maybe_kv)
-
-
-def delete_call(key: str) -> Call:
-    return Call("delete", {"key": key}, parse_deleted)
-
-
-def delete_prefix_call(prefix: str) -> Call:
-    return Call("delete", {"prefix": prefix}, parse_deleted_count)
-
-
-def cas_call(key: str, value: Any, expect_value: Any = _MISSING,
-             expect_mod_revision: int | None = None) -> Call:
-    body: dict[str, Any] = {"key": key, "value": value}
-    if expect_mod_revision is not None:
-        body["expect_mod_revision"] = expect_mod_revision
-    elif expect_value is not _MISSING:
-        body["expect_value"] = expect_value
-    else:
-        raise InvalidRequest("cas needs expect_value or expect_mod_revision")
-    return Call("cas", body, partial(parse_cas, key))
-
-
-def range_call(prefix: str, limit: int, level: str) -> Call:
-    return Call("range", {"prefix": prefix, "limit": limit, "consistency": level}, parse_range)
-
-
-def txn_call(compare: Iterable[dict[str, Any]], success: Iterable[dict[str, Any]],
-             failure: Iterable[dict[str, Any]]) -> Call:
-    body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
-    return Call("txn", body, parse_txn)
-
-
-# ---- result parsing (pure) ---------------------------------------------------------------------
-def parse_kv(result: dict[str, Any]) -> KeyValue:
-    return KeyValue.from_json(result["kv"])
-
-
-def parse_maybe_kv(result: dict[str, Any]) -> KeyValue | None:
-    return KeyValue.maybe(result["kv"])
-
-
-def parse_deleted(result: dict[str, Any]) -> bool:
-    return bool(result["deleted"])
-
-
-def parse_deleted_count(result: dict[str, Any]) -> int:
-    return int(result["deleted"])
-
-
-def parse_cas(key: str, result: dict[str, Any]) -> KeyValue:
-    if not result["succeeded"]:
-        error = CompareFailed(f"compare failed on {key!r}")
-        error.current = KeyValue.maybe(result["kv"])  # type: ignore[attr-defined]
-        raise error
-    return KeyValue.from_json(result["kv"])
-
-
-def parse_range(result: dict[str, Any]) -> RangeResult:
-    return RangeResult(tuple(KeyValue.from_json(kv) for kv in result["kvs"]), result["count"])
-
-
-def parse_txn(result: dict[str, Any]) -> TxnResult:
-    return TxnResult(result["succeeded"], tuple(result["results"]),
-                     result.get("header", {}).get("revision", 0))
-
-
-_TXN_DOC = """If every compare holds, apply ``success`` ops, else ``failure`` ops: one log entry.
-
-        compare: ``{"key", "target": value|mod_revision|create_revision|version, "op": ==|!=|<|>,
-        "value"}``; ops: ``{"op": "put", "key", "value"}``, ``{"op": "delete", "key"}``,
-        ``{"op": "get", "key"}``, ``{"op": "range", "prefix", "limit"}``.
-        """
-
-
-class KVApi:
-    default_consistency = Consistency.SESSION
-
-    def _request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def _request(self, op: str, body: JsonObject, timeout: float | None) -> JsonObject:
         raise NotImplementedError
 
-    def _kv_call(self, call: Call, timeout: float | None) -> Any:
-        return call.parse(self._request(call.op, call.body, timeout))
 
-    def put(self, key: str, value: Any, *, timeout: float | None = None) -> KeyValue:
-        """Set ``key`` to ``value`` (any JSON value); returns the new record."""
-        return self._kv_call(put_call(key, value), timeout)
+class AsyncKVApi(_kv.AsyncKVApi):
+    """``consensus_store.api.AsyncKVApi`` over a subclass's ``async _request``."""
 
-    def get(self, key: str, *, consistency: Consistency | str | None = None,
-            timeout: float | None = None) -> KeyValue | None:
-        """The record of ``key``, or None when it does not exist."""
-        return self._kv_call(get_call(key, self._level(consistency)), timeout)
+    async def request(self, op: str, body: JsonObject, timeout: float | None) -> JsonObject:
+        return await self._request(op, body, timeout)
 
-    def delete(self, key: str, *, timeout: float | None = None) -> bool:
-        """Delete ``key``; True if it existed."""
-        return self._kv_call(delete_call(key), timeout)
-
-    def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
-        """Delete every key starting with ``prefix``; returns how many there were."""
-        return self._kv_call(delete_prefix_call(prefix), timeout)
-
-    def cas(self, key: str, value: Any, *, expect_value: Any = _MISSING,
-            expect_mod_revision: int | None = None, timeout: float | None = None) -> KeyValue:
-        """Set ``key`` only if its value (or mod revision; 0 = absent) is as expected.
-
-        Raises CompareFailed, whose ``current`` attribute holds the record found (or None).
-        """
-        return self._kv_call(cas_call(key, value, expect_value, expect_mod_revision), timeout)
-
-    def range(self, prefix: str = "", *, limit: int = 0,
-              consistency: Consistency | str | None = None,
-              timeout: float | None = None) -> RangeResult:
-        """Keys starting with ``prefix``, in key order, at most ``limit`` (0: all)."""
-        return self._kv_call(range_call(prefix, limit, self._level(consistency)), timeout)
-
-    def txn(self, compare: Iterable[dict[str, Any]] = (), success: Iterable[dict[str, Any]] = (),
-            failure: Iterable[dict[str, Any]] = (), *, timeout: float | None = None) -> TxnResult:
-        return self._kv_call(txn_call(compare, success, failure), timeout)
-
-    txn.__doc__ = _TXN_DOC
-
-    def _level(self, consistency: Consistency | str | None) -> str:
-        return resolve_level(consistency, self.default_consistency)
-
-
-class AsyncKVApi:
-    """``KVApi`` for asyncio: the same methods, as coroutines, over ``async _request``."""
-
-    default_consistency = Consistency.SESSION
-
-    async def _request(self, op: str, body: dict[str, Any],
-                       timeout: float | None) -> dict[str, Any]:
+    async def _request(self, op: str, body: JsonObject, timeout: float | None) -> JsonObject:
         raise NotImplementedError
-
-    async def _kv_call(self, call: Call, timeout: float | None) -> Any:
-        return call.parse(await self._request(call.op, call.body, timeout))
-
-    async def put(self, key: str, value: Any, *, timeout: float | None = None) -> KeyValue:
-        """Set ``key`` to ``value`` (any JSON value); returns the new record."""
-        return await self._kv_call(put_call(key, value), timeout)
-
-    async def get(self, key: str, *, consistency: Consistency | str | None = None,
-                  timeout: float | None = None) -> KeyValue | None:
-        """The record of ``key``, or None when it does not exist."""
-        return await self._kv_call(get_call(key, self._level(consistency)), timeout)
-
-    async def delete(self, key: str, *, timeout: float | None = None) -> bool:
-        """Delete ``key``; True if it existed."""
-        return await self._kv_call(delete_call(key), timeout)
-
-    async def delete_prefix(self, prefix: str, *, timeout: float | None = None) -> int:
-        """Delete every key starting with ``prefix``; returns how many there were."""
-        return await self._kv_call(delete_prefix_call(prefix), timeout)
-
-    async def cas(self, key: str, value: Any, *, expect_value: Any = _MISSING,
-                  expect_mod_revision: int | None = None,
-                  timeout: float | None = None) -> KeyValue:
-        """Set ``key`` only if its value (or mod revision; 0 = absent) is as expected.
-
-        Raises CompareFailed, whose ``current`` attribute holds the record found (or None).
-        """
-        return await self._kv_call(cas_call(key, value, expect_value, expect_mod_revision), timeout)
-
-    async def range(self, prefix: str = "", *, limit: int = 0,
-                    consistency: Consistency | str | None = None,
-                    timeout: float | None = None) -> RangeResult:
-        """Keys starting with ``prefix``, in key order, at most ``limit`` (0: all)."""
-        return await self._kv_call(range_call(prefix, limit, self._level(consistency)), timeout)
-
-    async def txn(self, compare: Iterable[dict[str, Any]] = (),
-                  success: Iterable[dict[str, Any]] = (),
-                  failure: Iterable[dict[str, Any]] = (), *,
-                  timeout: float | None = None) -> TxnResult:
-        return await self._kv_call(txn_call(compare, success, failure), timeout)
-
-    txn.__doc__ = _TXN_DOC
-
-    def _level(self, consistency: Consistency | str | None) -> str:
-        return resolve_level(consistency, self.default_consistency)

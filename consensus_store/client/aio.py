@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from consensus_store.client.core import (DEFAULT_TIMEOUT_S, ClientCore, ClientSettings,
-                                         RetryPolicy, scheme_of, tls_context)
+from consensus_store.api.kv import AsyncKVApi
+from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
+from consensus_store.client.endpoints import scheme_of, tls_context
+from consensus_store.client.settings import ClientSettings
 from consensus_store.client.transport import async_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
-from consensus_store.kv_api import AsyncKVApi
 from consensus_store.models import NodeStatus, Role
 
 
@@ -37,7 +38,6 @@ class AsyncClient(AsyncKVApi, ClientSettings):
         self._transports: dict[str, Any] = {}
         for endpoint in self._core.endpoints:
             self._transport(endpoint)
-
 
     async def aclose(self) -> None:
         transports, self._transports = list(self._transports.values()), {}
@@ -58,9 +58,10 @@ class AsyncClient(AsyncKVApi, ClientSettings):
             self._transports[scheme] = transport
         return transport
 
-    # ---- the one request path (same loop as Client._request) -----------------------------------
-    async def _request(self, op: str, body: dict[str, Any],
-                       timeout: float | None) -> dict[str, Any]:
+    # ---- the one request path (same loop as Client.request) ------------------------------------
+    async def request(self, op: str, body: dict[str, Any],
+                      timeout: float | None) -> dict[str, Any]:
+        """The JSON result of ``op``, with failover and safe retries (``AsyncRequester``)."""
         core = self._core
         attempts = core.attempts(op, body, timeout)
         try:

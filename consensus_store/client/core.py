@@ -22,27 +22,26 @@ Guarantees kept here:
   monotonic reads across nodes;
 - at-most-once writes: each write carries (client id, request id); a retry after a timeout,
   a connection loss or a leader change reuses them, and the state machine applies it once.
+
+Free of I/O and of transports: imports ``endpoints`` only from ``client`` (the transports
+import ``endpoints`` too, never this module, so the layers form no cycle).
 """
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
-from urllib.parse import urlsplit
 
-from consensus_store.protocol import WRITE_OPS
-from consensus_store.errors import (ConsensusStoreError, InvalidRequest, Timeout, Unavailable,
-                                    error_from_json)
+from consensus_store.client.endpoints import normalize_endpoints
+from consensus_store.errors import ConsensusStoreError, Timeout, Unavailable, error_from_json
+from consensus_store.protocol import WRITE_OPS    # the op table's at-most-once column
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_SERVER_TIMEOUT_S = 300.0       # the node rejects a request "timeout" above this
-SCHEMES = ("http", "https", "tcp", "tls")    # tcp/tls: the native protocol (tls: over TLS)
-TLS_SCHEMES = ("https", "tls")
 
 
 @dataclass(frozen=True)
@@ -57,37 +56,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         base = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
         return base * (1 + random.uniform(-self.jitter, self.jitter))
-
-
-def normalize_endpoints(endpoints: Iterable[str]) -> list[str]:
-    """``http(s)://host:port`` or ``tcp://host:port`` / ``tls://host:port`` URLs, without
-    trailing slashes."""
-    result = []
-    for endpoint in endpoints:
-        endpoint = endpoint.strip().rstrip("/")
-        if scheme_of(endpoint) not in SCHEMES:
-            raise InvalidRequest(f"endpoint {endpoint!r}: use http(s)://HOST:PORT (HTTP API) or "
-                                 "tcp://HOST:PORT / tls://HOST:PORT (native protocol)")
-        result.append(endpoint)
-    if not result:
-        raise InvalidRequest("give at least one endpoint")
-    return result
-
-
-def scheme_of(endpoint: str) -> str:
-    return endpoint.partition("://")[0].lower() if "://" in endpoint else ""
-
-
-def host_port(endpoint: str) -> tuple[str, int]:
-    """(host, port) of a ``tcp://`` or ``tls://`` endpoint."""
-    try:
-        parts = urlsplit(endpoint)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-    if not host or not port:
-        raise InvalidRequest(f"endpoint {endpoint!r} is not tcp://HOST:PORT or tls://HOST:PORT")
-    return host, port
 
 
 class Attempt(NamedTuple):
@@ -200,69 +168,3 @@ class Attempts:
         if self.request_id is not None:
             self.core._close_write(self.request_id)
             self.request_id = None
-
-
-class ClientSettings:
-    """What ``Client`` and ``AsyncClient`` expose of their ``ClientCore`` (read-only)."""
-
-    _core: ClientCore
-
-    @classmethod
-    def from_config(cls, path: "str | Path", *, protocol: str | None = None,
-                    **options: Any) -> Any:
-        """A client for the cluster a node config describes (its endpoints and token).
-
-        Uses the native protocol when every node of the config has a ``native_address``;
-        ``protocol="http"`` forces HTTP, ``protocol="native"`` requires native.  With ``[tls]``
-        the endpoints are ``https://``/``tls://``, verified against ``tls.ca_file`` (else the
-        system's trust store), and when the nodes require client certificates
-        (``tls.client_ca_file``) the client presents the node's own certificate.  ``cacert``,
-        ``cert``, ``key`` and ``token`` in ``options`` win over the config's.
-        """
-        from consensus_store.client.transport import config_endpoints
-        from consensus_store.config import load_config
-        config = load_config(path)
-        tls = config.tls
-        if tls is not None:
-            options.setdefault("cacert", tls.ca_file)
-            if tls.client_ca_file is not None and "cert" not in options:
-                options["cert"], options["key"] = tls.cert_file, tls.key_file
-        options.setdefault("token", config.admin_token)
-        return cls(config_endpoints(config, protocol), **options)
-
-    @property
-    def endpoints(self) -> list[str]:
-        return self._core.endpoints
-
-    @property
-    def timeout(self) -> float:
-        return self._core.timeout
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._core.retry
-
-    @property
-    def client_id(self) -> str:
-        return self._core.client_id
-
-    @property
-    def preferred_endpoint(self) -> str:
-        """Where the next request goes first (moves on after a retryable failure)."""
-        return self._core.endpoints[self._core.preferred]
-
-    @property
-    def seen_index(self) -> int:
-        """Highest applied index seen in any answer (what session reads wait for)."""
-        return self._core.seen_index
-
-
-def tls_context(endpoints: list[str], cacert: str | Path | None, cert: str | Path | None,
-                key: str | Path | None) -> Any:
-    """The ``ssl.SSLContext`` a client's ``https://``/``tls://`` endpoints use, or None when it
-    has none and no TLS option was given.  The server is always verified."""
-    if not any(scheme_of(e) in TLS_SCHEMES for e in endpoints) and (cacert, cert, key) == (
-            None, None, None):
-        return None
-    from consensus_store.tls import client_context
-    return client_context(cacert, cert, key)

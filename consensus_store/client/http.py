@@ -1,4 +1,5 @@
-"""HTTP/JSON transports (httpx): each op is one route of the node's HTTP API (``ROUTES``).
+"""HTTP/JSON transports (httpx): each op is one route of the node's HTTP API, as the op table
+(``protocol.OPS``) declares it: its method, path and whether it has a body.
 
 A transport sends one request to one endpoint and returns ``(status, JSON result)``; retries,
 failover and write ids are ``core``'s business.  Transport failures become ``Unavailable`` or
@@ -13,15 +14,16 @@ from typing import Any, Iterator
 
 import httpx
 
-from consensus_store.protocol import ROUTES
 from consensus_store.errors import InvalidRequest, Timeout, TlsError, Unavailable
+from consensus_store.protocol import OPS, Op
 from consensus_store.tls import certificate_problem
 
-def _route(op: str) -> tuple[str, str]:
+
+def _op(name: str) -> Op:
     try:
-        return ROUTES[op]
+        return OPS[name]
     except KeyError:
-        raise InvalidRequest(f"unknown op {op!r}") from None
+        raise InvalidRequest(f"unknown op {name!r}") from None
 
 
 @contextlib.contextmanager
@@ -63,12 +65,13 @@ class HttpTransport:
 
     def send(self, endpoint: str, op: str, body: dict[str, Any],
              timeout: float) -> tuple[int, Any]:
-        method, path = _route(op)
+        spec = _op(op)
         with _typed_errors(endpoint, timeout):
-            if method == "GET":
-                response = self._http.get(endpoint + path, timeout=timeout)
+            if spec.has_body:
+                response = self._http.post(endpoint + spec.path, json=body,
+                                           timeout=timeout + 0.5)
             else:
-                response = self._http.post(endpoint + path, json=body, timeout=timeout + 0.5)
+                response = self._http.get(endpoint + spec.path, timeout=timeout)
         return _result(response)
 
     def close(self) -> None:
@@ -87,12 +90,13 @@ class AsyncHttpTransport:
 
     async def send(self, endpoint: str, op: str, body: dict[str, Any],
                    timeout: float) -> tuple[int, Any]:
-        method, path = _route(op)
+        spec = _op(op)
         with _typed_errors(endpoint, timeout):
-            if method == "GET":
-                response = await self._http.get(endpoint + path, timeout=timeout)
+            if spec.has_body:
+                response = await self._http.post(endpoint + spec.path, json=body,
+                                                 timeout=timeout + 0.5)
             else:
-                response = await self._http.post(endpoint + path, json=body, timeout=timeout + 0.5)
+                response = await self._http.get(endpoint + spec.path, timeout=timeout)
         return _result(response)
 
     async def aclose(self) -> None:

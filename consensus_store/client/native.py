@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from consensus_store.client.core import host_port
+from consensus_store.client.endpoints import host_port
 from consensus_store.wire import (AUTH_ID, FrameReader, decode, encode_auth,
                                          encode_request)
 from consensus_store.errors import (ConsensusStoreError, Timeout, TlsError, Unavailable,

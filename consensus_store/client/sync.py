@@ -7,16 +7,17 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from consensus_store.client.coordination import DEFAULT_SESSION_TTL_S, CoordinationMixin
-from consensus_store.client.core import (DEFAULT_TIMEOUT_S, ClientCore, ClientSettings,
-                                         RetryPolicy, scheme_of, tls_context)
+from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
+from consensus_store.api.kv import KVApi
+from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
+from consensus_store.client.endpoints import scheme_of, tls_context
+from consensus_store.client.settings import ClientSettings
 from consensus_store.client.transport import sync_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
-from consensus_store.kv_api import KVApi
 from consensus_store.models import NodeStatus, Role
 
 
-class Client(KVApi, CoordinationMixin, ClientSettings):
+class Client(KVApi, CoordinationApi, ClientSettings):
     """Client of a consensus_store cluster; thread-safe (share one between threads).
 
     >>> client = Client(["tcp://127.0.0.1:7301"], token="...")   # or http://127.0.0.1:7201
@@ -42,7 +43,6 @@ class Client(KVApi, CoordinationMixin, ClientSettings):
         self._transports_lock = threading.Lock()
         for endpoint in self._core.endpoints:
             self._transport(endpoint)
-
 
     def close(self) -> None:
         """Close this client's session (releasing what it owns) and its connections."""
@@ -71,7 +71,10 @@ class Client(KVApi, CoordinationMixin, ClientSettings):
         return transport
 
     # ---- the one request path ------------------------------------------------------------------
-    def _request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """The JSON result of ``op`` (an op of ``consensus_store.protocol``), with failover and
+        safe retries; ``timeout`` None: the client's.  The KV and coordination calls and the
+        recipes all come through here (the ``Requester`` protocol of ``consensus_store.api``)."""
         core = self._core
         attempts = core.attempts(op, body, timeout)
         try:

@@ -1,7 +1,7 @@
 """route(group, key): rendezvous hashing moves about 1/N of keys when membership changes."""
 from __future__ import annotations
 
-from consensus_store.client.groups import rendezvous
+from consensus_store.api.groups import rendezvous
 from consensus_store.models import Member
 
 

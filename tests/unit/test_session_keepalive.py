@@ -18,7 +18,7 @@ class _Api:
         self.keepalives: list[float] = []
         self.third = threading.Event()
 
-    def _request(self, op: str, body: dict, timeout: float | None) -> dict:
+    def request(self, op: str, body: dict, timeout: float | None) -> dict:
         if op == "session_open":
             return {"session": {"id": 7, "ttl": TTL_S, "node": "n1"}}
         if op == "session_keepalive":
