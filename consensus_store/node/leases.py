@@ -19,7 +19,7 @@ import aiohttp
 
 from consensus_store.errors import Forbidden, NotFound, Unavailable, error_from_json
 from consensus_store.node.engine.proposer import Proposer
-from consensus_store.node.engine.raft import RaftRunner
+from consensus_store.node.engine.runner import RaftRunner
 from consensus_store.state.sessions import hash_session_key
 
 log = logging.getLogger("consensus_store.leases")
@@ -59,8 +59,7 @@ class LeaseKeeper:
             return {s.id: s.ttl_s for s in store.machine.sessions.sessions.values()}
 
     def _is_leader(self) -> bool:
-        store = self._runner.store
-        return store is not None and store._isLeader()
+        return self._runner.is_leader()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

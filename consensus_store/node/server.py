@@ -1,4 +1,4 @@
-"""A whole node: raft thread + asyncio thread serving the HTTP API.  Daemon and embedded alike.
+"""A whole node: one loop thread serves the client ports and ticks Raft.  Daemon and embedded alike.
 
 The client ports (HTTP, native) are served with TLS when the config has ``[tls]``, with at most
 ``limits.max_*_connections`` each (``client_ports``: the process's open-files limit is raised to
@@ -28,11 +28,10 @@ from consensus_store.node.api import create_app
 from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
                                                raise_fd_limit)
 from consensus_store.node.http_guard import GuardedHttp
-from consensus_store.node.engine.bridge import LoopBridge
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.native import NativeServer
 from consensus_store.node.engine.proposer import Proposer
-from consensus_store.node.engine.raft import RaftRunner
+from consensus_store.node.engine.runner import RaftRunner
 from consensus_store.node.service import KVService
 from consensus_store.node.watch import WatchHub
 from consensus_store.tls import client_context, server_context
@@ -74,13 +73,12 @@ class Node(KVApi, CoordinationMixin):
         self._ssl_server, ssl_peers = _tls_contexts(config)    # before anything starts
         self._init_coordination(session_ttl)
         self._loop = new_event_loop()
-        bridge = LoopBridge(self._loop)
-        self._watches = WatchHub(bridge, config.limits.watch_history_events,
+        self._watches = WatchHub(self._loop.call_soon, config.limits.watch_history_events,
                                  config.limits.watch_history_bytes)
         self._runner = RaftRunner(config, on_applied=self._on_applied,
                                   on_events=self._watches.on_events,
-                                  on_reset=self._watches.on_reset)
-        self._proposer = Proposer(self._runner, self._loop, bridge)
+                                  on_reset=self._watches.on_reset, loop=self._loop)
+        self._proposer = Proposer(self._runner, self._loop)
         api_by_node = {p.id: f"{config.scheme}://{p.api_address}" for p in config.peers}
         self._leases = LeaseKeeper(self._runner, self._proposer, api_by_node,
                                    node_api_token(config.peer_secret), ssl_context=ssl_peers)

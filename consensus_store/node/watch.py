@@ -10,17 +10,16 @@ events, so it raises the floor to the snapshot's index.
 The history is a list of segments, each append-only and never changed once full; the oldest
 whole segment is dropped when a bound is passed.  A watcher takes the list (and the length of
 the last segment) under the lock, a copy of a few hundred references, and scans without it:
-the raft thread, which appends under that lock after every apply, never waits for a scan.
+apply, which appends under that lock, never waits for a scan.
 """
 from __future__ import annotations
 
 import asyncio
 import bisect
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from consensus_store.errors import ConsensusStoreError
-from consensus_store.node.engine.bridge import LoopBridge
 from consensus_store.state.keyspace import value_bytes
 
 MAX_BUFFERED_EVENTS = 100_000
@@ -48,12 +47,12 @@ class _Segment:
 
 
 class WatchHub:
-    """The history is filled on the raft thread, under a lock; the loop is woken only when a
-    watcher waits (a wake-up per applied entry cost followers a tenth of their raft thread)."""
+    """The history is filled in apply (on the loop, inside a Raft tick); waiting watchers are
+    woken after the tick (``post``: the loop's ``call_soon``), and only when some wait."""
 
-    def __init__(self, bridge: LoopBridge, max_events: int = MAX_BUFFERED_EVENTS,
+    def __init__(self, post: Callable[..., Any], max_events: int = MAX_BUFFERED_EVENTS,
                  max_bytes: int = MAX_BUFFERED_BYTES) -> None:
-        self._bridge = bridge
+        self._post = post
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._events = 0
@@ -72,7 +71,7 @@ class WatchHub:
         with self._lock:
             return self._events, self._bytes
 
-    # ---- raft thread ----------------------------------------------------------------------------
+    # ---- apply (inside a tick) -------------------------------------------------------------------------
     def on_events(self, index: int, events: list[dict[str, Any]]) -> None:
         sizes = [_event_bytes(event) for event in events]   # outside the lock: may encode
         with self._lock:
@@ -99,7 +98,7 @@ class WatchHub:
             self.latest = index
             wake = bool(self._waiters)
         if wake:
-            self._bridge.post(self._wake, lambda prefix: any(_matches(e, prefix) for e in events))
+            self._post(self._wake, lambda prefix: any(_matches(e, prefix) for e in events))
 
     def on_reset(self, index: int) -> None:
         """The state was replaced wholesale (snapshot) at ``index``: history below is gone."""
@@ -109,7 +108,7 @@ class WatchHub:
             self.floor = self.latest = max(self.latest, index)
             wake = bool(self._waiters)
         if wake:   # their `after` may now be compacted: let them re-check
-            self._bridge.post(self._wake, lambda prefix: True)
+            self._post(self._wake, lambda prefix: True)
 
     # ---- loop -----------------------------------------------------------------------------------
     def _wake(self, concerns: Any) -> None:

@@ -13,7 +13,6 @@ from pysyncobj import pickle as pysyncobj_pickle
 from consensus_store.config import Limits, RaftTiming, load_config
 from consensus_store.errors import PayloadTooLarge
 from consensus_store.launcher import write_cluster_configs
-from consensus_store.node.engine.bridge import LoopBridge
 from consensus_store.node.engine.proposer import Proposer
 from consensus_store.node.engine.raft import stored_entry_bound, syncobj_conf
 
@@ -26,20 +25,18 @@ class _Config:
     limits: Limits = LIMITS
 
 
-class _Store:
-    raftLastApplied = 0
-
-    def _getLeader(self) -> str:
-        return "leader"
-
-
 class _Runner:
     """Applies every proposal at once, as a one-node cluster would."""
 
     def __init__(self) -> None:
         self.config = _Config()
-        self.store = _Store()
         self.entries: list[bytes] = []
+
+    def leader_address(self) -> str:
+        return "leader"
+
+    def raft_applied_index(self) -> int:
+        return 0
 
     def propose(self, data: bytes, callback: Any) -> None:
         self.entries.append(data)
@@ -54,7 +51,7 @@ def _run(coroutine_factory: Any) -> tuple[_Runner, Any]:
     async def main() -> Any:
         runner = _Runner()
         loop = asyncio.get_running_loop()
-        proposer = Proposer(runner, loop, LoopBridge(loop))   # type: ignore[arg-type]
+        proposer = Proposer(runner, loop)   # type: ignore[arg-type]
         return runner, await coroutine_factory(proposer)
     return asyncio.run(main())
 

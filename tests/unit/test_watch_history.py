@@ -7,13 +7,11 @@ from typing import Any
 import pytest
 
 from consensus_store.node import watch
-from consensus_store.node.engine.bridge import LoopBridge
 from consensus_store.node.watch import Compacted, WatchHub
 
 
-class _Bridge:
-    def post(self, *args: Any) -> None:
-        pass
+def _no_post(*args: Any) -> None:
+    pass
 
 
 def _put(key: str, value: Any, revision: int) -> dict[str, Any]:
@@ -26,7 +24,7 @@ def _watch(hub: WatchHub, prefix: str, after: int) -> list[dict[str, Any]]:
 
 
 def test_big_values_are_dropped_by_bytes_not_only_by_count() -> None:
-    hub = WatchHub(_Bridge(), max_events=100_000, max_bytes=4 * 1024 * 1024)
+    hub = WatchHub(_no_post, max_events=100_000, max_bytes=4 * 1024 * 1024)
     big = "x" * (512 * 1024)
     for revision in range(1, 101):                    # 100 puts of 512 KiB to one key
         hub.on_events(revision, [_put("k", big + str(revision), revision)])
@@ -40,7 +38,7 @@ def test_big_values_are_dropped_by_bytes_not_only_by_count() -> None:
 
 
 def test_count_bound_and_answers_in_order_across_segments() -> None:
-    hub = WatchHub(_Bridge(), max_events=1000, max_bytes=1 << 30)
+    hub = WatchHub(_no_post, max_events=1000, max_bytes=1 << 30)
     for revision in range(1, 5001):
         hub.on_events(revision, [_put(f"a/{revision}", 1, revision),
                                  _put(f"b/{revision}", 2, revision)])
@@ -53,7 +51,7 @@ def test_count_bound_and_answers_in_order_across_segments() -> None:
 
 
 def test_a_scan_runs_without_the_lock_the_raft_thread_needs(monkeypatch: pytest.MonkeyPatch) -> None:
-    hub = WatchHub(_Bridge())
+    hub = WatchHub(_no_post)
     for revision in range(1, 2001):
         hub.on_events(revision, [_put(f"k/{revision}", revision, revision)])
     held_during_scan = []
@@ -70,7 +68,7 @@ def test_a_scan_runs_without_the_lock_the_raft_thread_needs(monkeypatch: pytest.
 
 def test_a_waiting_watch_sees_what_arrives_while_it_scanned() -> None:
     async def scenario() -> list[dict[str, Any]]:
-        hub = WatchHub(LoopBridge(asyncio.get_running_loop()))
+        hub = WatchHub(asyncio.get_running_loop().call_soon)
         hub.on_events(1, [_put("x/1", 1, 1)])
         waiting = asyncio.create_task(hub.watch("y/", 0, 5.0))
         await asyncio.sleep(0)            # it scanned, found nothing, and waits

@@ -1,7 +1,7 @@
-"""The asyncio side of the raft bridge: writes with retries, read barriers, applied-index waits.
+"""Writes with retries and group commit, read barriers, applied-index waits.
 
-Results come back from the raft thread through the node's ``LoopBridge`` (one wake-up per
-batch).  Writes carry a (client id, request id) pair; writes that arrive without one get this
+Runs on the node's loop, the thread that also ticks Raft (runner.py): pysyncobj's callbacks
+settle the waiting futures directly, with no thread hand-off.  Writes carry a (client id, request id) pair; writes that arrive without one get this
 node's own pair, so the node may retry any write after an ambiguous failure
 (``LEADER_CHANGED``, a lost callback) without applying it twice.
 """
@@ -14,12 +14,10 @@ import uuid
 from functools import partial
 from typing import Any, Callable
 
-from pysyncobj import FAIL_REASON
-
 from consensus_store.errors import (InvalidRequest, PayloadTooLarge, Timeout, Unavailable,
                                     error_from_json)
-from consensus_store.node.engine.bridge import LoopBridge
-from consensus_store.node.engine.raft import RaftRunner
+from consensus_store.node.engine.failures import FAIL_NAMES, SUCCESS
+from consensus_store.node.engine.runner import RaftRunner
 from consensus_store.state import encode_batch, encode_command
 from consensus_store.state.commands import BATCHED_OPS
 
@@ -33,11 +31,9 @@ MAX_BATCHES_IN_FLIGHT = 2   # group commit: proposed and not yet answered
 
 
 class Proposer:
-    def __init__(self, runner: RaftRunner, loop: asyncio.AbstractEventLoop,
-                 bridge: LoopBridge) -> None:
+    def __init__(self, runner: RaftRunner, loop: asyncio.AbstractEventLoop) -> None:
         self._runner = runner
         self._loop = loop
-        self._bridge = bridge
         # An election takes at most about two election timeouts.
         self._no_leader_wait_s = 2 * runner.config.raft.election_timeout_max_s
         self._max_entry_bytes = runner.config.limits.max_entry_bytes
@@ -57,16 +53,11 @@ class Proposer:
         self._next_barrier_deadline = 0.0    # the latest deadline of its readers
         self._barrier_running = False
 
-    # ---- raft thread -> loop ----------------------------------------------------------------
-    def _complete(self, future: asyncio.Future, result: Any, error: int) -> None:
-        self._bridge.post(_settle, future, (result, error))
-
+    # ---- from the tick -------------------------------------------------------------------------
     def on_applied(self, index: int) -> None:
-        """Called on the raft thread whenever the applied index moved.  Wakes the loop only if
-        a read waits: ``wait_applied`` registers first and then re-reads the applied index,
-        which pysyncobj moved before this call, so no wake-up is lost."""
+        """Called at the end of a tick whenever the applied index moved."""
         if self._applied_waiters:
-            self._bridge.post(self._advance_applied, index)
+            self._advance_applied(index)
 
     def _advance_applied(self, index: int) -> None:
         self._applied = max(self._applied, index)
@@ -201,8 +192,8 @@ class Proposer:
         answered = [False]
         timer = self._loop.call_at(min(deadline for _, _, deadline in batch),
                                    self._answer_batch, delivers, answered, None, None)
-        self._runner.propose(data, lambda res, err: self._bridge.post(
-            self._answer_batch, delivers, answered, res, err, timer))
+        self._runner.propose(data, lambda res, err: self._answer_batch(
+            delivers, answered, res, err, timer))
         self._schedule_proposal()        # a slot may be left (writes to a repeated key)
 
     def _answer_batch(self, delivers: list[_Deliver], answered: list[bool], result: Any,
@@ -215,7 +206,7 @@ class Proposer:
         answered[0] = True
         self._batches_in_flight -= 1
         self._schedule_proposal()
-        if error != FAIL_REASON.SUCCESS:
+        if error != SUCCESS:
             for deliver in delivers:
                 deliver(None)
             return
@@ -232,15 +223,15 @@ class Proposer:
         while (remaining := deadline - self._loop.time()) > 0:
             await self.wait_for_leader(min(remaining, self._no_leader_wait_s))
             future = self._loop.create_future()
-            self._runner.propose(data, lambda res, err, f=future: self._complete(f, res, err))
+            self._runner.propose(data, lambda res, err, f=future: _settle(f, (res, err)))
             try:
                 result, error = await asyncio.wait_for(future, min(ATTEMPT_TIMEOUT_S, remaining))
             except asyncio.TimeoutError:
                 last_error = "no answer from the raft layer"
                 continue   # a lost callback: propose again (deduplicated)
-            if error == FAIL_REASON.SUCCESS:
+            if error == SUCCESS:
                 return self.applied_answer(*result)
-            last_error = _FAIL_NAMES.get(error, str(error))
+            last_error = FAIL_NAMES.get(error, str(error))
             await asyncio.sleep(min(RETRY_BACKOFF_S, max(0.0, deadline - self._loop.time())))
         raise Timeout(f"write not confirmed within {timeout:g}s ({last_error}); "
                       "it may still be applied", outcome="unknown")
@@ -258,14 +249,12 @@ class Proposer:
             await asyncio.sleep(LEADER_POLL_S)
 
     def _leader_known(self) -> bool:
-        store = self._runner.store
-        return store is not None and store._getLeader() is not None
+        return self._runner.leader_address() is not None
 
     # ---- reads ----------------------------------------------------------------------------------
     @property
     def applied_index(self) -> int:
-        store = self._runner.store
-        return max(self._applied, store.raftLastApplied if store is not None else 0)
+        return max(self._applied, self._runner.raft_applied_index())
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         """Wait until this replica applied ``index`` (session reads)."""
@@ -316,11 +305,10 @@ class Proposer:
             self._barrier_running = False
 
     async def _confirmed_read_index(self, deadline: float) -> int | None:
-        """Ask the raft thread until it confirms an index, or None once ``deadline`` passed."""
+        """Ask Raft until it confirms an index, or None once ``deadline`` passed."""
         while (remaining := deadline - self._loop.time()) > 0:
             future: asyncio.Future[int | None] = self._loop.create_future()
-            self._runner.request_read_index(
-                lambda index, f=future: self._bridge.post(_settle, f, index))
+            self._runner.request_read_index(lambda index, f=future: _settle(f, index))
             try:
                 index = await asyncio.wait_for(future, remaining)
             except asyncio.TimeoutError:
@@ -335,9 +323,6 @@ class Proposer:
 def _batchable(command: dict[str, Any]) -> bool:
     """A single-key write, which a group-commit batch may carry."""
     return command.get("op") in BATCHED_OPS and "key" in command
-
-
-_FAIL_NAMES = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}
 
 
 def _settle(future: asyncio.Future, result: Any = None, exception: BaseException | None = None) -> None:
