@@ -20,11 +20,11 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from consensus_store.client import Client
+from consensus_store.launcher import LocalCluster, write_cluster_configs
+from consensus_store.testing.polling import poll_until
 
-from consensus_store.client import Client  # noqa: E402
-from consensus_store.launcher import LocalCluster, write_cluster_configs  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SESSION_TTL_S = 2.0
 
@@ -67,13 +67,13 @@ class Demo:
             self.say(f"{event['worker']}: {event['role']} (leadership token {event['token']})")
 
     def leader(self, client: Client, exclude: str = "", timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def elected() -> str | None:
             leader = client.election("pool").leader(consistency="linearizable")
-            if leader is not None and leader.member != exclude:
-                return leader.member
-            time.sleep(0.05)
-        raise SystemExit("no leader elected in time")
+            return leader.member if leader is not None and leader.member != exclude else None
+        found = poll_until(elected, timeout)
+        if found is None:
+            raise SystemExit("no leader elected in time")
+        return found
 
     def run(self) -> None:
         with Client(self.endpoints, token=self.token) as client:
@@ -91,10 +91,8 @@ class Demo:
             self.say(f"{second} took over {time.monotonic() - killed_at:.2f}s after the kill "
                      f"(session TTL {SESSION_TTL_S}s)")
             self.start_worker(first)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and first not in [
-                    m.id for m in client.groups.members("pool", consistency="linearizable")]:
-                time.sleep(0.05)
+            poll_until(lambda: first in [m.id for m in client.groups.members(
+                "pool", consistency="linearizable")], 20)
             time.sleep(1.0)
             self.say(f"{first} rejoined; leader is still {self.leader(client)}")
         for process in self.workers.values():

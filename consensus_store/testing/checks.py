@@ -12,7 +12,8 @@ from typing import Any
 
 from consensus_store.testing.cluster import (ProxiedCluster, node_digest, node_state,
                                              raft_diagnostics)
-from consensus_store.testing.workload import OpRecord, Workload, lincheck_module
+from consensus_store.testing.lincheck import check_events
+from consensus_store.testing.workload import OpRecord, Workload
 
 
 @dataclass
@@ -27,8 +28,7 @@ class Anomaly:
 def check_linearizable(events: list[dict], timeout_s: float | None = 120.0
                        ) -> tuple[list[Anomaly], list[str]]:
     """(a) writes, cas and linearizable reads form a linearizable history (per key, WGL)."""
-    lincheck = lincheck_module()
-    result = lincheck.check_events(events, timeout_s)
+    result = check_events(events, timeout_s)
     if result.linearizable is None:
         return [], [f"linearizability check undecided: {result.explanation}"]
     if not result.linearizable:

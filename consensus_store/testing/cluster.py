@@ -1,20 +1,19 @@
 """Proxied clusters: config generation (``write_proxied_cluster_configs``), ``ProxiedCluster``
 (node processes whose Raft traffic goes through one ``FaultProxy``, with kill / pause / restart),
-``poll_until``, and per-node helpers (``node_state``, ``node_digest``, ``raft_status``,
-``raft_diagnostics``).
+and per-node helpers (``node_client``, ``local_records``, ``node_state``, ``node_digest``,
+``raft_status``, ``raft_diagnostics``); the first four also serve a plain ``LocalCluster``.
 
 Only processes started here are ever signalled, always by their own PID (via ``launcher``).
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from consensus_store.launcher import LocalCluster, free_ports, write_credentials
+from consensus_store.testing.polling import poll_until
 from consensus_store.testing.proxy import HOST, NODE_PORT_RANGE, FaultProxy, pick_ports
 
 log = logging.getLogger("consensus_store.testing")
@@ -212,33 +211,30 @@ class ProxiedCluster:
         return " ".join(states) + f"; network {self.proxy.describe()}"
 
 
-def poll_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    """Poll until ``predicate`` returns something truthy (returned) or ``timeout`` (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - "not yet"
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
+def node_client(cluster: ProxiedCluster | LocalCluster, node_id: str, **options: Any) -> Any:
+    """A client that talks to exactly one node (of a proxied or a plain local cluster)."""
+    from consensus_store.client import Client
+    return Client([cluster.nodes[node_id].endpoint], token=cluster.token, **options)
 
 
-def node_state(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0
+def local_records(cluster: ProxiedCluster | LocalCluster, node_id: str, prefix: str = "",
+                  timeout: float = 3.0) -> list[Any]:
+    """Every record under ``prefix`` one node holds, read locally (no consensus round)."""
+    with node_client(cluster, node_id, timeout=timeout) as client:
+        return list(client.range(prefix, consistency="local", timeout=timeout).kvs)
+
+
+def node_state(cluster: ProxiedCluster | LocalCluster, node_id: str, timeout: float = 3.0
                ) -> dict[str, tuple[Any, int]]:
     """{key: (value, mod_revision)} of every key one node holds (local read, that node only)."""
-    with cluster.client([node_id], timeout=timeout) as client:
-        result = client.range("", consistency="local", timeout=timeout)
-    return {kv.key: (kv.value, kv.mod_revision) for kv in result.kvs}
+    return {kv.key: (kv.value, kv.mod_revision)
+            for kv in local_records(cluster, node_id, timeout=timeout)}
 
 
-def node_digest(cluster: ProxiedCluster, node_id: str, timeout: float = 3.0
+def node_digest(cluster: ProxiedCluster | LocalCluster, node_id: str, timeout: float = 3.0
                 ) -> tuple[str, int, dict[str, str]]:
     """(digest of the whole replicated state, the index it covers, digest of each part)."""
-    with cluster.client([node_id], timeout=timeout) as client:
+    with node_client(cluster, node_id, timeout=timeout) as client:
         result = client._request("digest", {}, timeout)
     return result["digest"], result["index"], result["parts"]
 

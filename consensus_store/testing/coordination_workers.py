@@ -5,39 +5,21 @@ process so tests can SIGSTOP it and kill it with -9.  ``lock``: take the lock in
 believes it holds it (granted, session CONNECTED) it writes to the ``lock`` resource with its
 token, then releases.  ``candidate``: campaign; while it believes it leads it writes to the
 ``election`` resource with its leadership token, resigning after a while.  Events go to a JSON
-lines file (``EventLog``, flushed per line, so they survive kill -9).  ``WorkerProcess`` starts
-one and signals it, only by its own PID.
+lines file (``workers.EventLog``, flushed per line, so they survive kill -9).  Tests start them
+with ``workers.WorkerProcess`` (re-exported here), which signals them only by their own PID.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from consensus_store.testing.fenced import ELECTION_RESOURCE, LOCK_RESOURCE, ResourceClient
+from consensus_store.testing.workers import EventLog, WorkerProcess
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-class EventLog:
-    def __init__(self, path: Path, ident: str) -> None:
-        self._file = open(path, "a", buffering=1)
-        self.ident = ident
-        self._lock = threading.Lock()
-
-    def say(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"t": time.monotonic(), "event": event, "id": self.ident,
-                           "pid": os.getpid(), **fields})
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+__all__ = ["WorkerProcess", "main", "worker_main", "writes_per_hold"]
 
 
 def _lock_worker(args: argparse.Namespace, client: Any, log: EventLog,
@@ -180,79 +162,6 @@ def worker_main(argv: list[str]) -> int:
     (_lock_worker if args.role == "lock" else _candidate_worker)(args, client, log, resource)
     log.say("exiting")
     return 0
-
-
-class WorkerProcess:
-    """One worker process started by a test; signalled only by its own PID."""
-
-    def __init__(self, role: str, ident: str, *, endpoints: Iterable[str], token: str, name: str,
-                 resource: str, events_dir: Path, ttl: float, extra: Iterable[str] = (),
-                 log_dir: Path | None = None) -> None:
-        self.role, self.ident = role, ident
-        self.events_path = Path(events_dir) / f"{ident}.jsonl"
-        self.events_path.parent.mkdir(parents=True, exist_ok=True)
-        stderr_path = (Path(log_dir or events_dir) / f"{ident}.stderr")
-        self._stderr = open(stderr_path, "ab")
-        command = [sys.executable, "-m", "consensus_store.testing.coordination_workers", role,
-                   "--endpoints", ",".join(endpoints), "--token", token, "--name", name,
-                   "--id", ident, "--resource", resource, "--events", str(self.events_path),
-                   "--ttl", str(ttl), *extra]
-        self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                        start_new_session=True)
-        self.pid = self.process.pid
-        self.paused = False
-        self.killed_at: float | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def events(self, event: str | None = None) -> list[dict[str, Any]]:
-        try:
-            lines = self.events_path.read_text().splitlines()
-        except OSError:
-            return []
-        found = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue                # a line cut by kill -9
-            if event is None or record["event"] == event:
-                found.append(record)
-        return found
-
-    def _signal(self, signum: int) -> None:
-        if self.alive:
-            os.kill(self.pid, signum)
-
-    def pause(self) -> float:
-        self._signal(signal.SIGSTOP)
-        self.paused = True
-        return time.monotonic()
-
-    def resume(self) -> float:
-        """SIGCONT; returns the monotonic time just *before* it was sent (the process may run,
-        and log, before this call returns)."""
-        sent_at = time.monotonic()
-        self._signal(signal.SIGCONT)
-        self.paused = False
-        return sent_at
-
-    def kill(self) -> float:
-        """kill -9; returns the monotonic time of the kill."""
-        self._signal(signal.SIGKILL)
-        self.process.wait()
-        self.killed_at = self.killed_at or time.monotonic()
-        self.paused = False
-        return self.killed_at
-
-    def stop(self) -> None:
-        if self.alive:
-            self._signal(signal.SIGCONT)
-            self.kill()
-        self._stderr.close()
 
 
 def main() -> None:

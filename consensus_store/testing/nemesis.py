@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from consensus_store.testing.checks import Anomaly, check_safety
-from consensus_store.testing.cluster import ProxiedCluster, poll_until
+from consensus_store.testing.cluster import ProxiedCluster
+from consensus_store.testing.polling import poll_until
 from consensus_store.testing.workload import Workload
 
 

@@ -9,27 +9,14 @@ import collections
 import json
 import os
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from consensus_store.testing.cluster import poll_until
-
-
-def lincheck_module() -> Any:
-    """``tools/lincheck.py`` (tools/ is not an installed package: add the repo root if needed)."""
-    try:
-        from tools import lincheck
-    except ImportError:
-        root = Path(__file__).resolve().parents[2]
-        if not (root / "tools" / "lincheck.py").exists():
-            raise
-        sys.path.insert(0, str(root))
-        from tools import lincheck
-    return lincheck
+from consensus_store.testing.polling import poll_until
+from consensus_store.testing.lincheck import HistoryRecorder
 
 
 READ_LEVELS = ("local", "session", "linearizable")
@@ -88,8 +75,7 @@ class Workload:
                  op_timeout: float = 5.0, mix: dict[str, int] | None = None,
                  think_s: float = 0.0, max_ops_per_worker: int = 1_000_000,
                  native_endpoints: list[str] | None = None) -> None:
-        lincheck = lincheck_module()
-        self.history = lincheck.HistoryRecorder()   # writes, cas, linearizable reads
+        self.history = HistoryRecorder()   # writes, cas, linearizable reads
         self.endpoints = list(endpoints)
         self.native_endpoints = list(native_endpoints or [])   # odd workers use these
         self.token = token

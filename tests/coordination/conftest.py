@@ -1,13 +1,14 @@
 """A 3-node cluster per module and helpers to run coordination worker processes."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
 from consensus_store.launcher import LocalCluster, write_cluster_configs
 
-from .support import WorkerProcess
+from .support import WorkerProcess, start_worker
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +24,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def workers(cluster: LocalCluster) -> Iterator[Callable[[str, str, str], WorkerProcess]]:
+def workers(cluster: LocalCluster, tmp_path: Path
+            ) -> Iterator[Callable[[str, str, str], WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(role: str, name: str, ident: str) -> WorkerProcess:
-        worker = WorkerProcess(cluster, role, name, ident)
+        worker = start_worker(cluster, role, name, ident, tmp_path / "workers")
         started.append(worker)
         return worker
 

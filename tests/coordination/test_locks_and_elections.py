@@ -41,7 +41,7 @@ def test_lock_holders_never_overlap_and_tokens_increase(cluster: LocalCluster, w
     cluster.nodes[leader].start()
 
     intervals = sorted(grant_intervals(a) + grant_intervals(b))
-    killed_a = max(e["t"] for e in a.events)
+    killed_a = max(e["t"] for e in a.events())
     resource = FencedResource()
     for (start, end, token), (next_start, _, next_token) in zip(intervals, intervals[1:]):
         assert token < next_token, "fencing tokens must strictly increase in grant order"
@@ -80,7 +80,7 @@ def test_replicas_never_two_actives(cluster: LocalCluster, workers) -> None:
     def actives_at(t: float) -> list[str]:
         active = []
         for r in replicas:
-            transitions = sorted(r.events, key=lambda e: e["t"])
+            transitions = sorted(r.events(), key=lambda e: e["t"])
             state = None
             for e in transitions:
                 if e["t"] <= t and e["event"] in ("active", "passive", "standby"):
@@ -95,6 +95,6 @@ def test_replicas_never_two_actives(cluster: LocalCluster, workers) -> None:
     first_active.kill()
     others = [r for r in replicas if r is not first_active]
     wait_until(lambda: any(r.seen("active") for r in others), 20, "a passive to become active")
-    times = sorted(e["t"] for r in others for e in r.events)
+    times = sorted(e["t"] for r in others for e in r.events())
     for t in times:
         assert len(actives_at(t)) <= 1, f"two actives at {t}: {actives_at(t)}"

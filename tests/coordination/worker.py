@@ -1,6 +1,8 @@
-"""A separate process that uses the coordination API and reports what it sees as JSON lines.
+"""A separate process that uses the coordination API and appends what it sees to a JSON-lines
+events file (``consensus_store.testing.workers.EventLog``; started by ``WorkerProcess``).
 
-    python -m tests.coordination.worker ENDPOINTS TOKEN ROLE NAME [ID]
+    python -m tests.coordination.worker ROLE --endpoints E --token T --name NAME --id ID \
+        --events FILE
 
 ROLE: ``join`` (create+join group NAME), ``register`` (register NAME), ``lock`` (take lock NAME
 in a loop, reporting each grant's token), ``campaign`` (campaign in election NAME as ID and
@@ -8,70 +10,71 @@ report leadership), ``replica`` (offer a replica under NAME as ID).  Killed with
 """
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 import threading
 import time
+from pathlib import Path
 
 from consensus_store.client import Client
 from consensus_store.errors import ConsensusStoreError
+from consensus_store.testing.workers import EventLog
 
 TTL_S = 1.5
 
 
-_OUTPUT = threading.Lock()
-
-
-def say(**event: object) -> None:
-    # Replica callbacks run on the client's threads: one whole line at a time.
-    line = json.dumps({"t": time.monotonic(), **event}) + "\n"
-    with _OUTPUT:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-
-
 class Worker:
-    def __init__(self, ident: str) -> None:
-        self.ident = ident
+    """Replica callbacks (they run on the client's threads; EventLog writes whole lines)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
 
     def on_active(self) -> None:
-        say(event="active", id=self.ident)
+        self.log.say("active")
 
     def on_passive(self) -> None:
-        say(event="passive", id=self.ident)
+        self.log.say("passive")
 
     def on_standby(self) -> None:
-        say(event="standby", id=self.ident)
+        self.log.say("standby")
 
 
 def main(argv: list[str]) -> None:
-    endpoints, token, role, name = argv[:4]
-    ident = argv[4] if len(argv) > 4 else "w"
-    client = Client(endpoints.split(","), token=token, session_ttl=TTL_S, timeout=5.0)
-    if role == "join":
+    parser = argparse.ArgumentParser(prog="python -m tests.coordination.worker")
+    parser.add_argument("role", choices=("join", "register", "lock", "campaign", "replica"))
+    parser.add_argument("--endpoints", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--id", default="w")
+    parser.add_argument("--events", required=True, type=Path)
+    args = parser.parse_args(argv)
+    name, ident = args.name, args.id
+    log = EventLog(args.events, ident)
+    client = Client(args.endpoints.split(","), token=args.token, session_ttl=TTL_S, timeout=5.0)
+    if args.role == "join":
         client.groups.create(name)
         member = client.groups.join(name, member=ident, meta={"pid": ident})
-        say(event="joined", member=member.id, session=member.session)
-    elif role == "register":
-        say(event="registered", ok=client.register_name(name, ident))
-    elif role == "lock":
+        log.say("joined", member=member.id, session=member.session)
+    elif args.role == "register":
+        log.say("registered", ok=client.register_name(name, ident))
+    elif args.role == "lock":
         while True:
             lock = client.lock(name, owner=ident)
             try:
                 if lock.acquire(timeout=30):
-                    say(event="granted", token=lock.token, id=ident)
+                    log.say("granted", token=lock.token)
                     time.sleep(0.05)
-                    say(event="releasing", token=lock.token, id=ident)
+                    log.say("releasing", token=lock.token)
                     lock.release()
             except ConsensusStoreError as exc:   # e.g. the session was lost: try again
-                say(event="error", error=str(exc), id=ident)
+                log.say("error", error=str(exc))
                 time.sleep(0.2)
-    elif role == "campaign":
+    elif args.role == "campaign":
         leader = client.election(name).campaign(ident)
-        say(event="leader", member=ident, token=leader.token if leader else None)
-    elif role == "replica":
-        client.replicas(name, Worker(ident), member=ident, replication_factor=2)
-        say(event="offered", id=ident)
+        log.say("leader", member=ident, token=leader.token if leader else None)
+    elif args.role == "replica":
+        client.replicas(name, Worker(log), member=ident, replication_factor=2)
+        log.say("offered")
     threading.Event().wait()   # stay alive (and keep the session) until killed
 
 

@@ -2,59 +2,34 @@
 
 Every cluster is started through ``ClusterPool.start`` so that it is always stopped by a fixture
 finalizer (SIGCONT + SIGTERM, then SIGKILL by PID: only processes these tests started).  Tests
-wait on conditions with ``wait_until`` (poll with a deadline), never with a fixed sleep.
+wait on conditions with ``wait_until`` (poll with a deadline), never with a fixed sleep.  The
+per-node helpers and the poll loop are the package's (``consensus_store.testing.cluster`` and
+``consensus_store.testing.polling``), re-exported here.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import httpx
 
 from consensus_store.client import Client
-from consensus_store.errors import ConsensusStoreError
 from consensus_store.launcher import LocalCluster, write_cluster_configs
+from consensus_store.testing.cluster import local_records, node_client
+from consensus_store.testing.polling import wait_until
 
-T = TypeVar("T")
+__all__ = ["ClusterPool", "append_toml", "followers", "full_local_state", "local_range",
+           "node_client", "prefer_endpoint", "raw_post", "statuses", "wait_converged",
+           "wait_until"]
 
 # Clusters alive right now: their node logs are attached to the report of a failing test.
 _ACTIVE: list[LocalCluster] = []
-
-_TRANSIENT = (ConsensusStoreError, httpx.HTTPError, OSError, KeyError)
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, *, what: str = "condition",
-               interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
-
-    Transient errors (node unreachable, no leader yet) count as "not yet".
-    """
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    last_value: Any = None
-    while True:
-        try:
-            last_value = predicate()
-            if last_value:
-                return last_value
-        except _TRANSIENT as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:g}s "
-                                 f"(last value {last_value!r:.300}, last error {last_error!r:.300})")
-        time.sleep(interval)
 
 
 def append_toml(paths: list[Path], text: str) -> None:
     """Append TOML tables (e.g. ``[limits]``) to generated configs."""
     for path in paths:
         path.write_text(path.read_text() + "\n" + text.strip() + "\n")
-
-
-def node_client(cluster: LocalCluster, node_id: str, **options: Any) -> Client:
-    """A client that talks to exactly one node."""
-    return Client([cluster.nodes[node_id].endpoint], token=cluster.token, **options)
 
 
 def statuses(cluster: LocalCluster, timeout: float = 1.0) -> dict[str, Any]:
@@ -73,15 +48,12 @@ def followers(cluster: LocalCluster, leader: str) -> list[str]:
 
 def local_range(cluster: LocalCluster, node_id: str, prefix: str = "") -> dict[str, Any]:
     """{key: value} of ``prefix`` as one node sees it locally (no consensus round)."""
-    with node_client(cluster, node_id, timeout=3.0) as client:
-        result = client.range(prefix, consistency="local", timeout=2.0)
-    return {kv.key: kv.value for kv in result.kvs}
+    return {kv.key: kv.value for kv in local_records(cluster, node_id, prefix)}
 
 
 def full_local_state(cluster: LocalCluster, node_id: str) -> list[tuple]:
     """Every record (with revisions) one node holds locally."""
-    with node_client(cluster, node_id, timeout=3.0) as client:
-        return list(client.range("", consistency="local", timeout=2.0).kvs)
+    return local_records(cluster, node_id)
 
 
 def wait_converged(cluster: LocalCluster, timeout: float = 15.0) -> dict[str, Any]:

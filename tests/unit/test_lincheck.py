@@ -1,5 +1,6 @@
-"""Tests of tools/lincheck.py: the Jepsen etcd reference corpus, hand-made
-histories, a brute-force cross-check, the recorder and the CLI."""
+"""Tests of the linearizability checker (consensus_store.testing.lincheck) and its command
+line (tools/lincheck.py): the Jepsen etcd reference corpus, hand-made histories, a brute-force
+cross-check, the recorder and the CLI."""
 
 from __future__ import annotations
 
@@ -14,11 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.lincheck import (  # noqa: E402
+from consensus_store.testing.lincheck import (
     CheckResult,
     HistoryError,
     HistoryRecorder,
@@ -28,6 +25,7 @@ from tools.lincheck import (  # noqa: E402
     check_operations,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LINCHECK = REPO_ROOT / "tools" / "lincheck.py"
 REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference" / "jepsen-etcd"
 VERDICTS = REFERENCE_DIR / "verdicts.tsv"
