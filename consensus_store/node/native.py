@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
-from typing import Any, Callable, Coroutine
+from typing import Any, Coroutine
 
-from consensus_store.wire import (AUTH_OP, FrameReader, FrameTooLarge, decode,
-                                  encode_response)
 from consensus_store.config import ClientToken
 from consensus_store.errors import (AuthError, ConsensusStoreError, Forbidden, InvalidRequest,
                                     PayloadTooLarge)
-from consensus_store.node.api import _timeout as request_timeout
-from consensus_store.node.client_ports import ClientPort, ConnectionGate
 from consensus_store.node.api import forbidden_message
-from consensus_store.node.coordination_api import QUERIES
-from consensus_store.protocol import OPS_ALLOWED, WRITE_OPS
+from consensus_store.node.client_ports import ClientPort, ConnectionGate
+from consensus_store.node.reads import ReadWait, read_wait
 from consensus_store.node.service import KVService
+from consensus_store.node.validate import request_timeout
+from consensus_store.protocol import OPS, OPS_ALLOWED, Kind
+from consensus_store.wire import AUTH_OP, FrameReader, FrameTooLarge, decode, encode_response
 
 log = logging.getLogger("consensus_store.native")
 
@@ -46,17 +44,14 @@ AUTH_TIMEOUT_S = 10.0
 UNAUTHENTICATED_MAX_FRAME = 64 * 1024
 MAX_IN_FLIGHT = 4096
 
-Request = Callable[[dict[str, Any], ClientToken], Coroutine[Any, Any, dict[str, Any]]]
-Read = Callable[[dict[str, Any], float | None], Coroutine[Any, Any, dict[str, Any]]]
 
 
 class NativeServer:
     """Serves the native protocol on ``config.native_address``, in the node's event loop.
 
-    Ops are the HTTP API's routes: the key-value ops, ``status``, ``watch``, ``session_open``,
-    ``session_keepalive``, ``session_close``, ``sessions``, the coordination writes by their op
-    name (``group_join``, ``lock_acquire``...) and the coordination reads by their route
-    (``groups_members`` for ``/v1/groups/members``...).
+    Its ops are ``protocol.OPS`` by name (``put``, ``groups_members``, ``session_open``...),
+    dispatched by their kind: reads may be answered inline, batchable writes join a batch,
+    everything else runs as a task through ``KVService.call``.
     """
 
     def __init__(self, service: KVService) -> None:
@@ -67,22 +62,7 @@ class NativeServer:
                                        self.max_frame + 1)
         self.connections: set[_Connection] = set()
         self._port: ClientPort | None = None
-        # reads: answered inline when they need no wait (see _Connection._read)
-        self.reads: dict[str, Read] = {"get": service.get, "range": service.range}
-        for op, query in QUERIES.items():
-            self.reads[op] = partial(service.query, query)
-        self.writes = WRITE_OPS - {"session_open"}
-        self.others: dict[str, Request] = {
-            "status": lambda body, caller: service.status(),
-            "watch": lambda body, caller: service.watch(body),
-            "session_open": lambda body, caller: service.session_open(
-                body, request_timeout(body), caller=caller),
-            "session_keepalive": lambda body, caller: service.session_keepalive(
-                body, caller=caller),
-            "session_close": lambda body, caller: service.session_close(
-                body, request_timeout(body), caller=caller),
-        }
-        self.ops = sorted({"auth", "sessions", "digest", *self.reads, *self.writes, *self.others})
+        self.ops = sorted({AUTH_OP, *OPS})
 
     async def start(self, gate: ConnectionGate, ssl_context: Any = None) -> None:
         """Listen on ``native_address``: at most ``gate.limit`` connections, over TLS when
@@ -201,19 +181,14 @@ class _Connection(asyncio.Protocol):
             return
         if type(op) is not str or op not in self.allowed:   # deny by default
             return self._refuse(request_id, op)
-        server = self.server
         try:
-            read = server.reads.get(op)
-            if read is not None:
-                self._read(request_id, read, message)
-            elif op in server.writes:
+            spec = OPS[op]
+            if spec.kind is Kind.READ:
+                self._read(request_id, op, message)
+            elif spec.batchable:
                 self._write(request_id, op, message)
-            elif op in server.others:
-                self._spawn(request_id, server.others[op](message, self.caller))
-            elif op in ("sessions", "digest"):
-                self._reply(request_id, 200, self.service.handle_now(op))
             else:
-                raise InvalidRequest(f"unknown op {op!r:.40}; ops: {', '.join(server.ops)}")
+                self._spawn(request_id, self.service.call(op, message, self.caller))
         except ConsensusStoreError as exc:   # raised before any task started
             self._reply(request_id, exc.http_status, exc.to_json())
         except RecursionError:
@@ -282,13 +257,14 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     # ---- requests -------------------------------------------------------------------------------
-    def _read(self, request_id: int, read: Read, message: dict[str, Any]) -> None:
-        """Answer at once when the read needs no wait; else run it as a task."""
-        level = message.get("consistency", "session")
-        if level == "linearizable" or (level == "session" and self._must_wait(message)):
-            self._spawn(request_id, read(message, request_timeout(message)))
+    def _read(self, request_id: int, op: str, message: dict[str, Any]) -> None:
+        """Answer at once when the read needs no wait (``reads.read_wait``); else run it as a
+        task."""
+        wait, _ = read_wait(message, self.service.proposer.applied_index)
+        coroutine = self.service.call(op, message, self.caller)
+        if wait is not ReadWait.NONE:
+            self._spawn(request_id, coroutine)
             return
-        coroutine = read(message, request_timeout(message))
         try:
             coroutine.send(None)
         except StopIteration as done:
@@ -299,7 +275,7 @@ class _Connection(asyncio.Protocol):
             self._internal_error(request_id, "read", exc)
         else:   # it did suspend after all: start over in a task (reads have no side effects)
             coroutine.close()
-            self._spawn(request_id, read(message, request_timeout(message)))
+            self._spawn(request_id, self.service.call(op, message, self.caller))
 
     def _write(self, request_id: int, op: str, message: dict[str, Any]) -> None:
         """Single-key writes join a group-commit batch without a task (a task per write cost
@@ -345,10 +321,6 @@ class _Connection(asyncio.Protocol):
         if (not self._reading and self._in_flight() < MAX_IN_FLIGHT // 2
                 and self.in_flight_bytes < self.server.max_in_flight_bytes // 2):
             self._update_reading()
-
-    def _must_wait(self, message: dict[str, Any]) -> bool:
-        min_index = message.get("min_index", 0)
-        return type(min_index) is int and min_index > self.service.proposer.applied_index
 
     def _spawn(self, request_id: int, coroutine: Coroutine[Any, Any, dict[str, Any]],
                size: int | None = None) -> None:

@@ -1,41 +1,43 @@
 """What a node does for a client request, independent of HTTP: validate, replicate, read.
 
-Both the HTTP API and the embedded ``Node`` call this, so limits and semantics are the same on
-every path.  Runs on the node's asyncio loop.
+Both front ends (HTTP ``api.py``, native ``native.py``) and the embedded ``Node`` call this, so
+limits and semantics are the same on every path.  ``call(op, body, caller)`` answers any op of
+``protocol.OPS``: its handler is picked by the op's kind (a write is checked once, by
+``validate``, and proposed; a read waits as ``reads.read_wait`` says, then reads memory) or is
+one of the few ops with their own (sessions, watches, status, digest).  Runs on the node's
+asyncio loop.
 """
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
+from functools import partial
+from typing import Any, Awaitable, Coroutine, Protocol
 
+from consensus_store.config import ClientToken, NodeConfig
+from consensus_store.errors import InvalidRequest, Unavailable
+from consensus_store.node import validate
 from consensus_store.node.auth import NODE_TOKEN_NAME, TokenStore
-from consensus_store.config import MAX_KEY_BYTES, ClientToken, NodeConfig
-from consensus_store.errors import InvalidRequest, PayloadTooLarge, Unavailable
-from consensus_store.models import Consistency
-from consensus_store.node.coordination_api import QUERIES, WRITE_FIELDS
-from consensus_store.protocol import COORDINATION_WRITES, KV_WRITE_OPS
-from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.engine.proposer import Proposer
-from consensus_store.node.session_keys import (is_admin, key_for_open, presented_key,
-                                               presented_key_hash, session_auth)
 from consensus_store.node.engine.raft import RaftRunner, RaftStatus
+from consensus_store.node.leases import LeaseKeeper
+from consensus_store.node.reads import READS, ReadWait, read_wait
+from consensus_store.node.session_keys import is_admin, key_for_open, presented_key, session_auth
 from consensus_store.node.watch import WatchHub
+from consensus_store.protocol import OPS, Kind
 from consensus_store.state import commands
 from consensus_store.state.digest import copy_in_chunks, digest_of, parts_of
 from consensus_store.state.limits import stamp as stamp_limits
 from consensus_store.state.sessions import hash_session_key
 
-MAX_CLIENT_ID_CHARS = 128
-MAX_REQUEST_ID = 2**63 - 1        # fits every JSON and int64 reader
-# Fields of the log command, set by the node only: a body carrying one is refused.
-LOG_ONLY_FIELDS = ("cid", "rid", "done")
 KEEPALIVE_LEADER_WAIT_S = 0.3     # well inside the third of a TTL a client gives a keepalive
-# Far below the recursion limit, so every node decodes every command it applies, whatever its
-# call stack (JSON decoders recurse; a batch adds two levels).
-MAX_COMMAND_DEPTH = 200
-COORDINATION_OPS = frozenset(COORDINATION_WRITES)
 MAX_WATCH_WAIT_S = 60.0
+# The ops whose body may carry a ``timeout`` (writes and reads; watch has its own ``wait``).
+TIMED_OPS = frozenset(op.name for op in OPS.values() if op.kind is not Kind.NODE)
+
+
+class Handler(Protocol):
+    def __call__(self, body: dict[str, Any], timeout: float | None = None, *,
+                 caller: ClientToken | None = None) -> Awaitable[dict[str, Any]]: ...
 
 
 class KVService:
@@ -49,6 +51,7 @@ class KVService:
         self.tokens = TokenStore(config)
         self._node_by_raft_address = {str(config.raft_address): config.id}
         self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
+        self.handlers = self._handlers()
 
     # ---- metadata ---------------------------------------------------------------------------
     def leader_id(self) -> str | None:
@@ -93,7 +96,7 @@ class KVService:
 
     # ---- writes -------------------------------------------------------------------------------
     # ``caller``: the client token the request came with (its role already allowed the op,
-    # see protocol.REQUIRED_ROLE); None for in-process callers (the embedded Node).
+    # see protocol.OPS); None for in-process callers (the embedded Node).
     async def write(self, op: str, body: dict[str, Any], timeout: float | None = None, *,
                     caller: ClientToken | None = None) -> dict[str, Any]:
         return await self.write_command(self.command_for(op, body, caller=caller),
@@ -102,163 +105,41 @@ class KVService:
     def command_for(self, op: str, body: dict[str, Any], *,
                     caller: ClientToken | None = None) -> dict[str, Any]:
         """The log command of a client write (raises InvalidRequest & co. for bad input)."""
-        if op in COORDINATION_OPS:
-            command = self._coordination_command(op, body)
-            command.update(session_auth(body, caller))
-        else:
-            command = self._write_command(op, body, caller)
-        command.update(stamp_limits(op, self.config.limits))   # counts apply checks (429)
-        _check_depth(command)
-        return command
+        return validate.command_for(op, body, self.config.limits, caller)
 
     async def write_command(self, command: dict[str, Any], timeout: float,
                             alone: bool = False) -> dict[str, Any]:
         _, result = await self.proposer.write(command, timeout, alone=alone)
         return result
 
-    def _write_command(self, op: str, body: dict[str, Any],
-                       caller: ClientToken | None = None) -> dict[str, Any]:
-        command: dict[str, Any] = {"op": op}
-        if op == "txn":
-            command.update(commands.validate_txn(body))
-            for item in command["success"] + command["failure"]:
-                self._check_sizes(item)
-            _stamp_txn_session_keys(body, command, caller)
-            for compare in command["compare"]:
-                self._check_key(compare["key"])
-        elif op == "delete" and "prefix" in body:
-            if not isinstance(body["prefix"], str):
-                raise InvalidRequest("'prefix' must be a string")
-            command["prefix"] = body["prefix"]
-        else:
-            command["key"] = commands.require_key(body)
-            self._check_key(command["key"])
-            if op in ("put", "cas"):
-                command["value"] = self._check_value(body)
-            if op == "cas":
-                command.update(self._cas_guard(body))
-            if op in ("put", "cas") and body.get("session") is not None:
-                if not commands.is_int(body["session"]):
-                    raise InvalidRequest("'session' must be an integer session id")
-                command["session"] = body["session"]
-                command.update(session_auth(body, caller))
-        command.update(self._request_identity(body))
-        return command
-
-    def _coordination_command(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The op's own fields (``WRITE_FIELDS``) pass through, unchecked here: the state
-        machine validates them (it must anyway).  Anything else in the body is dropped."""
-        command = {field: body[field] for field in WRITE_FIELDS[op] if field in body}
-        for field in ("meta", "value"):
-            if field in command:
-                self._check_value({"value": command[field]})
-        command["op"] = op
-        command.update(self._request_identity(body))
-        return command
-
-    async def query(self, query: Any, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """A coordination read at the requested consistency."""
+    # ---- reads --------------------------------------------------------------------------------
+    async def read(self, op: str, body: dict[str, Any], timeout: float | None = None, *,
+                   caller: ClientToken | None = None) -> dict[str, Any]:
+        """A read of the replicated state (``reads.READS``) at the body's consistency."""
+        read = READS[op]
+        args = read.parse(body)
         await self.settle_read(body, timeout)
         store = self.runner.store
         assert store is not None
-        with store.state_lock:
-            return query(store.machine, body)
+        if not read.locked:
+            return read.answer(store.machine, args, self.config.limits)
+        with store.state_lock:   # iteration must not race with apply; the reply is bounded
+            return read.answer(store.machine, args, self.config.limits)
 
-    def _check_sizes(self, op: dict[str, Any]) -> None:
-        if "key" in op:
-            self._check_key(op["key"])
-        if op["op"] == "put":
-            self._check_value(op)
-
-    def _check_key(self, key: str) -> None:
-        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-            raise PayloadTooLarge(f"key is longer than {MAX_KEY_BYTES} bytes")
-
-    def _check_value(self, body: dict[str, Any]) -> Any:
-        if "value" not in body:
-            raise InvalidRequest("missing 'value'")
-        value = body["value"]
-        limit = self.config.limits.max_value_bytes
-        if type(value) is str and 12 * len(value) + 2 <= limit:
-            return value            # fits even if every character were escaped (\uXXXX pairs)
-        try:
-            size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"value is not JSON: {exc}") from None
-        if size > limit:
-            raise PayloadTooLarge(f"value is {size} bytes, the limit is {limit}")
-        return value
-
-    @staticmethod
-    def _cas_guard(body: dict[str, Any]) -> dict[str, Any]:
-        if "expect_mod_revision" in body:
-            expected = body["expect_mod_revision"]
-            if not commands.is_int(expected) or expected < 0:
-                raise InvalidRequest("'expect_mod_revision' must be a non-negative integer")
-            return {"expect_mod_revision": expected}
-        if "expect_value" in body:
-            return {"expect_value": body["expect_value"]}
-        raise InvalidRequest("cas needs 'expect_value' or 'expect_mod_revision' (0: key absent)")
-
-    @staticmethod
-    def _request_identity(body: dict[str, Any]) -> dict[str, Any]:
-        """The at-most-once fields of a write (every write route comes through here)."""
-        for field in LOG_ONLY_FIELDS:
-            if field in body:
-                raise InvalidRequest(f"'{field}' is set by the node; send client_id, "
-                                     "request_id and done_below")
-        client_id, request_id = body.get("client_id"), body.get("request_id")
-        done = body.get("done_below")
-        if client_id is None and request_id is None and done is None:
-            return {}
-        if (not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
-                or not client_id.isprintable()):
-            raise InvalidRequest(f"'client_id' must be 1-{MAX_CLIENT_ID_CHARS} printable "
-                                 "characters (with 'request_id')")
-        if not commands.is_int(request_id) or not 0 <= request_id <= MAX_REQUEST_ID:
-            raise InvalidRequest(f"'request_id' must be an integer in [0, 2**63) "
-                                 "(with 'client_id')")
-        done = 0 if done is None else done
-        if not commands.is_int(done) or not 0 <= done <= request_id:
-            raise InvalidRequest("'done_below' must be an integer in [0, request_id]: the lowest "
-                                 "request id this client still waits for")
-        return {"cid": client_id, "rid": request_id, "done": done}
-
-    # ---- reads --------------------------------------------------------------------------------
     async def settle_read(self, body: dict[str, Any], timeout: float | None = None) -> None:
         """Wait until a read at the requested consistency may be served from local memory."""
-        level = parse_consistency(body.get("consistency", Consistency.SESSION.value))
-        if level is Consistency.LINEARIZABLE:
+        wait, min_index = read_wait(body, self.proposer.applied_index)
+        if wait is ReadWait.BARRIER:
             await self.proposer.barrier(self.timeout_s(timeout))
-        elif level is Consistency.SESSION:
-            min_index = body.get("min_index", 0)
-            if not commands.is_int(min_index) or min_index < 0:
-                raise InvalidRequest("'min_index' must be a non-negative integer")
-            if min_index:
-                wait = min(self.config.limits.session_read_wait_s, self.timeout_s(timeout))
-                await self.proposer.wait_applied(min_index, wait)
+        elif wait is ReadWait.APPLIED:
+            seconds = min(self.config.limits.session_read_wait_s, self.timeout_s(timeout))
+            await self.proposer.wait_applied(min_index, seconds)
 
     async def get(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        key = commands.require_key(body)
-        await self.settle_read(body, timeout)
-        store = self.runner.store
-        assert store is not None
-        return {"kv": store.machine.get(key)}
+        return await self.read("get", body, timeout)
 
     async def range(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        prefix = body.get("prefix", "")
-        if not isinstance(prefix, str):
-            raise InvalidRequest("'prefix' must be a string")
-        limit = commands.validate_limit(body.get("limit"))
-        await self.settle_read(body, timeout)
-        store = self.runner.store
-        assert store is not None
-        limits = self.config.limits
-        with store.state_lock:   # iteration must not race with apply; the reply is bounded
-            kvs, count = store.machine.range(prefix, limit, max_keys=limits.max_range_keys,
-                                             max_bytes=limits.max_range_bytes)
-            read_index = store.machine.applied_index
-        return {"kvs": kvs, "count": count, "more": count > len(kvs), "read_index": read_index}
+        return await self.read("range", body, timeout)
 
     # ---- sessions and watches -------------------------------------------------------------------
     async def session_open(self, body: dict[str, Any], timeout: float | None = None, *,
@@ -267,7 +148,7 @@ class KVService:
         key_hash = hash_session_key(key)
         command = {"op": "session_open", "ttl": body.get("ttl"), "node": self.config.id,
                    "key_hash": key_hash}
-        command.update(self._request_identity(body))
+        command.update(validate.request_identity(body))
         command.update(stamp_limits("session_open", self.config.limits))
         _, result = await self.proposer.write(command, self.timeout_s(timeout))
         if result.pop("key_hash", None) != key_hash:
@@ -279,18 +160,18 @@ class KVService:
 
     async def session_close(self, body: dict[str, Any], timeout: float | None = None, *,
                             caller: ClientToken | None = None) -> dict[str, Any]:
-        command = {"op": "session_close", "session": _session_id(body)}
+        command = {"op": "session_close", "session": validate.session_id(body)}
         command.update(session_auth(body, caller))
-        command.update(self._request_identity(body))
+        command.update(validate.request_identity(body))
         _, result = await self.proposer.write(command, self.timeout_s(timeout))
         return result
 
-    async def session_keepalive(self, body: dict[str, Any], *,
+    async def session_keepalive(self, body: dict[str, Any], timeout: float | None = None, *,
                                 caller: ClientToken | None = None) -> dict[str, Any]:
         # Only a node forwards (one hop): a client's "forwarded" would only stop that hop.
         forwarded = (body.get("forwarded") is True and caller is not None
                      and caller.name == NODE_TOKEN_NAME)
-        session_id = _session_id(body)
+        session_id = validate.session_id(body)
         key = presented_key(body)
         # A follower forwards with its node token (admin): then the original caller's
         # adminship travels in the body, which only an admin caller may vouch for.
@@ -321,7 +202,8 @@ class KVService:
         with store.state_lock:
             return {"sessions": [s.to_json() for s in store.machine.sessions.sessions.values()]}
 
-    async def watch(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def watch(self, body: dict[str, Any], timeout: float | None = None, *,
+                    caller: ClientToken | None = None) -> dict[str, Any]:
         prefix = body.get("prefix", "")
         after = body.get("after_revision", 0)
         wait = body.get("wait", 30.0)
@@ -334,76 +216,49 @@ class KVService:
         events = await self.watches.watch(prefix, after, float(wait))
         return {"events": events, "latest": self.watches.latest, "floor": self.watches.floor}
 
-    async def handle(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Any client op by its name (``consensus_store.protocol``), for in-process callers."""
-        if op == "get":
-            return await self.get(body, timeout)
-        if op == "range":
-            return await self.range(body, timeout)
-        if op in QUERIES:
-            return await self.query(QUERIES[op], body, timeout)
-        if op in KV_WRITE_OPS or op in COORDINATION_OPS:
-            return await self.write(op, body, timeout)
-        if op == "session_open":
-            return await self.session_open(body, timeout)
-        if op == "session_close":
-            return await self.session_close(body, timeout)
-        if op == "session_keepalive":
-            return await self.session_keepalive(body)
-        if op == "watch":
-            return await self.watch(body)
-        if op == "status":
+    # ---- any op, by its name in protocol.OPS ----------------------------------------------------
+    def _handlers(self) -> dict[str, Handler]:
+        """One handler per op of the table: the kind picks it, a few ops have their own."""
+        async def status(body: dict[str, Any], timeout: float | None = None, *,
+                         caller: ClientToken | None = None) -> dict[str, Any]:
             return await self.status()
-        return self.handle_now(op)
 
-    def handle_now(self, op: str) -> dict[str, Any]:
-        """The ops answered without waiting."""
-        if op == "sessions":
-            return self.sessions()
-        if op == "digest":
-            return self.digest()
-        raise InvalidRequest(f"unknown op {op!r}")
+        async def now(answer: Any, body: dict[str, Any], timeout: float | None = None, *,
+                      caller: ClientToken | None = None) -> dict[str, Any]:
+            return answer()
+
+        own: dict[str, Handler] = {
+            "session_open": self.session_open, "session_close": self.session_close,
+            "session_keepalive": self.session_keepalive, "watch": self.watch, "status": status,
+            "sessions": partial(now, self.sessions), "digest": partial(now, self.digest),
+        }
+        handlers: dict[str, Handler] = {}
+        for op in OPS.values():
+            if op.name in own:
+                handlers[op.name] = own[op.name]
+            elif op.kind is Kind.WRITE:
+                handlers[op.name] = partial(self.write, op.name)
+            elif op.kind is Kind.READ:
+                handlers[op.name] = partial(self.read, op.name)
+        if set(handlers) != set(OPS):
+            raise RuntimeError(f"ops without a handler: {set(OPS) - set(handlers)}")
+        return handlers
+
+    def call(self, op: str, body: dict[str, Any], caller: ClientToken | None = None,
+             timeout: float | None = None) -> Coroutine[Any, Any, dict[str, Any]]:
+        """The coroutine answering ``op`` (an op of ``protocol.OPS``, its role already
+        checked); ``timeout`` None: the body's own ``timeout``, for the ops that take one."""
+        handler = self.handlers.get(op)
+        if handler is None:
+            raise InvalidRequest(f"unknown op {op!r:.40}")
+        if timeout is None and op in TIMED_OPS:
+            timeout = validate.request_timeout(body)
+        return handler(body, timeout, caller=caller)
+
+    async def handle(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Any client op by its name, for in-process callers (no caller token: all allowed)."""
+        return await self.call(op, body, None, timeout)
 
     def timeout_s(self, timeout: float | None) -> float:
         """A request's timeout, or the configured default."""
         return timeout if timeout is not None else self.config.limits.request_timeout_s
-
-
-def _stamp_txn_session_keys(body: dict[str, Any], command: dict[str, Any],
-                            caller: ClientToken | None) -> None:
-    """A txn put with a ``session`` carries that session's key in its op (``session_key``)."""
-    for branch in ("success", "failure"):
-        for raw, op in zip(body.get(branch, []), command[branch]):
-            op.pop("key_hash", None)     # the node's to set, never the client's
-            key_hash = presented_key_hash(raw) if op.get("session") is not None else None
-            if key_hash is not None:
-                op["key_hash"] = key_hash
-    if is_admin(caller):
-        command["admin"] = True
-
-
-def _session_id(body: dict[str, Any]) -> int:
-    session = body.get("session")
-    if not commands.is_int(session) or session <= 0:
-        raise InvalidRequest("'session' must be a positive integer session id")
-    return session
-
-
-def parse_consistency(value: Any) -> Consistency:
-    try:
-        return Consistency(value)
-    except ValueError:
-        raise InvalidRequest("'consistency' must be one of local, session, linearizable") from None
-
-
-def _check_depth(command: dict[str, Any]) -> None:
-    """Refuse commands nested deeper than MAX_COMMAND_DEPTH (iterative: no recursion here)."""
-    # The command itself is level 1; a flat one (most single-key writes) leaves nothing to walk.
-    stack: list[tuple[Any, int]] = [(child, 2) for child in command.values()
-                                    if isinstance(child, (dict, list))]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_COMMAND_DEPTH:
-            raise InvalidRequest(f"request is nested more than {MAX_COMMAND_DEPTH} levels deep")
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))

@@ -310,14 +310,21 @@ class FakeService:
     async def range(self, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         return {"kvs": [], "count": len(self.store)}
 
-    async def query(self, query: Any, body: dict[str, Any], timeout: float | None) -> Any:
-        return query(None, body)
-
     async def status(self) -> dict[str, Any]:
         return {"id": "n1"}
 
-    def sessions(self) -> dict[str, Any]:
-        return {"sessions": []}
+    def call(self, op: str, body: dict[str, Any], caller: Any = None,
+             timeout: float | None = None) -> Any:
+        """``KVService.call``: the coroutine answering ``op``."""
+        from consensus_store.node.validate import request_timeout
+        timeout = request_timeout(body) if timeout is None else timeout
+        if op == "get":
+            return self.get(body, timeout)
+        if op == "range":
+            return self.range(body, timeout)
+        if op == "status":
+            return self.status()
+        raise InvalidRequest(f"fake has no {op}")
 
 
 async def _connection(service: FakeService | None = None) -> tuple[Any, FakeTransport,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from consensus_store.errors import InvalidRequest
-from consensus_store.node.service import KVService
+from consensus_store.node.validate import request_identity
 
 GOOD = {"client_id": "c-1", "request_id": 5, "done_below": 3}
 
@@ -24,7 +24,7 @@ GOOD = {"client_id": "c-1", "request_id": 5, "done_below": 3}
      {"cid": "c" * 128, "rid": 2**63 - 1, "done": 2**63 - 1}),
 ])
 def test_good_identities_become_the_commands_fields(body: dict, expected: dict) -> None:
-    assert KVService._request_identity(body) == expected
+    assert request_identity(body) == expected
 
 
 @pytest.mark.parametrize("change", [
@@ -39,11 +39,11 @@ def test_bad_identities_are_refused_with_a_clear_message(change: dict[str, Any])
     body = {**GOOD, **change}
     body = {k: v for k, v in body.items() if v is not None}
     with pytest.raises(InvalidRequest) as refused:
-        KVService._request_identity(body)
+        request_identity(body)
     named = next(iter(change))
     assert repr(named)[1:-1] in refused.value.message
 
 
 def test_done_below_alone_is_not_an_identity() -> None:
     with pytest.raises(InvalidRequest):
-        KVService._request_identity({"done_below": 0})
+        request_identity({"done_below": 0})

@@ -8,14 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from consensus_store.config import ClientToken, Limits, Role
 from consensus_store.errors import Forbidden, error_from_json
-from consensus_store.node.api import create_app
+from consensus_store.node.api import create_server
 from consensus_store.node.native import NativeServer, _Connection
-from consensus_store.protocol import (OPS_ALLOWED, PUBLIC_OPS, REQUIRED_ROLE, ROUTES,
+from consensus_store.protocol import (OPS, OPS_ALLOWED, PUBLIC_OPS, REQUIRED_ROLE, ROUTES,
                                       WRITE_OPS)
 from consensus_store.wire import FrameReader, decode, encode_auth, encode_request
 
@@ -44,7 +43,11 @@ class FakeService:
         self.config = SimpleNamespace(limits=Limits(max_value_bytes=1000), native_address=None)
         self.tokens = FakeTokens()
         self.proposer = SimpleNamespace(applied_index=1, try_write_in_batch=lambda *a: False)
-        self.callers: list[Any] = []
+        self.calls: list[tuple[str, Any]] = []     # (op, caller) of each op that got through
+
+    @property
+    def callers(self) -> list[Any]:
+        return [caller for _, caller in self.calls]
 
     def header(self) -> dict[str, Any]:
         return {"node": "n1"}
@@ -53,55 +56,20 @@ class FakeService:
         return 1.0
 
     def command_for(self, op: str, body: dict[str, Any], *, caller: Any = None) -> dict[str, Any]:
-        self.callers.append(caller)
-        return {"op": op}
-
-    async def write(self, op: str, body: dict[str, Any], timeout: Any = None, *,
-                    caller: Any = None) -> dict[str, Any]:
-        self.callers.append(caller)
+        self.calls.append((op, caller))
         return {"op": op}
 
     async def write_command(self, command: dict[str, Any], timeout: float,
                             alone: bool = False) -> dict[str, Any]:
         return command
 
-    async def get(self, body: dict[str, Any], timeout: Any = None) -> dict[str, Any]:
-        return {"op": "get"}
+    def call(self, op: str, body: dict[str, Any], caller: Any = None,
+             timeout: float | None = None) -> Any:
+        self.calls.append((op, caller))
 
-    async def range(self, body: dict[str, Any], timeout: Any = None) -> dict[str, Any]:
-        return {"op": "range"}
-
-    async def query(self, query: Any, body: dict[str, Any], timeout: Any = None) -> dict[str, Any]:
-        return {"op": "query"}
-
-    async def status(self) -> dict[str, Any]:
-        return {"op": "status"}
-
-    async def watch(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"op": "watch"}
-
-    async def session_open(self, body: dict[str, Any], timeout: Any = None, *,
-                           caller: Any = None) -> dict[str, Any]:
-        self.callers.append(caller)
-        return {"op": "session_open"}
-
-    async def session_keepalive(self, body: dict[str, Any], *, caller: Any = None) -> dict[str, Any]:
-        self.callers.append(caller)
-        return {"op": "session_keepalive"}
-
-    async def session_close(self, body: dict[str, Any], timeout: Any = None, *,
-                            caller: Any = None) -> dict[str, Any]:
-        self.callers.append(caller)
-        return {"op": "session_close"}
-
-    def digest(self) -> dict[str, Any]:
-        return {"op": "digest"}
-
-    def sessions(self) -> dict[str, Any]:
-        return {"op": "sessions"}
-
-    def handle_now(self, op: str) -> dict[str, Any]:
-        return {"op": op}
+        async def answer() -> dict[str, Any]:
+            return {"op": op}
+        return answer()
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -130,16 +98,9 @@ def test_every_write_needs_readwrite() -> None:
     assert all(REQUIRED_ROLE[op] is Role.READWRITE for op in WRITE_OPS)
 
 
-def test_every_http_route_is_named_by_an_op_of_the_table() -> None:
-    app = create_app(FakeService())  # type: ignore[arg-type]
-    names = {route.resource.name for route in app.router.routes()}   # type: ignore[union-attr]
-    assert None not in names
-    assert names == set(REQUIRED_ROLE) | PUBLIC_OPS
-    for route in app.router.routes():
-        if route.method != "HEAD":
-            name = route.resource.name   # type: ignore[union-attr]
-            assert name in PUBLIC_OPS or ROUTES[name] == (route.method,
-                                                          route.resource.canonical)
+def test_every_route_is_one_op_of_the_table() -> None:
+    assert len(set(ROUTES.values())) == len(ROUTES) == len(OPS)
+    assert all(OPS[name].route == route for name, route in ROUTES.items())
 
 
 def test_every_native_op_is_in_the_table() -> None:
@@ -148,16 +109,11 @@ def test_every_native_op_is_in_the_table() -> None:
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------
-def _http(requests: list[tuple[str, str, Role | None]], extra_route: bool = False) -> list[tuple[int, dict[str, Any]]]:
+def _http(requests: list[tuple[str, str, Role | None]]) -> list[tuple[int, dict[str, Any]]]:
     async def scenario() -> list[tuple[int, dict[str, Any]]]:
         service = FakeService()
-        app = create_app(service)  # type: ignore[arg-type]
-        if extra_route:   # an op someone forgot to put in the table
-            async def handler(request: web.Request) -> web.Response:
-                return web.json_response({"reached": True})
-            app.router.add_get("/v1/forgotten", handler, name="forgotten")
         answers = []
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(RawTestServer(create_server(service).request_handler)) as client:
             for method, path, role in requests:
                 headers = {"Authorization": f"Bearer {TOKENS[role].token}"} if role else {}
                 reply = await client.request(method, path, headers=headers, json={})
@@ -180,15 +136,18 @@ def test_http_refuses_what_the_role_does_not_allow_with_403() -> None:
     assert answers[5][1]["op"] == "digest"
 
 
-def test_http_refuses_a_route_missing_from_the_table_even_to_admin() -> None:
-    [(status, body)] = _http([("GET", "/v1/forgotten", Role.ADMIN)], extra_route=True)
-    assert (status, body["error"]) == (403, "forbidden") and "reached" not in body
+def test_http_answers_405_and_404_as_json_after_the_token_check() -> None:
+    answers = _http([("GET", "/v1/kv/put", Role.READ), ("POST", "/v1/status", Role.READ),
+                     ("GET", "/v1/nowhere", None)])
+    assert [status for status, _ in answers] == [405, 405, 401]
+    assert answers[0][1]["error"] == "method_not_allowed" and "use POST" in answers[0][1]["message"]
+    assert "use GET, HEAD" in answers[1][1]["message"]
 
 
 def test_http_handlers_pass_the_caller_to_the_service() -> None:
     async def scenario() -> list[Any]:
         service = FakeService()
-        async with TestClient(TestServer(create_app(service))) as client:  # type: ignore[arg-type]
+        async with TestClient(RawTestServer(create_server(service).request_handler)) as client:
             headers = {"Authorization": f"Bearer {TOKENS[Role.READWRITE].token}"}
             for path in ("/v1/kv/put", "/v1/groups/join", "/v1/session/open",
                          "/v1/session/keepalive", "/v1/session/close"):
@@ -246,7 +205,8 @@ def test_native_refuses_what_the_role_does_not_allow_and_stays_open() -> None:
             (1, 403), (2, 403), (3, 403), (4, 403), (5, 200), (6, 400), (7, 200)]
         assert answers[0][2]["error"] == "forbidden" and "read-client" in answers[0][2]["message"]
         assert "unknown op" in answers[5][2]["message"]
-        assert not transport.closed and service.callers == []
+        assert not transport.closed
+        assert [op for op, _ in service.calls] == ["get", "status"]   # only what was allowed
     asyncio.run(scenario())
 
 
@@ -258,23 +218,18 @@ def test_native_passes_the_caller_and_admin_may_do_everything() -> None:
             connection.data_received(encode_request(request_id, op, {"key": "k", "value": 1}))
         await asyncio.sleep(0.01)
         assert sorted(status for _, status, _ in transport.answers()) == [200] * 4
-        assert service.callers == [TOKENS[Role.ADMIN]] * 2
+        assert service.callers == [TOKENS[Role.ADMIN]] * 4
     asyncio.run(scenario())
 
 
-def test_native_refuses_an_op_missing_from_the_table_even_to_admin() -> None:
+def test_native_op_not_in_the_table_is_a_bad_request_even_for_admin() -> None:
     async def scenario() -> None:
         service = FakeService()
-        server = NativeServer(service)  # type: ignore[arg-type]
-        server.others["forgotten"] = lambda body, caller: service.status()
-        server.ops = sorted({*server.ops, "forgotten"})
-        connection = _Connection(server)
-        transport = FakeTransport()
-        connection.connection_made(transport)  # type: ignore[arg-type]
-        connection.data_received(encode_auth(TOKENS[Role.ADMIN].token)
-                                 + encode_request(1, "forgotten", {}))
-        await asyncio.sleep(0.01)
-        assert [(i, status) for i, status, _ in transport.answers()] == [(0, 200), (1, 403)]
+        connection, transport = _native(service, Role.ADMIN)
+        connection.data_received(encode_request(1, "forgotten", {}))
+        [(request_id, status, body)] = transport.answers()
+        assert (request_id, status, body["error"]) == (1, 400, "invalid_request")
+        assert service.calls == []
     asyncio.run(scenario())
 
 
