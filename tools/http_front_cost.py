@@ -10,7 +10,8 @@ divided by the requests answered, is the figure.  Usage:
 
 Front ends: ``app`` (aiohttp ``web.Application`` with one middleware, as the node had),
 ``lowlevel`` (aiohttp's ``web.Server``, routed by a dict), ``node`` (the node's own HTTP front
-end, ``consensus_store.node.api``, with a fake service), ``uvicorn`` (uvicorn + httptools, a raw
+end, ``consensus_store.node.api.create_runner``, with a fake service answering at once),
+``node-app`` (the same answers through ``api.create_app``'s ``web.Application``), ``uvicorn`` (uvicorn + httptools, a raw
 ASGI app routed by a dict; needs ``pip install uvicorn httptools``).
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 import time
 from typing import Any
 
+from consensus_store import fast_json
+
 TOKEN = "bench-token-0123456789"
 BODY = json.dumps({"key": "k", "consistency": "local"}).encode()
 ROUTES = {("POST", f"/v1/kv/{op}") for op in ("get", "put", "range", "delete")}
@@ -33,7 +36,7 @@ MAX_SECONDS = 60.0
 
 
 def _answer() -> bytes:
-    return json.dumps({"kv": None, "header": {"node": "n1", "applied_index": 1}}).encode()
+    return fast_json.encode({"kv": None, "header": {"node": "n1", "applied_index": 1}})
 
 
 # ---- servers (each runs in a child process) ------------------------------------------------
@@ -47,7 +50,7 @@ def _serve_app(port: int) -> None:
         return await handler(request)
 
     async def handle(request: web.Request) -> web.Response:
-        json.loads(await request.read())
+        fast_json.decode(await request.read())
         return web.Response(body=_answer(), content_type="application/json")
 
     async def main() -> None:
@@ -69,7 +72,7 @@ def _serve_lowlevel(port: int) -> None:
             return web.Response(status=404)
         if request.headers.get("Authorization", "").removeprefix("Bearer ") != TOKEN:
             return web.Response(status=401)
-        json.loads(await request.read())
+        fast_json.decode(await request.read())
         return web.Response(body=_answer(), content_type="application/json")
 
     async def main() -> None:
@@ -80,17 +83,24 @@ def _serve_lowlevel(port: int) -> None:
     _run(main())
 
 
-def _serve_node(port: int) -> None:
+def _serve_node(port: int, low_level: bool = True) -> None:
+    from aiohttp import web
+
     from consensus_store.node import api
 
     async def main() -> None:
         service = _FakeService()
-        runner = api.create_runner(service)   # type: ignore[arg-type]
+        runner: web.BaseRunner = (
+            api.create_runner(service) if low_level   # type: ignore[arg-type]
+            else web.AppRunner(api.create_app(service), access_log=None))   # type: ignore[arg-type]
         await runner.setup()
-        from aiohttp import web
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await asyncio.Event().wait()
     _run(main())
+
+
+def _serve_node_app(port: int) -> None:
+    _serve_node(port, low_level=False)
 
 
 class _FakeService:
@@ -139,7 +149,7 @@ def _serve_uvicorn(port: int) -> None:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        json.loads(body)
+        fast_json.decode(body)
         answer = _answer()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
@@ -152,7 +162,7 @@ def _serve_uvicorn(port: int) -> None:
 
 
 SERVERS = {"app": _serve_app, "lowlevel": _serve_lowlevel, "node": _serve_node,
-           "uvicorn": _serve_uvicorn}
+           "node-app": _serve_node_app, "uvicorn": _serve_uvicorn}
 
 
 def _run(coroutine: Any) -> None:
