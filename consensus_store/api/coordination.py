@@ -82,12 +82,14 @@ class CoordinationApi:
                          timeout: float | None = None) -> list[str]:
         return [n["name"] for n in self.names(consistency=consistency, timeout=timeout)]
 
-    def names(self, *, consistency: str | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
+    def names(self, *, consistency: str | None = None,
+              timeout: float | None = None) -> list[dict[str, Any]]:
         """Every registration: name, value, owning session and its node."""
         body = {"consistency": level_of(self, consistency)}
         return self.request("names_list", body, timeout)["names"]
 
-    def locks(self, *, consistency: str | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
+    def locks(self, *, consistency: str | None = None,
+              timeout: float | None = None) -> list[dict[str, Any]]:
         """Every lock with its holder (session, fencing token) and waiters, oldest first."""
         body = {"consistency": level_of(self, consistency)}
         return self.request("locks_list", body, timeout)["locks"]

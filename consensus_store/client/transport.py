@@ -8,7 +8,8 @@ A transport has one method, ``send(endpoint, op, body, timeout) -> (status, JSON
 (a coroutine for the asyncio ones), plus ``close()`` / ``aclose()``.  It raises ``Unavailable``
 or ``Timeout`` when the request may be retried elsewhere; everything else is ``core``'s job.
 
-Imports the transports (``http``, ``native``) and ``endpoints``; never ``core`` or the clients.
+Imports the transports (``http``, ``native``, ``native_async``) and ``endpoints``; never ``core``
+or the clients.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 
 from consensus_store.client.endpoints import TLS_SCHEMES, scheme_of
 from consensus_store.client.http import AsyncHttpTransport, HttpTransport
-from consensus_store.client.native import AsyncNativeTransport, NativeTransport
+from consensus_store.client.native import NativeTransport
+from consensus_store.client.native_async import AsyncNativeTransport
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError, InvalidRequest
 
