@@ -396,9 +396,9 @@ def _check_secrets(config: NodeConfig, top: _Reader) -> None:
 
 
 def _read_peers(top: _Reader, path: Path) -> tuple[Peer, ...]:
-    peers_raw = top.table.get("peers")
-    if not isinstance(peers_raw, list) or not peers_raw:
-        raise top.fail("peers", "missing: give at least one [[peers]] table")
+    peers_raw = top.table.get("peers", [])      # none: a single-node cluster
+    if not isinstance(peers_raw, list):
+        raise top.fail("peers", "must be an array of [[peers]] tables")
     peers = []
     for position, table in enumerate(peers_raw):
         reader = _Reader(path, table if isinstance(table, dict) else {}, f"peers[{position}].")

@@ -43,9 +43,16 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """How the process ended (negative: killed by that signal), or None while it runs."""
+        return None if self.process is None else self.process.poll()
+
     def start(self) -> None:
         if self.alive:
             return
+        if self._log_file is not None:     # a restart after a crash: the old handle is spent
+            self._log_file.close()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")
         command = [sys.executable, "-m", "consensus_store", "node", "--config",

@@ -36,11 +36,21 @@ def _build_parser() -> argparse.ArgumentParser:
                                  "(refuses any other damage)")
     repair.add_argument("--data-dir", required=True, type=Path, help="the node's data dir")
 
-    up = commands.add_parser("up", help="start the local 3-node cluster in the foreground")
+    up = commands.add_parser("up", help="run a local cluster in the foreground, restarting "
+                             "nodes that exit")
     up.add_argument("--config-dir", type=Path, help=f"default: {LOCAL_CONFIG_DIR}")
     up.add_argument("--data-dir", type=Path,
                     help="where nodes keep data, one folder per node (default: each config's "
-                         "data_dir, ~/.local/share/consensus-store/local/NODE)")
+                         "data_dir, ~/.local/share/consensus-store/local/NODE; with --nodes N: "
+                         "~/.local/share/consensus-store/up-N, configs in its config/)")
+    up.add_argument("--nodes", type=int, choices=(1, 3, 5),
+                    help="run an N-node cluster from configs generated in the data dir "
+                         "(fresh peer secret and admin token) instead of --config-dir")
+    up.add_argument("--no-restart", action="store_true",
+                    help="leave a node that exits down (default: restart it with back-off)")
+    up.add_argument("--base-port", type=int, default=7101,
+                    help="with --nodes: raft ports from here, HTTP +100, native +200 "
+                         "(default 7101)")
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
@@ -98,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _repair(args.data_dir)
         if args.command == "up":
             from consensus_store.cli.up import run_up
-            return run_up(args.config_dir or _local_config_dir(), args.data_dir)
+            return run_up(args.config_dir, args.data_dir, nodes=args.nodes,
+                          restart=not args.no_restart, base_port=args.base_port,
+                          default_config_dir=_local_config_dir)
         return _run_client_command(args)
     except (ConfigError, InvalidRequest) as exc:
         print(f"consensus-store: error: {exc.message}", file=sys.stderr)

@@ -1,21 +1,43 @@
-"""``consensus-store up``: the local cluster as separate processes, in the foreground."""
+"""``consensus-store up``: a local cluster as separate processes, in the foreground, kept
+running by a supervisor (``supervisor.py``): a node that exits is reported and restarted while
+the others keep serving."""
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import socket
 import threading
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 
+from consensus_store.cli.supervisor import Supervisor
 from consensus_store.config import load_config
 from consensus_store.errors import ConfigError
 from consensus_store.launcher import LocalCluster
 
+CLUSTER_SIZES = (1, 3, 5)
+DEFAULT_BASE_PORT = 7101          # raft 7101.., HTTP 7201.., native 7301.. as in cluster_configs/local
+CHECK_INTERVAL_S = 0.5
 
-def run_up(config_dir: Path, data_dir: Path | None) -> int:
+
+def run_up(config_dir: Path | None, data_dir: Path | None, *, nodes: int | None = None,
+           restart: bool = True, base_port: int = DEFAULT_BASE_PORT,
+           default_config_dir: Callable[[], Path] | None = None) -> int:
+    """``nodes``: run a cluster of that size from configs generated under the data dir;
+    otherwise the configs in ``config_dir`` (or ``default_config_dir()``)."""
     console = Console(stderr=False)
+    if nodes is not None:
+        data_root = (data_dir or Path(f"~/.local/share/consensus-store/up-{nodes}")).expanduser()
+        config_dir = generated_configs(data_root.resolve(), nodes, base_port)
+        data_dir = None                   # the generated configs name their data dirs
+    elif config_dir is None:
+        if default_config_dir is None:
+            raise ConfigError("up: no --config-dir given")
+        config_dir = default_config_dir()
     paths = node_config_paths(config_dir)
     if not paths:
         raise ConfigError(f"{config_dir}: no *.toml node configs")
@@ -34,17 +56,59 @@ def run_up(config_dir: Path, data_dir: Path | None) -> int:
     cluster.start()
     try:
         leader = cluster.wait_for_leader(timeout=30)
-        _print_usage(console, cluster, configs[0].path, leader)
-        while not stop.wait(1.0):
-            for node in cluster.exited():
-                console.print(f"[red]{node.id} exited with {node.process.returncode}[/]; "
-                              f"see {node.log_path}")
-                stop.set()
+        _print_usage(console, cluster, configs[0].path, leader, restart)
+        supervisor = Supervisor(list(cluster.nodes.values()),
+                                lambda line: console.print(line, soft_wrap=True, highlight=False),
+                                restart=restart)
+        while not stop.wait(CHECK_INTERVAL_S):
+            supervisor.check()
     finally:
         console.print("stopping the cluster…")
         cluster.stop()
     console.print("stopped")
     return 0
+
+
+def generated_configs(data_root: Path, size: int, base_port: int) -> Path:
+    """``data_root/config``: one config per node of a ``size``-node loopback cluster, with a
+    fresh peer secret and admin token (files 0600); written once, then reused (with the data)."""
+    if size not in CLUSTER_SIZES:
+        raise ConfigError(f"--nodes: {size}: a local cluster has 1, 3 or 5 nodes")
+    highest = 65535 - 200 - size
+    if not 1024 <= base_port <= highest:
+        raise ConfigError(f"--base-port: {base_port}: must be between 1024 and {highest}")
+    directory = data_root / "config"
+    if (directory / "node1.toml").is_file():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    _write_private(directory / "peer_secret", secrets.token_urlsafe(32) + "\n")
+    _write_private(directory / "tokens.toml",
+                   f'[[tokens]]\nname = "admin"\ntoken = "{token}"\nrole = "admin"\n')
+    ids = [f"node{i + 1}" for i in range(size)]
+
+    def addresses(i: int) -> list[str]:
+        return [f'raft_address = "127.0.0.1:{base_port + i}"',
+                f'api_address = "127.0.0.1:{base_port + 100 + i}"',
+                f'native_address = "127.0.0.1:{base_port + 200 + i}"']
+    for i, node_id in enumerate(ids):
+        lines = [f"# Node {i + 1} of a {size}-node local cluster written by `consensus-store up "
+                 f"--nodes {size}`.", f'id = "{node_id}"', *addresses(i),
+                 f'data_dir = "{data_root / node_id}"', 'peer_secret_file = "peer_secret"',
+                 'tokens_file = "tokens.toml"', ""]
+        for j, peer_id in enumerate(ids):
+            if peer_id != node_id:
+                lines += ["[[peers]]", f'id = "{peer_id}"', *addresses(j), ""]
+        lines += ["[raft]", "heartbeat_interval_s = 0.1", "election_timeout_min_s = 0.5",
+                  "election_timeout_max_s = 1.2"]
+        (directory / f"{node_id}.toml").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(text)
 
 
 def node_config_paths(config_dir: Path) -> list[Path]:
@@ -70,7 +134,8 @@ def _require_free(config_path: Path, host: str, port: int) -> None:
                               "up?)") from None
 
 
-def _print_usage(console: Console, cluster: LocalCluster, config: Path, leader: str) -> None:
+def _print_usage(console: Console, cluster: LocalCluster, config: Path, leader: str,
+                 restart: bool) -> None:
     console.print(f"[bold green]cluster up[/]: {len(cluster.nodes)} nodes, leader {leader}")
     for node in cluster.nodes.values():
         console.print(f"  {node.id}: {node.endpoint}  raft {node.config.raft_address}  "
@@ -79,10 +144,13 @@ def _print_usage(console: Console, cluster: LocalCluster, config: Path, leader: 
     configs_tokens, token = first.config.tokens_file, first.config.admin_token
     console.print(f"""
 Try it (client tokens in {configs_tokens}):
+  export CONSENSUS_STORE_CONFIG={config}
   consensus-store put greeting hello && consensus-store get greeting
   consensus-store status
   curl -s -H "Authorization: Bearer {token}" \\
        -d '{{"key": "greeting"}}' {first.endpoint}/v1/kv/get
   python -c 'from consensus_store import Client; \\
 c = Client.from_config("{config}"); print(c.get("greeting"))'
-Ctrl-C stops all nodes (data is kept).""", highlight=False, soft_wrap=True)
+{"A node that exits is restarted (kill one to watch the others serve)"
+ if restart else "A node that exits stays down (--no-restart)"}; Ctrl-C stops all nodes (data is kept).""",
+                  highlight=False, soft_wrap=True)

@@ -126,7 +126,7 @@ def test_bad_tokens_file(tmp_path: Path, tokens: str, key: str) -> None:
     (lambda t: t + "[raft]\nelection_timeout_min_s = 0.1\n", "raft.election_timeout_min_s"),
     (lambda t: t + "[limits]\nmax_value_bytes = 1.5\n", "limits.max_value_bytes"),
     (lambda t: top_level(t, 'log_level = "loud"'), "log_level"),
-    (lambda t: t.split("[[peers]]")[0], "peers"),
+    (lambda t: t.split("[[peers]]")[0] + "peers = 5\n", "peers"),
     (lambda t: t + 'colour = "blue"\n', "peers[0].colour"),
 ])
 def test_each_mistake_names_file_and_key(tmp_path: Path, change, key: str) -> None:
@@ -136,6 +136,11 @@ def test_each_mistake_names_file_and_key(tmp_path: Path, change, key: str) -> No
     message = caught.value.message
     assert message.startswith(f"{path}: {key}:"), message
     assert "\n" not in message
+
+
+def test_a_config_without_peers_is_a_single_node_cluster(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID.split("[[peers]]")[0]))
+    assert config.peers == ()
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
