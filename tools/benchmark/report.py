@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -142,7 +141,12 @@ def print_scale(scale: dict[str, Any]) -> None:
     restart = ours["restart"]
     rows[f"restart to serving ({restart['node']}) s"] = f"{restart['seconds']:.2f}"
     rows[f"{restart['node']} RSS after restart MiB"] = f"{restart['rss_mib']:,.0f}"
-    rows["load time s (ours / etcd)"] = (f"{ours['load_seconds']:.1f} / "
-                                         f"{scale.get('etcd', {}).get('load_seconds', math.nan):.1f}")
+    for system in ("ours", "etcd"):
+        if system in scale:
+            loading = scale[system]["load"]
+            rows[f"{system}: load s (batches of 128 puts retried)"] = (
+                f"{loading['seconds']:.1f} ({loading['retried']} {loading['retry_reasons']})")
+    rows["ours: leader changes / snapshots during the load"] = (
+        f"{ours['load']['leader_changes']} / {ours['load']['snapshots']}")
     print_mapping(f"Snapshots under load, restart (snapshot every "
                   f"{scale['snapshot_entries']:,} entries)", ("figure", "value"), rows)

@@ -2,12 +2,12 @@
 cluster of ours and, when etcd is installed, on 3 etcd members.
 
 Measured: RSS per node once loaded (etcd's beside it); every snapshot the nodes take while a
-put load runs (its time, from the first status showing the log past the compaction threshold
-to the new snapshot file's mtime, so +-the 50 ms status period), the leader changes and each
-node's longest gap between answered status requests meanwhile (a stalled node shows here);
-then a follower's restart-to-serving time (SIGTERM, start, until it is ready, has applied what
-the leader had committed and answers a local read of the last key loaded).  Every loop is
-bounded; only processes started here are signalled, by PID.
+put load runs (its time: from the first status showing the log at the compaction threshold to
+the new snapshot file's mtime, so within a status period, 50 ms, and a status round trip), the
+leader changes and each node's longest gap between answered status requests meanwhile (a
+stalled node shows here); then a follower's restart-to-serving time (SIGTERM, start, until it
+is ready, has applied what the leader had committed and answers a local read of the last key
+loaded).  Every loop is bounded; only processes started here are signalled, by PID.
 """
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 
 from consensus_store.launcher import LocalCluster, write_cluster_configs
 
 from .common import STARTUP_TIMEOUT_S, VALUE, BenchError, console, key, poll
-from .etcd import b64, start_etcd_members
+from .etcd import b64, etcd_leader, start_etcd_members
 from .load import http_load
 from .ours import ours_leader, ours_put, ours_statuses
 
@@ -35,23 +35,29 @@ TXN_PUTS = 128                 # etcd's default --max-txn-ops, and ours
 SNAPSHOT_FILE = "raft.snapshot"
 STATUS_PERIOD_S = 0.05
 LOAD_CHUNK_S = 5.0
+LOAD_IN_FLIGHT = 16
+LOAD_TIMEOUT_S = 1800.0
+BATCH_TRIES = 20
 
 
 @dataclass(frozen=True)
 class BatchedPuts:
-    """``total`` keys written ``TXN_PUTS`` at a time, each body built when it is sent."""
-    url: str
+    """``total`` keys written ``TXN_PUTS`` at a time to ``path`` on the current leader, each
+    body built when it is sent; a failed batch is sent again (a put of the same value is
+    idempotent) after looking the leader up again."""
+    path: str
     headers: dict[str, str]
     total: int
     body: Callable[[list[str]], dict[str, Any]]
+    find_leader: Callable[[], Awaitable[str | None]]
 
     @property
-    def requests(self) -> int:
+    def batches(self) -> int:
         return math.ceil(self.total / TXN_PUTS)
 
-    def request(self, i: int) -> tuple[str, bytes]:
+    def payload(self, i: int) -> bytes:
         names = [key(n) for n in range(i * TXN_PUTS, min(self.total, (i + 1) * TXN_PUTS))]
-        return self.url, json.dumps(self.body(names)).encode()
+        return json.dumps(self.body(names)).encode()
 
 
 def memory_of(pid: int) -> dict[str, float]:
@@ -64,14 +70,34 @@ def memory_of(pid: int) -> dict[str, float]:
     return {"rss_mib": fields.get("VmRSS", math.nan), "peak_mib": fields.get("VmHWM", math.nan)}
 
 
-async def load_keys(session: aiohttp.ClientSession, puts: BatchedPuts, what: str) -> float:
-    """Write every key (16 requests in flight); returns the seconds it took."""
+async def load_keys(session: aiohttp.ClientSession, puts: BatchedPuts, what: str
+                    ) -> dict[str, Any]:
+    """Write every key, ``LOAD_IN_FLIGHT`` batches at a time: seconds taken, batches retried."""
     started = time.monotonic()
-    run = await http_load(session, puts, 16, 3600.0, puts.requests)
-    if run.errors or run.ops != puts.requests:
-        raise BenchError(f"{what}: loading {puts.total:,} keys failed after {run.ops} "
-                         f"batches: {run.first_error}")
-    return time.monotonic() - started
+    leader = [await poll(puts.find_leader, f"no {what} leader")]
+    pending = iter(range(puts.batches))          # shared: each batch is taken once
+    retried: list[str] = []
+
+    async def worker() -> None:
+        for i in pending:
+            for _ in range(BATCH_TRIES):
+                try:
+                    async with session.post(leader[0] + puts.path, data=puts.payload(i),
+                                            headers=puts.headers) as response:
+                        await response.read()
+                        if response.status == 200:
+                            break
+                        retried.append(f"HTTP {response.status}")
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    retried.append(type(exc).__name__)
+                leader[0] = await poll(puts.find_leader, f"no {what} leader")
+            else:
+                raise BenchError(f"{what}: batch {i} failed {BATCH_TRIES} times: {retried[-1]}")
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(LOAD_IN_FLIGHT))),
+                           LOAD_TIMEOUT_S)
+    return {"seconds": time.monotonic() - started, "batches": puts.batches,
+            "retried": len(retried), "retry_reasons": sorted(set(retried))}
 
 
 @dataclass
@@ -108,11 +134,11 @@ class NodeWatch:
 
     def snapshot_seconds(self, threshold: int) -> list[float]:
         """Per snapshot: its file's mtime minus the first status after the previous one that
-        showed the log past ``threshold`` entries (when compaction became due)."""
+        showed the log at ``threshold`` entries (compaction is due at the next entry)."""
         durations, previous = [], 0.0
         for done in self.snapshots:
             due = [t for t, s in self.answered
-                   if previous < t < done and s.get("log_length", 0) > threshold]
+                   if previous < t < done and s.get("log_length", 0) >= threshold]
             if due:
                 durations.append(done - due[0])
             previous = done
@@ -124,37 +150,55 @@ class NodeWatch:
 
 
 async def snapshots_under_load(session: aiohttp.ClientSession, cluster: LocalCluster,
-                               headers: dict[str, str], leader: str, args: argparse.Namespace
+                               headers: dict[str, str], args: argparse.Namespace
                                ) -> dict[str, Any]:
     """Puts (16 in flight) until every node took a snapshot, within ``--scale-seconds``."""
-    watches = [NodeWatch(n.id, n.endpoint, n.data_dir / SNAPSHOT_FILE)
-               for n in cluster.nodes.values()]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(session, headers, stop)) for w in watches]
-    puts = ours_put(leader, headers, args.keys)
+    watches, stop = watch_nodes(session, cluster, headers)
     started, answered, errors = time.monotonic(), 0, 0
     try:
         while time.monotonic() - started < args.scale_seconds:
+            leader = await poll(lambda: ours_leader(session, cluster.endpoints, headers),
+                                "no consensus_store leader")
+            puts = ours_put(leader, headers, args.keys)      # this chunk goes to the leader
             run = await http_load(session, puts, 16, LOAD_CHUNK_S, 1_000_000)
             answered, errors = answered + run.ops, errors + run.errors
             if all(w.snapshots for w in watches):
                 break
     finally:
-        stop.set()
-        await asyncio.gather(*tasks)
+        await stop()
     elapsed = time.monotonic() - started
-    terms = {s["term"] for w in watches for _, s in w.answered}
-    leaders = {s["leader"] for w in watches for _, s in w.answered if s.get("leader")}
     threshold = args.scale_snapshot_entries
     return {
         "load_seconds": elapsed, "puts_per_s": answered / elapsed, "put_errors": errors,
-        "terms_seen": sorted(terms), "leader_changes": max(0, len(terms) - 1),
-        "leaders_seen": sorted(leaders), "timeline": timeline(watches),
+        **terms_and_snapshots(watches),
         "nodes": {w.node_id: {"snapshots": len(w.snapshots),
                               "snapshot_s": w.snapshot_seconds(threshold),
                               "longest_status_gap_s": w.longest_gap(),
+                              "log_length_max": max((st.get("log_length", 0)
+                                                     for _, st in w.answered), default=0),
                               "snapshot_mib": _size_mib(w.snapshot)}
                   for w in watches}}
+
+
+def watch_nodes(session: aiohttp.ClientSession, cluster: LocalCluster, headers: dict[str, str]
+                ) -> tuple[list[NodeWatch], Callable[[], Awaitable[None]]]:
+    """A ``NodeWatch`` running on every node, and the coroutine function that stops them."""
+    watches = [NodeWatch(n.id, n.endpoint, n.data_dir / SNAPSHOT_FILE)
+               for n in cluster.nodes.values()]
+    done = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(session, headers, done)) for w in watches]
+
+    async def stop() -> None:
+        done.set()
+        await asyncio.gather(*tasks)
+    return watches, stop
+
+
+def terms_and_snapshots(watches: list[NodeWatch]) -> dict[str, Any]:
+    terms = {s["term"] for w in watches for _, s in w.answered if s["term"] > 0}  # 0: no vote yet
+    return {"terms_seen": sorted(terms), "leader_changes": max(0, len(terms) - 1),
+            "snapshots": sum(len(w.snapshots) for w in watches),
+            "timeline": timeline(watches)}
 
 
 def timeline(watches: list[NodeWatch]) -> list[str]:
@@ -177,9 +221,10 @@ def _size_mib(path: Path) -> float:
 
 
 async def restart_to_serving(session: aiohttp.ClientSession, cluster: LocalCluster,
-                             headers: dict[str, str], leader: str, last_key: str
-                             ) -> dict[str, Any]:
+                             headers: dict[str, str], last_key: str) -> dict[str, Any]:
     """Stop a follower, start it again, and time it until it serves the loaded state."""
+    leader = await poll(lambda: ours_leader(session, cluster.endpoints, headers),
+                        "no consensus_store leader")
     statuses = await ours_statuses(session, cluster.endpoints, headers) or []
     commit = max((s.get("commit_index", 0) for s in statuses), default=0)
     follower = next(n for n in cluster.nodes.values() if n.endpoint != leader)
@@ -217,20 +262,24 @@ async def scale_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.
     stack.push_async_callback(asyncio.to_thread, cluster.stop)
     cluster.start()
     headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
-    leader = await poll(lambda: ours_leader(session, cluster.endpoints, headers),
-                        "no consensus_store leader")
-    puts = BatchedPuts(f"{leader}/v1/kv/txn", headers, args.scale_keys, lambda names: {
-        "compare": [], "success": [{"op": "put", "key": k, "value": VALUE} for k in names]})
+    puts = BatchedPuts("/v1/kv/txn", headers, args.scale_keys, lambda names: {
+        "compare": [], "success": [{"op": "put", "key": k, "value": VALUE} for k in names]},
+        lambda: ours_leader(session, cluster.endpoints, headers))
     console.log(f"ours: loading {args.scale_keys:,} keys")
-    result: dict[str, Any] = {"load_seconds": await load_keys(session, puts, "ours")}
+    watches, stop = watch_nodes(session, cluster, headers)
+    try:
+        result: dict[str, Any] = {"load": await load_keys(session, puts, "ours")}
+    finally:
+        await stop()
+    result["load"].update(terms_and_snapshots(watches))
     result["loaded"] = {f"ours {n.id}": memory_of(n.process.pid)
                         for n in cluster.nodes.values() if n.process is not None}
     console.log("ours: puts until every node took a snapshot")
-    result["under_load"] = await snapshots_under_load(session, cluster, headers, leader, args)
+    result["under_load"] = await snapshots_under_load(session, cluster, headers, args)
     result["after_snapshots"] = {f"ours {n.id}": memory_of(n.process.pid)
                                  for n in cluster.nodes.values() if n.process is not None}
     console.log("ours: restarting a follower")
-    result["restart"] = await restart_to_serving(session, cluster, headers, leader,
+    result["restart"] = await restart_to_serving(session, cluster, headers,
                                                  key(args.scale_keys - 1))
     return result
 
@@ -238,14 +287,14 @@ async def scale_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.
 async def scale_etcd(binary: str, args: argparse.Namespace, workdir: Path,
                      stack: contextlib.AsyncExitStack, session: aiohttp.ClientSession
                      ) -> dict[str, Any]:
-    _, leader, pids = await start_etcd_members(binary, workdir / "scale", stack, session)
-    puts = BatchedPuts(f"{leader}/v3/kv/txn", {"Content-Type": "application/json"},
-                       args.scale_keys, lambda names: {"success": [
-                           {"requestPut": {"key": b64(k), "value": b64(VALUE)}} for k in names]})
+    client_urls, _, pids = await start_etcd_members(binary, workdir / "scale", stack, session)
+    puts = BatchedPuts("/v3/kv/txn", {"Content-Type": "application/json"}, args.scale_keys,
+                       lambda names: {"success": [
+                           {"requestPut": {"key": b64(k), "value": b64(VALUE)}} for k in names]},
+                       lambda: etcd_leader(session, client_urls))
     console.log(f"etcd: loading {args.scale_keys:,} keys")
-    seconds = await load_keys(session, puts, "etcd")
-    return {"load_seconds": seconds, "loaded": {label: memory_of(pid)
-                                                for label, pid in pids.items()}}
+    load = await load_keys(session, puts, "etcd")
+    return {"load": load, "loaded": {label: memory_of(pid) for label, pid in pids.items()}}
 
 
 async def run_scale(args: argparse.Namespace, workdir: Path, etcd_binary: str | None
