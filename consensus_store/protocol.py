@@ -133,7 +133,7 @@ OPS_LIST: tuple[Op, ...] = (
           ("election_resign", "/v1/elections/resign",
            {"name": _K, "member": _K, "session_key": _S}, ("resigned", "leader")),
       )),
-    # ---- coordination reads (node/coordination_api.py) ----------------------------------------
+    # ---- coordination reads (node/reads.py) ----------------------------------------------------
     *(_post(name, path, _Q, _R, fields, answer) for name, path, fields, answer in (
         ("groups_list", "/v1/groups/list", {}, ("groups",)),
         ("groups_members", "/v1/groups/members", {"group": _K}, ("members",)),

@@ -11,13 +11,14 @@ divided by the requests answered, is the figure.  Usage:
 Front ends: ``app`` (aiohttp ``web.Application`` with one middleware, as the node had),
 ``lowlevel`` (aiohttp's ``web.Server``, routed by a dict), ``node`` (the node's own HTTP front
 end, ``consensus_store.node.api.create_runner``, with a fake service answering at once),
-``node-app`` (the same answers through ``api.create_app``'s ``web.Application``), ``uvicorn`` (uvicorn + httptools, a raw
-ASGI app routed by a dict; needs ``pip install uvicorn httptools``).
+``node-app`` (the same answers through ``api.create_app``'s ``web.Application``), ``uvicorn``
+(uvicorn + httptools, a raw ASGI app routed by a dict; needs ``pip install uvicorn httptools``).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -253,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("servers", nargs="*", default=list(SERVERS))
     args = parser.parse_args(argv)
+    if "uvicorn" in args.servers and importlib.util.find_spec("uvicorn") is None:
+        print("uvicorn is not installed (pip install uvicorn httptools): skipped")
+        args.servers.remove("uvicorn")
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in args.servers}
     for _ in range(args.rounds):            # interleaved: noise hits every front end alike
         for name in args.servers:

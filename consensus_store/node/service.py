@@ -211,7 +211,8 @@ class KVService:
             raise InvalidRequest("'prefix' must be a string")
         if not commands.is_int(after) or after < 0:
             raise InvalidRequest("'after_revision' must be a non-negative integer")
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WATCH_WAIT_S:
+        if (isinstance(wait, bool) or not isinstance(wait, (int, float))
+                or not 0 <= wait <= MAX_WATCH_WAIT_S):
             raise InvalidRequest(f"'wait' must be a number of seconds in [0, {MAX_WATCH_WAIT_S:g}]")
         events = await self.watches.watch(prefix, after, float(wait))
         return {"events": events, "latest": self.watches.latest, "floor": self.watches.floor}
@@ -255,7 +256,8 @@ class KVService:
             timeout = validate.request_timeout(body)
         return handler(body, timeout, caller=caller)
 
-    async def handle(self, op: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    async def handle(self, op: str, body: dict[str, Any],
+                     timeout: float | None = None) -> dict[str, Any]:
         """Any client op by its name, for in-process callers (no caller token: all allowed)."""
         return await self.call(op, body, None, timeout)
 

@@ -43,7 +43,8 @@ def request_timeout(body: dict[str, Any]) -> float | None:
     timeout = body.get("timeout")
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT_S:
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_TIMEOUT_S):
         raise InvalidRequest(f"'timeout' must be a number of seconds in (0, {MAX_TIMEOUT_S}]")
     return float(timeout)
 

@@ -62,7 +62,8 @@ def serve(scenario: Scenario, **limits: Any) -> FakeService:
         await runner.setup()
         factory = runner.server
         assert factory is not None
-        port = ClientPort("HTTP", lambda: GuardedHttp(factory(), limits.get("header_timeout_s", 10.0)),
+        header_timeout = limits.get("header_timeout_s", 10.0)
+        port = ClientPort("HTTP", lambda: GuardedHttp(factory(), header_timeout),
                           ConnectionGate("HTTP", 10, 10_000), None)
         address = Address("127.0.0.1", free_ports(1)[0])
         await port.listen(address)
