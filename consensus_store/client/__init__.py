@@ -1,9 +1,16 @@
-"""Python clients and recipes.  Talk to nodes over the network only: never import ``node`` or
-``state``.
+"""Python clients: the shared API layer (``consensus_store.api``: KV calls, coordination calls,
+recipes) carried over the network.  Never imports ``node`` or ``state``.
 
 ``Client`` (blocking, thread-safe) and ``AsyncClient`` (asyncio) pick the transport per endpoint
 from its URL: ``tcp://host:port`` is the native protocol (pipelined frames, see ``wire``),
 ``http://host:port`` the HTTP/JSON API.  ``Client.from_config(path)`` prefers native.
+
+Modules, each importing only those above it: ``endpoints`` (URL schemes) -> ``core`` (retries,
+write ids, session index; no I/O) and the transports (``http``; ``native_common`` ->
+``native_tls``, ``native_async`` -> ``native``) -> ``transport`` (which one serves an endpoint)
+-> ``settings`` (``from_config``) -> ``sync`` (``Client``) and ``aio`` (``AsyncClient``).
+``coordination``, ``session``, ``lock``, ``groups``, ``election``, ``replicas`` and ``watching``
+are the old import paths of what now lives in ``consensus_store.api``.
 """
 from consensus_store.client.aio import AsyncClient
 from consensus_store.client.core import RetryPolicy

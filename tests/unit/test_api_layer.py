@@ -183,8 +183,9 @@ class Recorder:
         spec = OPS[op]              # KeyError: an op the table does not declare
         declared = set(spec.body_fields())
         if "session_key" in declared:
-            # A session's ``auth`` is the pair (id, key); where the table takes only the key the
-            # id rides along unread, as it always has (the table's owner was told).
+            # A session's ``auth`` is the pair (id, key); where the op acts for a session it
+            # already names (leave, update, release...) the node reads only the key and drops
+            # the id, as it always has: the table rightly keeps the id out of those commands.
             declared.add("session")
         undeclared = set(body) - declared
         assert not undeclared, f"{op} sends fields the table does not declare: {undeclared}"
