@@ -5,10 +5,10 @@ recipes) carried over the network.  Never imports ``node`` or ``state``.
 from its URL: ``tcp://host:port`` is the native protocol (pipelined frames, see ``wire``),
 ``http://host:port`` the HTTP/JSON API.  ``Client.from_config(path)`` prefers native.
 
-Modules, each importing only those above it: ``endpoints`` (URL schemes) -> ``core`` (retries,
-write ids, session index; no I/O) and the transports (``http``; ``native_common`` ->
-``native_tls``, ``native_async`` -> ``native``) -> ``transport`` (which one serves an endpoint)
--> ``settings`` (``from_config``) -> ``sync`` (``Client``) and ``aio`` (``AsyncClient``).
+Modules, each importing only those before it: ``endpoints`` (URL schemes); ``core`` (retries,
+write ids, session index; no I/O); the transports: ``http``, and ``native_common`` and
+``native_tls`` under ``native_async`` and ``native``; ``transport`` (which one serves an
+endpoint); ``settings`` (``from_config``); ``sync`` (``Client``) and ``aio`` (``AsyncClient``).
 ``coordination``, ``session``, ``lock``, ``groups``, ``election``, ``replicas`` and ``watching``
 are the old import paths of what now lives in ``consensus_store.api``.
 """
