@@ -18,8 +18,7 @@ from typing import Any
 import aiohttp
 
 from consensus_store.errors import Forbidden, NotFound, Unavailable, error_from_json
-from consensus_store.node.engine.proposer import Proposer
-from consensus_store.node.engine.runner import RaftRunner
+from consensus_store.node.engine import Engine
 from consensus_store.state.sessions import hash_session_key
 
 log = logging.getLogger("consensus_store.leases")
@@ -28,11 +27,10 @@ CHECK_INTERVAL_S = 0.2
 
 
 class LeaseKeeper:
-    def __init__(self, runner: RaftRunner, proposer: Proposer, api_by_node: dict[str, str],
-                 token: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, engine: Engine, api_by_node: dict[str, str], token: str,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         """``ssl_context``: what to call the leader's API with when it is ``https://``."""
-        self._runner = runner
-        self._proposer = proposer
+        self._engine = engine
         self._api_by_node = api_by_node
         self._token = token
         self._ssl = ssl_context
@@ -52,14 +50,13 @@ class LeaseKeeper:
             await self._http.close()
 
     def _sessions(self) -> dict[int, float]:
-        store = self._runner.store
-        if store is None:
+        if not self._engine.started:
             return {}
-        with store.state_lock:
-            return {s.id: s.ttl_s for s in store.machine.sessions.sessions.values()}
+        with self._engine.reading() as machine:
+            return {s.id: s.ttl_s for s in machine.sessions.sessions.values()}
 
     def _is_leader(self) -> bool:
-        return self._runner.is_leader()
+        return self._engine.is_leader()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -90,7 +87,7 @@ class LeaseKeeper:
 
     async def _expire(self, session_id: int) -> None:
         try:
-            await self._proposer.write({"op": "session_expire", "session": session_id}, 5.0)
+            await self._engine.write({"op": "session_expire", "session": session_id}, 5.0)
             log.info("session %d expired", session_id)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             log.warning("could not expire session %d: %s", session_id, exc)
@@ -116,11 +113,10 @@ class LeaseKeeper:
     def _check_key(self, session_id: int, key: str | None, admin: bool) -> float:
         """The session's TTL, once the caller may keep it alive."""
         key_hash = None if key is None else hash_session_key(key)
-        store = self._runner.store
         session = None
-        if store is not None:
-            with store.state_lock:
-                session = store.machine.sessions.get(session_id)
+        if self._engine.started:
+            with self._engine.reading() as machine:
+                session = machine.sessions.get(session_id)
         if session is None:
             raise NotFound(f"session {session_id} not found (expired or closed)")
         if not admin and not session.opened_with(key_hash):

@@ -30,8 +30,7 @@ from consensus_store.node.client_ports import (ClientPort, ConnectionGate, conne
 from consensus_store.node.http_guard import GuardedHttp
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.native import NativeServer
-from consensus_store.node.engine.proposer import Proposer
-from consensus_store.node.engine.runner import RaftRunner
+from consensus_store.node.engine import Engine
 from consensus_store.node.service import KVService
 from consensus_store.node.watch import WatchHub
 from consensus_store.tls import client_context, server_context
@@ -75,15 +74,14 @@ class Node(KVApi, CoordinationMixin):
         self._loop = new_event_loop()
         self._watches = WatchHub(self._loop.call_soon, config.limits.watch_history_events,
                                  config.limits.watch_history_bytes)
-        self._runner = RaftRunner(config, on_applied=self._on_applied,
-                                  on_events=self._watches.on_events,
-                                  on_reset=self._watches.on_reset, loop=self._loop)
-        self._proposer = Proposer(self._runner, self._loop)
+        self._engine = Engine(config, self._loop, on_events=self._watches.on_events,
+                              on_reset=self._watches.on_reset)
+        self._runner = self._engine.runner       # (tests reach the journal through it)
         api_by_node = {p.id: f"{config.scheme}://{p.api_address}" for p in config.peers}
-        self._leases = LeaseKeeper(self._runner, self._proposer, api_by_node,
+        self._leases = LeaseKeeper(self._engine, api_by_node,
                                    node_api_token(config.peer_secret), ssl_context=ssl_peers)
-        self._service = KVService(config, self._runner, self._proposer, self._watches,
-                                  self._leases)
+        self._service = KVService(config, self._engine.runner, self._engine.proposer,
+                                  self._watches, self._leases)
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"api-{config.id}", daemon=True)
         self._site_runner: web.AppRunner | None = None
@@ -108,7 +106,7 @@ class Node(KVApi, CoordinationMixin):
     def start(self) -> None:
         self._fd_limit = raise_fd_limit()
         self._loop_thread.start()
-        self._runner.start()
+        self._engine.start()
         try:
             self._call(self._serve_api(), timeout=10)
         except _ListenError as exc:
@@ -182,7 +180,7 @@ class Node(KVApi, CoordinationMixin):
                 self._call(self._site_runner.cleanup(), timeout=5)
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("API shutdown failed")
-        self._runner.stop()
+        self._engine.stop()
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(5)
@@ -201,9 +199,6 @@ class Node(KVApi, CoordinationMixin):
         self.stop()
 
     # ---- embedded API -------------------------------------------------------------------------
-    def _on_applied(self, index: int) -> None:
-        self._proposer.on_applied(index)
-
     def _call(self, coroutine: Any, timeout: float) -> Any:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
@@ -225,10 +220,7 @@ class Node(KVApi, CoordinationMixin):
         """Local reads come straight from memory.  ``session`` is local here: this node's own
         writes return only after this node applied them."""
         if consistency in _READ_FROM_MEMORY:
-            store = self._runner.store
-            if store is None:
-                raise Unavailable("node is not running")
-            record = store.machine.keyspace.records.get(key)
+            record = self._engine.machine.keyspace.records.get(key)
             if record is None:
                 return None
             return KeyValue(key, _private(record[0]), *record[1:])
@@ -236,21 +228,18 @@ class Node(KVApi, CoordinationMixin):
 
     def get_value(self, key: str, default: Any = None) -> Any:
         """The value of ``key`` from local memory (the fastest read there is)."""
-        store = self._runner.store
-        if store is None:
-            raise Unavailable("node is not running")
-        return _private(store.machine.get_value(key, default))
+        return _private(self._engine.machine.get_value(key, default))
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         return self._call(self._service.status(), timeout)
 
     @property
     def applied_index(self) -> int:
-        return self._proposer.applied_index
+        return self._engine.applied_index
 
     def digest(self) -> str:
         """Digest of the replicated state (equal on converged replicas)."""
-        if self._runner.store is None:
+        if not self._engine.started:
             raise Unavailable("node is not running")
         return self._service.digest()["digest"]
 

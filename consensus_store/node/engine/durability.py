@@ -119,7 +119,8 @@ class DurableJournal(RecordJournal):
             fd, index, generation = request
             error: OSError | None = None
             with self._fd_lock:
-                if fd == self._fd:         # else the file was replaced: synced by its rewrite
+                # Else the file was replaced (synced by its rewrite) or closed (stopping).
+                if fd >= 0 and fd == self._fd:
                     try:
                         os.fsync(fd)
                     except OSError as exc:

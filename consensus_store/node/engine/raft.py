@@ -29,9 +29,11 @@ from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.journal import MAGIC as JOURNAL_MAGIC
 from consensus_store.node.engine.journal import RecordJournal
 from consensus_store.node.engine.replication import GuardedTransport
+from consensus_store.node.engine.snapshots import PlainMachine, make_background
 from consensus_store.node.engine.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME,
                                                  StorageCorrupt, load_snapshot, make_checked)
 from consensus_store.state import StateMachine
+from consensus_store.state.digest import copy_in_chunks
 
 ApplyCallback = Callable[[Any, int], None]   # (result or None, FAIL_REASON code)
 
@@ -122,7 +124,7 @@ class ReplicatedStore(SyncObj):
         self._SyncObj__raftCurrentTerm = max(journal.getCurrentTerm(), journal[-1][2])
         self._SyncObj__votedForNodeId = journal.getVotedForNodeId()
         self._SyncObj__raftCommitIndex = journal.getRaftCommitIndex()
-        serializer = make_checked(self._SyncObj__serializer)
+        serializer = make_background(make_checked(self._SyncObj__serializer), self.snapshot_copy)
         path = self._SyncObj__conf.fullDumpFile
         has_snapshot = os.path.isfile(path)
         if has_snapshot:
@@ -187,6 +189,23 @@ class ReplicatedStore(SyncObj):
             if entries and entries[0][2] == term:
                 return index
         return floor
+
+    def snapshot_copy(self, data: Any) -> tuple[Any, int]:
+        """On the snapshot thread (snapshots.py): pysyncobj's snapshot tuple ``data``
+        (state, last entry, the one before, cluster) made consistent with a chunked copy of
+        the machine, and the index pysyncobj may cut the journal before."""
+        self_data, last, previous, cluster = data
+        state = copy_in_chunks(lambda: self.state_lock, lambda: self.machine)
+        copied = state["applied_index"]
+        if copied > last[1]:
+            # Entries applied meanwhile are in the copy: it ends at ``copied``.
+            with self.state_lock:
+                entries = self._SyncObj__getEntries(copied - 1, 2)
+            if len(entries) != 2 or entries[1][1] != copied:
+                raise RuntimeError(f"entries {copied - 1}..{copied} are not in the journal")
+            previous, last = entries
+        # (else no command was applied after ``last``: what followed it are no-ops)
+        return ({**self_data, "machine": PlainMachine(state)}, last, previous, cluster), previous[1]
 
     @replicated
     def apply_command(self, data: bytes) -> tuple[int, dict[str, Any]]:

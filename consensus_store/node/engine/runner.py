@@ -71,7 +71,8 @@ class RaftRunner:
         self._loop_thread_id: int | None = None
         self._running = False
         self._tick_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_due = 0.0
         self._tick_s = min(0.1, config.raft.heartbeat_interval_s)
         self._flushed_entries = 0           # last log index sent to the followers
         self._flushed_commit = 0            # commit index they were last told
@@ -274,9 +275,11 @@ class RaftRunner:
         due = self.loop.time() + self._poll_timeout()
         timer = self._timer
         if timer is not None:
-            if timer.when() <= due:
+            if self._timer_due <= due:
                 return
             timer.cancel()
+        # (uvloop's handles have no ``when()``: the due time is kept here)
+        self._timer_due = due
         self._timer = self.loop.call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:

@@ -1,0 +1,157 @@
+"""``Engine``: the one way the rest of the node uses Raft.
+
+Everything here runs on the node's loop (the thread that also ticks Raft, runner.py), except
+where a method says "any thread".  Nothing outside ``node/engine/`` imports pysyncobj or reaches
+into the store; pysyncobj's failure reasons become our errors in one place (failures.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Callable, Iterator
+
+from consensus_store.config import NodeConfig
+from consensus_store.errors import Unavailable
+from consensus_store.node.engine.durability import DurableJournal
+from consensus_store.node.engine.failures import SUCCESS, error_for
+from consensus_store.node.engine.proposer import Proposer
+from consensus_store.node.engine.runner import RaftRunner, RaftStatus
+from consensus_store.state import StateMachine
+from consensus_store.state.digest import copy_in_chunks
+
+EventsCallback = Callable[[int, list[dict[str, Any]]], None]
+
+
+class Engine:
+    """Raft with our state machine, driven on ``loop`` (which the node runs on its own thread).
+
+    ``on_events(index, events)`` runs in apply with the changes of each applied entry;
+    ``on_reset(index)`` when a snapshot replaced the state wholesale."""
+
+    def __init__(self, config: NodeConfig, loop: asyncio.AbstractEventLoop, *,
+                 on_events: EventsCallback | None = None,
+                 on_reset: Callable[[int], None] | None = None) -> None:
+        self.config = config
+        self._loop = loop
+        self.runner = RaftRunner(config, on_applied=self._on_applied, on_events=on_events,
+                                 on_reset=on_reset, loop=loop)
+        self.proposer = Proposer(self.runner, loop)
+        self._node_by_raft_address = {str(config.raft_address): config.id}
+        self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
+
+    # ---- lifecycle (any thread but the loop's; the loop must be running) ---------------------
+    def start(self) -> None:
+        """Open the data dir and the raft port.  StorageCorrupt for damaged files, ConfigError
+        for anything else that stops it (a port in use, a data dir that cannot be made)."""
+        self.runner.start()
+
+    def stop(self) -> None:
+        """Stop ticking, close the raft port and the journal.  Idempotent."""
+        self.runner.stop()
+
+    @property
+    def started(self) -> bool:
+        return self.runner.store is not None
+
+    # ---- writes -----------------------------------------------------------------------------
+    async def write(self, command: dict[str, Any], timeout: float, *, deduplicate: bool = True,
+                    alone: bool = False) -> tuple[int, dict[str, Any]]:
+        """Replicate a command (group-committed when it can be), retrying ambiguous failures
+        under the command's at-most-once identity; (index, result) or a typed error."""
+        return await self.proposer.write(command, timeout, deduplicate=deduplicate, alone=alone)
+
+    def try_write_in_batch(self, command: dict[str, Any], timeout: float,
+                           deliver: Callable[[Any], None]) -> bool:
+        return self.proposer.try_write_in_batch(command, timeout, deliver)
+
+    def applied_answer(self, index: int, outcome: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.proposer.applied_answer(index, outcome)
+
+    def propose(self, data: bytes) -> asyncio.Future[Any]:
+        """One proposal of an encoded command, no retry: its apply result, or the typed error
+        of pysyncobj's failure reason (``failures.error_for``)."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+
+        def done(result: Any, reason: int) -> None:
+            if future.done():
+                return
+            if reason == SUCCESS:
+                future.set_result(result)
+            else:
+                future.set_exception(error_for(reason))
+
+        self.runner.propose(data, done)
+        return future
+
+    # ---- reads ------------------------------------------------------------------------------
+    async def barrier(self, timeout: float) -> int:
+        """ReadIndex: returns once every write acknowledged before the call is applied here."""
+        return await self.proposer.barrier(timeout)
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        await self.proposer.wait_applied(index, timeout)
+
+    async def wait_for_leader(self, wait_s: float) -> None:
+        await self.proposer.wait_for_leader(wait_s)
+
+    @property
+    def applied_index(self) -> int:
+        """What this replica has applied (any thread)."""
+        store = self.runner.store
+        machine_index = store.machine.applied_index if store is not None else 0
+        # The machine's index moves before pysyncobj's counter: a read that saw entry k must
+        # report at least k, or a session read elsewhere could go back in time.
+        return max(self.proposer.applied_index, machine_index)
+
+    @property
+    def machine(self) -> StateMachine:
+        """The replica's state, for reads that need no lock: on the loop (apply runs there
+        too), or single dict lookups from other threads (the embedded ``Node``)."""
+        store = self.runner.store
+        if store is None:
+            raise Unavailable("node is not running")
+        return store.machine
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[StateMachine]:
+        """The machine under the apply lock (any thread): for reads that iterate."""
+        store = self.runner.store
+        if store is None:
+            raise Unavailable("node is not running")
+        with store.state_lock:
+            yield store.machine
+
+    def plain_state(self) -> dict[str, Any]:
+        """The machine's plain state, copied a chunk at a time (any thread; apply waits a
+        chunk at most)."""
+        store = self.runner.store
+        assert store is not None
+        return copy_in_chunks(lambda: store.state_lock, lambda: store.machine)
+
+    # ---- who leads ------------------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        return self.runner.is_leader()
+
+    def leader_address(self) -> str | None:
+        return self.runner.leader_address()
+
+    def leader_id(self) -> str | None:
+        """The id of the node this one believes leads, or None."""
+        address = self.runner.leader_address()
+        return self._node_by_raft_address.get(address) if address is not None else None
+
+    def node_id(self, raft_address: str) -> str:
+        return self._node_by_raft_address.get(raft_address, raft_address)
+
+    async def status(self) -> RaftStatus:
+        """Raft's view of this node (role, term, indexes, leader, connected peers)."""
+        return self.runner.status()
+
+    # ---- instrumentation ----------------------------------------------------------------------
+    @property
+    def durable_journal(self) -> DurableJournal | None:
+        store = self.runner.store
+        return store.durable_journal if store is not None else None
+
+    def _on_applied(self, index: int) -> None:
+        self.proposer.on_applied(index)
