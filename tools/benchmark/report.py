@@ -146,7 +146,10 @@ def print_scale(scale: dict[str, Any]) -> None:
             loading = scale[system]["load"]
             rows[f"{system}: load s (batches of 128 puts retried)"] = (
                 f"{loading['seconds']:.1f} ({loading['retried']} {loading['retry_reasons']})")
-    rows["ours: leader changes / snapshots during the load"] = (
-        f"{ours['load']['leader_changes']} / {ours['load']['snapshots']}")
+    loading = ours["load"]
+    rows["ours, during the load: leader changes"] = str(loading["leader_changes"])
+    rows["ours, during the load: snapshot seconds (all nodes)"] = (
+        ", ".join(f"{t:.1f}" for t in loading["snapshot_s"]) or "-")
+    rows["ours, during the load: longest status gap s"] = f"{loading['longest_status_gap_s']:.2f}"
     print_mapping(f"Snapshots under load, restart (snapshot every "
                   f"{scale['snapshot_entries']:,} entries)", ("figure", "value"), rows)

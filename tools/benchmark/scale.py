@@ -2,8 +2,7 @@
 cluster of ours and, when etcd is installed, on 3 etcd members.
 
 Measured: RSS per node once loaded (etcd's beside it); every snapshot the nodes take while a
-put load runs (its time: from the first status showing the log at the compaction threshold to
-the new snapshot file's mtime, so within a status period, 50 ms, and a status round trip), the
+put load runs (its time: ``NodeWatch.snapshot_seconds``, within a status period of 50 ms), the
 leader changes and each node's longest gap between answered status requests meanwhile (a
 stalled node shows here); then a follower's restart-to-serving time (SIGTERM, start, until it
 is ready, has applied what the leader had committed and answers a local read of the last key
@@ -133,14 +132,16 @@ class NodeWatch:
             return None
 
     def snapshot_seconds(self, threshold: int) -> list[float]:
-        """Per snapshot: its file's mtime minus the first status after the previous one that
-        showed the log at ``threshold`` entries (compaction is due at the next entry)."""
+        """Per snapshot: its file's mtime minus when it began, taken as the first status after
+        the previous snapshot showing the log at ``threshold`` entries or, when the node stopped
+        answering before that (a snapshot that blocks it), the last status before the write."""
         durations, previous = [], 0.0
         for done in self.snapshots:
-            due = [t for t, s in self.answered
-                   if previous < t < done and s.get("log_length", 0) >= threshold]
-            if due:
-                durations.append(done - due[0])
+            between = [(t, s) for t, s in self.answered if previous < t < done]
+            due = [t for t, s in between if s.get("log_length", 0) >= threshold]
+            began = min(due[:1] + [t for t, _ in between[-1:]], default=None)
+            if began is not None:
+                durations.append(done - began)
             previous = done
         return durations
 
@@ -170,7 +171,7 @@ async def snapshots_under_load(session: aiohttp.ClientSession, cluster: LocalClu
     threshold = args.scale_snapshot_entries
     return {
         "load_seconds": elapsed, "puts_per_s": answered / elapsed, "put_errors": errors,
-        **terms_and_snapshots(watches),
+        **terms_and_snapshots(watches, threshold),
         "nodes": {w.node_id: {"snapshots": len(w.snapshots),
                               "snapshot_s": w.snapshot_seconds(threshold),
                               "longest_status_gap_s": w.longest_gap(),
@@ -194,10 +195,12 @@ def watch_nodes(session: aiohttp.ClientSession, cluster: LocalCluster, headers: 
     return watches, stop
 
 
-def terms_and_snapshots(watches: list[NodeWatch]) -> dict[str, Any]:
+def terms_and_snapshots(watches: list[NodeWatch], threshold: int) -> dict[str, Any]:
     terms = {s["term"] for w in watches for _, s in w.answered if s["term"] > 0}  # 0: no vote yet
     return {"terms_seen": sorted(terms), "leader_changes": max(0, len(terms) - 1),
             "snapshots": sum(len(w.snapshots) for w in watches),
+            "snapshot_s": sorted(t for w in watches for t in w.snapshot_seconds(threshold)),
+            "longest_status_gap_s": max((w.longest_gap() for w in watches), default=math.nan),
             "timeline": timeline(watches)}
 
 
@@ -271,7 +274,7 @@ async def scale_ours(args: argparse.Namespace, workdir: Path, stack: contextlib.
         result: dict[str, Any] = {"load": await load_keys(session, puts, "ours")}
     finally:
         await stop()
-    result["load"].update(terms_and_snapshots(watches))
+    result["load"].update(terms_and_snapshots(watches, args.scale_snapshot_entries))
     result["loaded"] = {f"ours {n.id}": memory_of(n.process.pid)
                         for n in cluster.nodes.values() if n.process is not None}
     console.log("ours: puts until every node took a snapshot")
