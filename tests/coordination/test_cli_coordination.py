@@ -11,7 +11,7 @@ from consensus_store.launcher import LocalCluster
 def cli(cluster: LocalCluster, *argv: str) -> subprocess.CompletedProcess:
     endpoints = ",".join(cluster.endpoints)
     return subprocess.run([sys.executable, "-m", "consensus_store", *argv, "--endpoints",
-                           endpoints, "--token", cluster.token], capture_output=True, text=True,
+                           endpoints, f"--token={cluster.token}"], capture_output=True, text=True,
                           timeout=60)
 
 

@@ -47,7 +47,7 @@ def cluster(module_pool: ClusterPool) -> LocalCluster:
 
 @pytest.fixture
 def target(cluster: LocalCluster) -> list[str]:
-    return ["--endpoints", ",".join(cluster.endpoints), "--token", cluster.token]
+    return ["--endpoints", ",".join(cluster.endpoints), f"--token={cluster.token}"]
 
 
 def test_put_get_delete_range_with_json_output(cluster: LocalCluster, target: list[str],
@@ -141,7 +141,7 @@ def test_status_shows_a_killed_node_as_down(cluster_pool: ClusterPool, tmp_path:
     leader = cluster.wait_for_leader()
     victim = followers(cluster, leader)[0]
     cluster.nodes[victim].kill()
-    args = ["--endpoints", ",".join(cluster.endpoints), "--token", cluster.token, "--json"]
+    args = ["--endpoints", ",".join(cluster.endpoints), f"--token={cluster.token}", "--json"]
     result = run_cli("status", *args, cwd=tmp_path)
     assert result.returncode in (0, 1), result.stderr
     nodes = json.loads(result.stdout)
@@ -218,8 +218,8 @@ CONFIG_CASES: list[tuple[str, tuple[str, str], str]] = [
     ("missing-raft-address", ('raft_address = "127.0.0.1:{raft}"\n', ""), "raft_address"),
     ("missing-secret", ('peer_secret = "0123456789abcdef0123456789"\n', ""), "peer_secret"),
     ("missing-tokens-file", ('tokens_file = "tokens.toml"\n', ""), "tokens_file"),
-    ("missing-peers", ('[[peers]]\nid = "n2"\nraft_address = "127.0.0.1:{peer_raft}"\n'
-                       'api_address = "127.0.0.1:{peer_api}"\n', ""), "peers"),
+    ("peers-not-tables", ('[[peers]]\nid = "n2"\nraft_address = "127.0.0.1:{peer_raft}"\n'
+                          'api_address = "127.0.0.1:{peer_api}"\n', 'peers = "n2"\n'), "peers"),
     ("unknown-top-key", ('data_dir = "data"\n', 'data_dir = "data"\ncolour = "red"\n'), "colour"),
     ("unknown-raft-key", ("[[peers]]", "[raft]\nheartbeat = 1\n\n[[peers]]"), "raft.heartbeat"),
     ("unknown-peer-key", ('id = "n2"\n', 'id = "n2"\nweight = 3\n'), "peers[0].weight"),

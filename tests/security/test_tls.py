@@ -140,7 +140,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_cli_cacert_option_and_environment(cluster: LocalCluster, tmp_path: Path) -> None:
     ca = str(cluster.tls.ca_file)
     for endpoints in (cluster.endpoints, _native(cluster)):
-        target = ["--endpoints", ",".join(endpoints), "--token", cluster.token]
+        target = ["--endpoints", ",".join(endpoints), f"--token={cluster.token}"]
         put = _cli("put", "tls/cli", endpoints[0], *target, "--cacert", ca)
         assert put.returncode == 0, put.stderr
         get = _cli("get", "tls/cli", *target, env={"CONSENSUS_STORE_CACERT": ca})
