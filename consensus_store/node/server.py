@@ -1,4 +1,4 @@
-"""A whole node: one loop thread serves the client ports and ticks Raft.  Daemon and embedded alike.
+"""A whole node: one loop thread serves the client ports and ticks Raft.  Daemon and embedded.
 
 The client ports (HTTP, native) are served with TLS when the config has ``[tls]``, with at most
 ``limits.max_*_connections`` each (``client_ports``: the process's open-files limit is raised to

@@ -71,7 +71,7 @@ class WatchHub:
         with self._lock:
             return self._events, self._bytes
 
-    # ---- apply (inside a tick) -------------------------------------------------------------------------
+    # ---- apply (inside a tick) ----------------------------------------------------------------
     def on_events(self, index: int, events: list[dict[str, Any]]) -> None:
         sizes = [_event_bytes(event) for event in events]   # outside the lock: may encode
         with self._lock:

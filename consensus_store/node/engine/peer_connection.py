@@ -15,7 +15,8 @@ What someone without the secret can make a node do, and what it costs the node:
   ``ACCEPT_BACKOFF_S`` and tries again (pysyncobj's TcpServer closes itself for good on any
   accept error, and the node then never hears from a peer that reconnects).
 
-Everything here runs on the raft thread.  Private pysyncobj names used (pinned 0.3.17):
+Everything here runs on the node's loop thread (runner.py).  Private pysyncobj names used
+(pinned 0.3.17):
 TcpConnection's ``_TcpConnection__socket``, ``_TcpConnection__recvBufferSize``,
 ``_TcpConnection__writeBuffer``, ``_TcpConnection__trySendBuffer``,
 ``_TcpConnection__processRead``, ``_TcpConnection__processParseMessage``; TcpServer's

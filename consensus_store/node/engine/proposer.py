@@ -1,7 +1,8 @@
 """Writes with retries and group commit, read barriers, applied-index waits.
 
 Runs on the node's loop, the thread that also ticks Raft (runner.py): pysyncobj's callbacks
-settle the waiting futures directly, with no thread hand-off.  Writes carry a (client id, request id) pair; writes that arrive without one get this
+settle the waiting futures directly, with no thread hand-off.  Writes carry a (client id,
+request id) pair; writes that arrive without one get this
 node's own pair, so the node may retry any write after an ambiguous failure
 (``LEADER_CHANGED``, a lost callback) without applying it twice.
 """

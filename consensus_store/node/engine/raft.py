@@ -17,9 +17,11 @@ storage modules (storage.py, journal.py) and the raft port (peer_connection.py) 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Iterator
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.poller import Poller
@@ -43,6 +45,9 @@ def stored_entry_bound(max_entry_bytes: int) -> int:
     with protocol 2, which writes each byte >= 0x80 of ``bytes`` as two."""
     return 2 * max_entry_bytes + 4096
 
+
+# How long the snapshot thread steps aside when apply waits for the state lock.
+APPLY_FIRST_S = 0.0002
 
 # Followers learn of a commit at most this much later than the leader (when no entries follow).
 COMMIT_NOTICE_DELAY_S = 0.002
@@ -97,6 +102,7 @@ class ReplicatedStore(SyncObj):
         self.durable_journal: DurableJournal | None = None
         self.journal: RecordJournal | None = None
         self.loop_poller = poller
+        self.apply_waiting = False      # apply wants ``state_lock`` (snapshot_copy lets it in)
         self.commit_floor = 0           # the commit index as ``durable_commit`` last left it
         super().__init__(self_address, peer_addresses, conf, transportClass=GuardedTransport)
         self.machine = StateMachine()
@@ -190,12 +196,15 @@ class ReplicatedStore(SyncObj):
                 return index
         return floor
 
+    def snapshot_running(self) -> bool:
+        return self._SyncObj__serializer.running
+
     def snapshot_copy(self, data: Any) -> tuple[Any, int]:
         """On the snapshot thread (snapshots.py): pysyncobj's snapshot tuple ``data``
         (state, last entry, the one before, cluster) made consistent with a chunked copy of
         the machine, and the index pysyncobj may cut the journal before."""
         self_data, last, previous, cluster = data
-        state = copy_in_chunks(lambda: self.state_lock, lambda: self.machine)
+        state = copy_in_chunks(self._after_apply, lambda: self.machine)
         copied = state["applied_index"]
         if copied > last[1]:
             # Entries applied meanwhile are in the copy: it ends at ``copied``.
@@ -205,12 +214,25 @@ class ReplicatedStore(SyncObj):
                 raise RuntimeError(f"entries {copied - 1}..{copied} are not in the journal")
             previous, last = entries
         # (else no command was applied after ``last``: what followed it are no-ops)
-        return ({**self_data, "machine": PlainMachine(state)}, last, previous, cluster), previous[1]
+        snapshot = ({**self_data, "machine": PlainMachine(state)}, last, previous, cluster)
+        return snapshot, previous[1]
+
+    @contextlib.contextmanager
+    def _after_apply(self) -> Iterator[None]:
+        """``state_lock`` for the snapshot thread, never taken again while apply waits for it:
+        Python's lock is not fair, and the thread, holding the GIL, would otherwise take it
+        back chunk after chunk while the loop waits (apply stalled for seconds)."""
+        while self.apply_waiting:
+            time.sleep(APPLY_FIRST_S)
+        with self.state_lock:
+            yield
 
     @replicated
     def apply_command(self, data: bytes) -> tuple[int, dict[str, Any]]:
         index = self.raftLastApplied + 1
+        self.apply_waiting = True
         with self.state_lock:
+            self.apply_waiting = False
             result = self.machine.apply(data, index)
             events = self.machine.drain_events()
         if events and self.on_events is not None:

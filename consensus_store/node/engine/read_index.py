@@ -12,7 +12,7 @@ AppendEntries per follower (``cs_seq``) and a follower's reply names the message
 (``cs_ack``).  A follower answers only AppendEntries whose term is at least its own, so an
 answer to a message of this round means it had not moved to a newer term when it got it.
 
-Everything here runs on the raft thread.
+Everything here runs on the node's loop thread (runner.py), inside Raft ticks and events.
 """
 from __future__ import annotations
 

@@ -345,6 +345,8 @@ class RaftRunner:
         journal_bytes = store._SyncObj__raftLog.size_bytes
         if journal_bytes < self._compaction_bytes:
             return
+        if store.snapshot_running():
+            return        # the journal is cut once that snapshot is written
         snapshot = store._SyncObj__lastSerializedEntry
         if snapshot != self._snapshot_seen:          # a new snapshot: read its size once
             self._snapshot_seen = snapshot

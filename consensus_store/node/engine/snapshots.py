@@ -55,6 +55,11 @@ class BackgroundSerializer(CheckedSerializer):
     _outcome: tuple[int, int] | StorageFailure | None = None
     thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        """A snapshot is being written (or its outcome not yet taken by pysyncobj)."""
+        return self._Serializer__pid != 0
+
     def serialize(self, data: Any, id: int) -> None:   # noqa: A002 - pysyncobj's name
         if self.copier is None:
             super().serialize(data, id)
