@@ -65,7 +65,38 @@ class TxnResult:
 
 
 @dataclass(frozen=True)
+class ClusterMember:
+    """A configured member of the cluster as a node's status reports it."""
+
+    id: str
+    raft_address: str | None = None
+    api_address: str | None = None
+    native_address: str | None = None
+    membership: str = "voter"      # "voter"; a read replica says "replica"
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "ClusterMember":
+        return cls(id=str(body["id"]), raft_address=body.get("raft_address"),
+                   api_address=body.get("api_address"),
+                   native_address=body.get("native_address"),
+                   membership=body.get("membership") or "voter")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "raft_address": self.raft_address,
+                "api_address": self.api_address, "native_address": self.native_address,
+                "membership": self.membership}
+
+
+@dataclass(frozen=True)
 class NodeStatus:
+    """One node's status, or (role DOWN) why it could not be asked.
+
+    ``id`` of a DOWN node is its configured id when the client knows it (from its config or any
+    reachable node's ``members``), else its endpoint.  ``lag`` is the leader's commit index minus
+    this node's applied index (None: no leader reachable).  ``membership``, ``members``,
+    ``uptime_s`` and the request counters are None/empty for nodes that do not report them.
+    """
+
     id: str
     endpoint: str
     role: Role
@@ -77,22 +108,51 @@ class NodeStatus:
     connected_peers: tuple[str, ...] = ()
     keys: int = 0
     revision: int = 0
-    error: str | None = None     # why the node is DOWN, when it is
+    error: str | None = None     # why the node is DOWN, when it is (the full message)
+    reason: str | None = None    # the same in a few words: connection refused, timeout...
+    ready: bool | None = None
+    raft_address: str | None = None
+    api_address: str | None = None
+    native_address: str | None = None
+    membership: str | None = None          # "voter" or "replica"
+    lag: int | None = None
+    uptime_s: float | None = None
+    writes_total: int | None = None        # writes this node took since it started
+    reads_total: int | None = None
+    members: tuple[ClusterMember, ...] = ()
 
     @classmethod
     def from_json(cls, endpoint: str, body: dict[str, Any]) -> "NodeStatus":
+        """From a node's ``status`` answer (older nodes' answers lack the newer keys)."""
+        requests = body.get("requests") if isinstance(body.get("requests"), dict) else {}
         return cls(id=body["id"], endpoint=endpoint, role=Role(body["role"]), term=body["term"],
                    commit_index=body["commit_index"], applied_index=body["applied_index"],
                    log_length=body["log_length"], leader=body.get("leader"),
                    connected_peers=tuple(body.get("connected_peers", ())), keys=body["keys"],
-                   revision=body["revision"])
+                   revision=body["revision"], ready=body.get("ready"),
+                   raft_address=body.get("raft_address"), api_address=body.get("api_address"),
+                   native_address=body.get("native_address"),
+                   membership=body.get("membership"), uptime_s=body.get("uptime_s"),
+                   writes_total=requests.get("writes"), reads_total=requests.get("reads"),
+                   members=tuple(ClusterMember.from_json(m) for m in body.get("members") or ()
+                                 if isinstance(m, dict) and "id" in m))
+
+    @property
+    def votes(self) -> str:
+        """What the node is in elections: "voter", "replica", or "?" when unknown."""
+        return self.membership or "?"
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "endpoint": self.endpoint, "role": self.role.value,
                 "term": self.term, "commit_index": self.commit_index,
                 "applied_index": self.applied_index, "log_length": self.log_length,
                 "leader": self.leader, "connected_peers": list(self.connected_peers),
-                "keys": self.keys, "revision": self.revision, "error": self.error}
+                "keys": self.keys, "revision": self.revision, "error": self.error,
+                "reason": self.reason, "ready": self.ready,
+                "addresses": {"raft": self.raft_address, "api": self.api_address,
+                              "native": self.native_address},
+                "membership": self.membership, "lag": self.lag, "uptime_s": self.uptime_s,
+                "requests": {"writes": self.writes_total, "reads": self.reads_total}}
 
 
 class ConnectionState(str, enum.Enum):

@@ -88,9 +88,33 @@ def _build_parser() -> argparse.ArgumentParser:
     client_command("locks", "list locks with holder, fencing token and waiters")
     leader = client_command("leader", "show an election's leader and candidates")
     leader.add_argument("name")
-    status = client_command("status", "show every node's role, term and indexes")
-    status.add_argument("--watch", action="store_true", help="live dashboard (Ctrl-C to quit)")
+    status = client_command("status", "show every node: role, votes, term, indexes, lag, "
+                            "addresses (a node that cannot be reached: under its id, role down, "
+                            "and why)")
+    status.add_argument("--watch", action="store_true", help="the live dashboard (q quits); with "
+                        "--json: one JSON array of every node's status per line")
+    _interval(status)
+    dashboard = client_command("dashboard", "live full-screen view of the cluster: nodes, rates, "
+                               "groups, elections, locks, names, sessions, events (q quits, "
+                               "p pauses, tab moves the focus)")
+    dashboard.add_argument("--once", action="store_true", help="print one frame and exit")
+    _interval(dashboard)
     return parser
+
+
+def _interval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interval", type=_positive_seconds, default=0.5,
+                        help="seconds between refreshes (default 0.5)")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0.05 and 3600 seconds")
+    return value
 
 
 def _consistency(parser: argparse.ArgumentParser) -> None:
@@ -200,15 +224,22 @@ def _run_client_command(args: argparse.Namespace) -> int:
         elif args.command in COORDINATION_COMMANDS:
             body, render = COORDINATION_COMMANDS[args.command](client, args)
             print(json.dumps(body)) if args.json else console.print(render)
+        elif args.command == "dashboard" or (args.command == "status" and args.watch):
+            from consensus_store.cli import dashboard
+            if args.command == "status" and args.json:
+                return dashboard.watch_statuses_json(client, args.interval)
+            return dashboard.run_dashboard(client, console, interval_s=args.interval,
+                                           once=getattr(args, "once", False),
+                                           json_output=args.json)
         elif args.command == "status":
-            if args.watch:
-                from consensus_store.cli.dashboard import watch
-                return watch(client, console)
             statuses = client.cluster_status()
             if args.json:
                 print(json.dumps([s.to_json() for s in statuses]))
             else:
+                if not console.is_terminal and "COLUMNS" not in os.environ:
+                    console = Console(width=120)    # a pipe: not rich's 80 columns
                 console.print(views.status_table(statuses))
+                console.print(views.addresses_table(statuses))
     return 0
 
 

@@ -1,35 +1,51 @@
 """Pure functions from status objects to rich renderables (tested by rendering to text)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from rich.table import Table
 from rich.text import Text
 
-from typing import Any
-
 from consensus_store.models import KeyValue, Member, NodeStatus, Role
 
-_ROLE_STYLE = {Role.LEADER: "bold green", Role.FOLLOWER: "cyan", Role.CANDIDATE: "yellow",
-               Role.DOWN: "bold red"}
+ROLE_STYLE = {Role.LEADER: "bold green", Role.FOLLOWER: "cyan", Role.CANDIDATE: "yellow",
+              Role.DOWN: "bold red"}
+_NUMERIC = ("term", "commit", "applied", "lag", "log", "keys")
 
 
 def status_table(statuses: Iterable[NodeStatus], title: str = "consensus-store cluster") -> Table:
+    """Every node: a down one under its id, with why it could not be asked."""
     table = Table(title=title)
-    for column in ("node", "role", "term", "commit", "applied", "log", "leader", "peers",
-                   "keys", "reachable"):
-        table.add_column(column, justify="right" if column in ("term", "commit", "applied",
-                                                                "log", "keys") else "left")
+    for column in ("node", "role", "votes", "term", "commit", "applied", "lag", "log", "leader",
+                   "peers", "keys", "reachable"):
+        table.add_column(column, justify="right" if column in _NUMERIC else "left")
     for status in statuses:
-        role = Text(status.role.value, style=_ROLE_STYLE[status.role])
+        role = Text(status.role.value, style=ROLE_STYLE[status.role])
         if status.role is Role.DOWN:
-            table.add_row(status.id, role, "", "", "", "", "", "", "",
-                          Text(f"no: {status.endpoint}", style="red"))
+            table.add_row(status.id, role, status.votes, "", "", "", "", "", "", "", "",
+                          Text(f"no: {status.reason or status.error or '?'}", style="red"))
             continue
-        table.add_row(status.id, role, str(status.term), str(status.commit_index),
-                      str(status.applied_index), str(status.log_length), status.leader or "-",
-                      ", ".join(status.connected_peers) or "-", str(status.keys), "yes")
+        table.add_row(status.id, role, status.votes, str(status.term), str(status.commit_index),
+                      str(status.applied_index), optional(status.lag), str(status.log_length),
+                      status.leader or "-", ", ".join(status.connected_peers) or "-",
+                      str(status.keys), "yes")
     return table
+
+
+def addresses_table(statuses: Iterable[NodeStatus]) -> Table:
+    """Where each node listens (a down node's addresses as the client's config or another
+    node's status names them) and the endpoint this client used."""
+    table = Table(title="addresses")
+    for column in ("node", "raft", "api", "native", "endpoint"):
+        table.add_column(column)
+    for status in statuses:
+        table.add_row(status.id, status.raft_address or "-", status.api_address or "-",
+                      status.native_address or "-", status.endpoint)
+    return table
+
+
+def optional(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def kv_table(kvs: Iterable[KeyValue]) -> Table:

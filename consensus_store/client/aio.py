@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.api.kv import AsyncKVApi
+from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.endpoints import scheme_of, tls_context
 from consensus_store.client.settings import ClientSettings
@@ -33,6 +34,7 @@ class AsyncClient(AsyncKVApi, ClientSettings):
                  cert: str | Path | None = None, key: str | Path | None = None) -> None:
         """``cacert``, ``cert``, ``key``: TLS, as for ``Client``."""
         self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
+        self._directory = NodeDirectory()
         self._token = token
         self._ssl = tls_context(self._core.endpoints, cacert, cert, key)
         self._transports: dict[str, Any] = {}
@@ -84,13 +86,15 @@ class AsyncClient(AsyncKVApi, ClientSettings):
         return NodeStatus.from_json(endpoint, self._core.decode(endpoint, status, result))
 
     async def cluster_status(self, *, timeout: float = 2.0) -> list[NodeStatus]:
-        """Status of every endpoint (asked concurrently); unreachable ones have role DOWN."""
-        async def one(endpoint: str) -> NodeStatus:
+        """Status of every endpoint (asked concurrently); as ``Client.cluster_status``."""
+        async def one(endpoint: str) -> NodeStatus | ConsensusStoreError:
             try:
                 return await self.status(endpoint, timeout=timeout)
             except ConsensusStoreError as exc:
-                return NodeStatus(id="?", endpoint=endpoint, role=Role.DOWN, error=exc.message)
-        return list(await asyncio.gather(*(one(e) for e in self.endpoints)))
+                return exc
+        endpoints = self.endpoints
+        answers = await asyncio.gather(*(one(e) for e in endpoints))
+        return self._directory.resolve(zip(endpoints, answers))
 
     async def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:
         """Wait until some endpoint reports itself leader."""

@@ -9,15 +9,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import ClientCore, RetryPolicy
 from consensus_store.client.transport import config_endpoints
-from consensus_store.config import load_config
+from consensus_store.config import NodeConfig, load_config
+from consensus_store.models import ClusterMember
+
+
+def configured_members(config: NodeConfig) -> list[ClusterMember]:
+    """The members a node config names (this node first): ids for endpoints nobody answers on."""
+    nodes = [(config.id, config.raft_address, config.api_address, config.native_address)]
+    nodes += [(p.id, p.raft_address, p.api_address, p.native_address) for p in config.peers]
+    return [ClusterMember(id=node_id, raft_address=str(raft), api_address=str(api),
+                          native_address=str(native) if native is not None else None)
+            for node_id, raft, api, native in nodes]
 
 
 class ClientSettings:
     """What ``Client`` and ``AsyncClient`` expose of their ``ClientCore`` (read-only)."""
 
     _core: ClientCore
+    _directory: NodeDirectory     # which member each endpoint is (see cluster_status)
 
     @classmethod
     def from_config(cls, path: "str | Path", *, protocol: str | None = None,
@@ -38,7 +50,15 @@ class ClientSettings:
             if tls.client_ca_file is not None and "cert" not in options:
                 options["cert"], options["key"] = tls.cert_file, tls.key_file
         options.setdefault("token", config.admin_token)
-        return cls(config_endpoints(config, protocol), **options)
+        client = cls(config_endpoints(config, protocol), **options)
+        client._directory.learn_members(configured_members(config))
+        return client
+
+    @property
+    def members(self) -> list[ClusterMember]:
+        """The cluster's members as far as this client knows them (from its config or any
+        node's status)."""
+        return self._directory.members
 
     @property
     def endpoints(self) -> list[str]:

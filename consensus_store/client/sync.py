@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
 from consensus_store.api.kv import KVApi
+from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.endpoints import scheme_of, tls_context
 from consensus_store.client.settings import ClientSettings
@@ -37,6 +39,7 @@ class Client(KVApi, CoordinationApi, ClientSettings):
                  key: str | Path | None = None) -> None:
         self._init_coordination(session_ttl)
         self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
+        self._directory = NodeDirectory()
         self._token = token
         self._ssl = tls_context(self._core.endpoints, cacert, cert, key)
         self._transports: dict[str, Any] = {}
@@ -97,15 +100,22 @@ class Client(KVApi, CoordinationApi, ClientSettings):
         return NodeStatus.from_json(endpoint, self._core.decode(endpoint, status, result))
 
     def cluster_status(self, *, timeout: float = 2.0) -> list[NodeStatus]:
-        """Status of every endpoint; unreachable ones are reported with role DOWN."""
-        statuses = []
-        for endpoint in self.endpoints:
+        """Status of every endpoint, asked in parallel (one dead node costs at most
+        ``timeout``); an unreachable node has role DOWN, its configured id when known (see
+        ``cluster_status.NodeDirectory``) and the reason; each live node its lag."""
+        def one(endpoint: str) -> NodeStatus | ConsensusStoreError:
             try:
-                statuses.append(self.status(endpoint, timeout=timeout))
+                return self.status(endpoint, timeout=timeout)
             except ConsensusStoreError as exc:
-                statuses.append(NodeStatus(id="?", endpoint=endpoint, role=Role.DOWN,
-                                           error=exc.message))
-        return statuses
+                return exc
+
+        endpoints = self.endpoints
+        if len(endpoints) == 1:
+            return self._directory.resolve([(endpoints[0], one(endpoints[0]))])
+        with ThreadPoolExecutor(max_workers=len(endpoints),
+                                thread_name_prefix="cluster-status") as pool:
+            answers = list(pool.map(one, endpoints))
+        return self._directory.resolve(zip(endpoints, answers))
 
     def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:
         """Block until some endpoint reports itself leader."""

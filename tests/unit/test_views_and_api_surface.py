@@ -18,19 +18,28 @@ def render(renderable: object, width: int = 120) -> str:
     return console.export_text()
 
 
-def test_status_table_shows_roles_indexes_and_down_nodes() -> None:
+def test_status_table_shows_roles_indexes_lag_and_down_nodes_under_their_id() -> None:
     statuses = [
         NodeStatus(id="n1", endpoint="http://127.0.0.1:1", role=Role.LEADER, term=4,
                    commit_index=120, applied_index=119, log_length=121, leader="n1",
-                   connected_peers=("n2",), keys=7),
-        NodeStatus(id="?", endpoint="http://127.0.0.1:3", role=Role.DOWN, error="refused"),
+                   connected_peers=("n2",), keys=7, membership="voter", lag=1,
+                   raft_address="127.0.0.1:11", api_address="127.0.0.1:1"),
+        NodeStatus(id="n3", endpoint="http://127.0.0.1:3", role=Role.DOWN,
+                   error="http://127.0.0.1:3: ConnectError: [Errno 111] Connection refused",
+                   reason="connection refused", membership="voter",
+                   raft_address="127.0.0.1:13", api_address="127.0.0.1:3"),
     ]
     text = render(views.status_table(statuses))
     leader_row = next(line for line in text.splitlines() if "n1" in line and "leader" in line)
-    for cell in ("4", "120", "119", "121", "n2", "7", "yes"):
+    for cell in ("voter", "4", "120", "119", "121", "n2", "7", "yes"):
         assert cell in leader_row
+    assert leader_row.split("│")[7].strip() == "1"          # the lag column
     down_row = next(line for line in text.splitlines() if "down" in line)
-    assert "no: http://127.0.0.1:3" in down_row
+    assert down_row.split("│")[1].strip() == "n3"
+    assert "no: connection refused" in down_row and "voter" in down_row
+    addresses = render(views.addresses_table(statuses))
+    down_addresses = next(line for line in addresses.splitlines() if "n3" in line)
+    assert "127.0.0.1:13" in down_addresses and "http://127.0.0.1:3" in down_addresses
 
 
 def test_kv_table_shortens_long_values() -> None:
