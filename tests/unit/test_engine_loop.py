@@ -167,18 +167,29 @@ def test_a_plain_copy_pickles_exactly_like_the_machine() -> None:
     assert real == copy
 
 
+KEYS = 20_000       # 40 chunks of copy_in_chunks
+
+
 class _SnapshotStore:
     """What ``ReplicatedStore.snapshot_copy`` reads: the machine, its lock, the log."""
 
+    _after_apply = ReplicatedStore._after_apply
+
     def __init__(self) -> None:
         self.state_lock = threading.Lock()
+        self.apply_waiting = False
         self.machine = StateMachine()
         self.log: dict[int, tuple[bytes, int, int]] = {}
+        self.longest_wait = 0.0
 
     def apply(self, index: int) -> None:
         self.log[index] = (b"cmd", index, 1)      # in the log before it is applied
+        self.apply_waiting = True
+        asked = time.monotonic()
         with self.state_lock:
-            self.machine.apply(encode_command({"op": "put", "key": f"k{index % 700}",
+            self.apply_waiting = False
+            self.longest_wait = max(self.longest_wait, time.monotonic() - asked)
+            self.machine.apply(encode_command({"op": "put", "key": f"k{index % KEYS}",
                                                "value": index}), index)
 
     def _SyncObj__getEntries(self, index: int, count: int) -> list[tuple[bytes, int, int]]:
@@ -187,13 +198,13 @@ class _SnapshotStore:
 
 def test_a_snapshot_copy_taken_while_apply_goes_on_names_the_entries_it_covers() -> None:
     store = _SnapshotStore()
-    for index in range(1, 3001):
+    for index in range(1, KEYS + 1):
         store.apply(index)
-    asked_last, asked_previous = store.log[3000], store.log[2999]
+    asked_last, asked_previous = store.log[KEYS], store.log[KEYS - 1]
     stop = threading.Event()
 
     def apply_more() -> None:
-        index = 3001
+        index = KEYS + 1
         while not stop.is_set() and index < 200_000:
             store.apply(index)
             index += 1
@@ -208,14 +219,16 @@ def test_a_snapshot_copy_taken_while_apply_goes_on_names_the_entries_it_covers()
         applier.join()
     self_data, last, previous, _ = data
     state = self_data["machine"].state
-    assert last[1] == state["applied_index"] >= 3000
+    assert last[1] == state["applied_index"] >= KEYS
     assert previous[1] == last[1] - 1 == cut
     # The copy is the machine as it was at that index: replay the log up to it and compare.
     replay = StateMachine()
     for index in range(1, last[1] + 1):
-        replay.apply(encode_command({"op": "put", "key": f"k{index % 700}", "value": index}),
+        replay.apply(encode_command({"op": "put", "key": f"k{index % KEYS}", "value": index}),
                      index)
     assert state == replay._plain_state()
+    # Apply got the lock between chunks, not after the whole copy (an unfair lock starved it).
+    assert store.longest_wait < 0.5, f"apply waited {store.longest_wait:.2f} s for the lock"
 
 
 # ---- the façade on three nodes in this process (each on its own loop thread) ----------------

@@ -2,8 +2,9 @@
 
 pysyncobj (``useFork=False``) serializes the whole state inside a tick: for 1M keys that held
 the loop for seconds, past the election timeout.  ``BackgroundSerializer`` starts a thread
-instead and tells pysyncobj "still serializing" until it is done.  The thread takes a
-consistent copy of the state machine a chunk at a time under ``state_lock``
+instead and tells pysyncobj "still serializing" until it is done (with the cyclic GC off
+meanwhile, and a pickler that lets the loop's thread run: storage.encode_snapshot).  The
+thread takes a consistent copy of the state machine a chunk at a time under ``state_lock``
 (``state.digest.copy_in_chunks``: apply waits a chunk at most), then pickles, compresses and
 writes it.  The copy ends at some applied index Y later than the one pysyncobj asked for, so
 the snapshot names entries Y-1 and Y as its last two, and pysyncobj cuts the journal before
@@ -16,6 +17,7 @@ Private pysyncobj names used: Serializer's ``_Serializer__pid``, ``_Serializer__
 from __future__ import annotations
 
 import copyreg
+import gc
 import logging
 import threading
 import time
@@ -76,6 +78,11 @@ class BackgroundSerializer(CheckedSerializer):
     def _serialize(self, data: Any) -> None:
         assert self.copier is not None
         started = time.monotonic()
+        # The copy allocates millions of objects: the cyclic GC would run full collections
+        # over the whole state meanwhile, each holding the GIL (the loop) for ~0.4 s at 1M
+        # keys.  Reference counting still frees what the copy drops.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             state, index = self.copier(data)
             copied = time.monotonic()
@@ -89,6 +96,9 @@ class BackgroundSerializer(CheckedSerializer):
         except Exception:  # noqa: BLE001 - as pysyncobj: the snapshot fails, the node goes on
             log.exception("cannot serialize the state for a snapshot")
             self._outcome = (-2, self._Serializer__currentID)
+        finally:
+            if collecting:
+                gc.enable()
 
     def checkSerializing(self) -> tuple[int, Any]:
         if self._Serializer__pid == _IN_THREAD:

@@ -229,6 +229,17 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 SNAPSHOT_WRITE_BUFFER = 1 << 20
+SNAPSHOT_PICKLE_PROTOCOL = 2            # pysyncobj's (its pickle.dump)
+
+
+class _YieldingPickler(pickle.Pickler):
+    """The C pickler holds the GIL for a whole dump (seconds for a 1M-key state), which stops
+    the node's loop while a snapshot is written on another thread.  A ``persistent_id`` that is
+    Python code runs for every object, so the interpreter can switch threads meanwhile; it
+    returns None, so the bytes are the same."""
+
+    def persistent_id(self, obj: Any) -> None:
+        return None
 
 
 def encode_snapshot(state: Any) -> bytes:
@@ -238,7 +249,7 @@ def encode_snapshot(state: Any) -> bytes:
     # size; the buffer spares gzip pickle's many small writes.
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=1) as compressed:
         buffered = io.BufferedWriter(compressed, SNAPSHOT_WRITE_BUFFER)   # type: ignore[arg-type]
-        syncobj_pickle.dump(state, buffered)
+        _YieldingPickler(buffered, SNAPSHOT_PICKLE_PROTOCOL).dump(state)
         buffered.flush()
     payload = buffer.getvalue()
     return SNAPSHOT_MAGIC + SNAPSHOT_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
