@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import collections
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from consensus_store.testing.cluster import (ProxiedCluster, node_digest, node_state,
                                              raft_diagnostics)
 from consensus_store.testing.lincheck import check_events
+from consensus_store.testing.polling import poll_until
 from consensus_store.testing.workload import OpRecord, Workload
 
 
@@ -148,36 +148,37 @@ def wait_converged(cluster: ProxiedCluster, timeout: float = 60.0
                    ) -> tuple[dict[str, dict[str, tuple[Any, int]]], list[Anomaly]]:
     """(d) wait until every node reports the same applied index (unchanged while their states
     are read), then compare the full states.  Returns (states, anomalies)."""
-    deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
-    states: dict[str, dict[str, tuple[Any, int]]] = {}
-    while time.monotonic() < deadline:
-        before = cluster.statuses(timeout=2.0)
-        last = before
+
+    def settled() -> tuple[dict[str, Any], dict[str, Any], int] | None:
+        """(states, digests, index) read while every node stayed at one applied index."""
+        nonlocal last
+        before = last = cluster.statuses(timeout=2.0)
         marks = {s.applied_index for s in before.values()}
-        if len(before) == len(cluster.ids) and len(marks) == 1:
-            try:
-                states = {n: node_state(cluster, n) for n in cluster.ids}
-                digests = {n: node_digest(cluster, n) for n in cluster.ids}
-            except Exception:  # noqa: BLE001 - a node went away: try again
-                time.sleep(0.2)
-                continue
-            after = cluster.statuses(timeout=2.0)
-            if {n: s.applied_index for n, s in after.items()} == \
-                    {n: s.applied_index for n, s in before.items()}:
-                reference_id = cluster.ids[0]
-                index = next(iter(marks))
-                anomalies = []
-                for node_id, state in states.items():
-                    if state != states[reference_id]:
-                        anomalies.append(Anomaly("divergence", _state_diff(
-                            reference_id, states[reference_id], node_id, state, index)))
-                    elif digests[node_id] != digests[reference_id]:
-                        # same keys, yet sessions or the at-most-once tables differ
-                        anomalies.append(Anomaly("divergence", f"state digests differ at "
-                                                 f"index {index}: {digests}"))
-                return states, anomalies
-        time.sleep(0.2)
+        if len(before) != len(cluster.ids) or len(marks) != 1:
+            return None
+        states = {n: node_state(cluster, n) for n in cluster.ids}   # raises if a node went away
+        digests = {n: node_digest(cluster, n) for n in cluster.ids}
+        after = cluster.statuses(timeout=2.0)
+        if {n: s.applied_index for n, s in after.items()} != \
+                {n: s.applied_index for n, s in before.items()}:
+            return None
+        return states, digests, next(iter(marks))
+
+    found = poll_until(settled, timeout, 0.2)
+    if found is not None:
+        states, digests, index = found
+        reference_id = cluster.ids[0]
+        anomalies = []
+        for node_id, state in states.items():
+            if state != states[reference_id]:
+                anomalies.append(Anomaly("divergence", _state_diff(
+                    reference_id, states[reference_id], node_id, state, index)))
+            elif digests[node_id] != digests[reference_id]:
+                # same keys, yet sessions or the at-most-once tables differ
+                anomalies.append(Anomaly("divergence", f"state digests differ at "
+                                         f"index {index}: {digests}"))
+        return states, anomalies
     summary = ", ".join(f"{n}: applied {s.applied_index} commit {s.commit_index} "
                         f"{s.role.value} leader {s.leader}" for n, s in last.items())
     missing = sorted(set(cluster.ids) - set(last))
