@@ -8,11 +8,12 @@ divided by the requests answered, is the figure.  Usage:
 
     .venv/bin/python tools/http_front_cost.py [--requests 20000] [--connections 8] [--rounds 3]
 
-Front ends: ``app`` (aiohttp ``web.Application`` with one middleware, as the node had),
-``lowlevel`` (aiohttp's ``web.Server``, routed by a dict), ``node`` (the node's own HTTP front
-end, ``consensus_store.node.api.create_runner``, with a fake service answering at once),
-``node-app`` (the same answers through ``api.create_app``'s ``web.Application``), ``uvicorn``
-(uvicorn + httptools, a raw ASGI app routed by a dict; needs ``pip install uvicorn httptools``).
+Front ends, toy (a handler routed by a dict): ``app`` (aiohttp ``web.Application`` with one
+middleware, as the node had), ``lowlevel`` (aiohttp's ``web.Server``), ``uvicorn`` (uvicorn +
+httptools, a raw ASGI app).  With the node's own per-request code (``api.respond``) and a fake
+service answering at once: ``node-app`` (``api.create_app``, a ``web.Application``), ``node``
+(``api.create_runner``, aiohttp's low-level server), ``node-uvicorn`` (``http_front.HttpFront``,
+what the node serves).
 """
 from __future__ import annotations
 
@@ -162,8 +163,21 @@ def _serve_uvicorn(port: int) -> None:
     uvicorn.Server(config).run()
 
 
+def _serve_node_uvicorn(port: int) -> None:
+    """The node's own front end (``node/http_front.py``: uvicorn's httptools protocol behind the
+    node's header guard, a raw ASGI app answering through ``api.respond``)."""
+    from consensus_store.node.http_front import HttpFront
+
+    async def main() -> None:
+        front = HttpFront(_FakeService())   # type: ignore[arg-type]
+        await asyncio.get_running_loop().create_server(front.connection, "127.0.0.1", port)
+        await asyncio.Event().wait()
+    _run(main())
+
+
 SERVERS = {"app": _serve_app, "lowlevel": _serve_lowlevel, "node": _serve_node,
-           "node-app": _serve_node_app, "uvicorn": _serve_uvicorn}
+           "node-app": _serve_node_app, "uvicorn": _serve_uvicorn,
+           "node-uvicorn": _serve_node_uvicorn}
 
 
 def _run(coroutine: Any) -> None:
@@ -254,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("servers", nargs="*", default=list(SERVERS))
     args = parser.parse_args(argv)
-    if "uvicorn" in args.servers and importlib.util.find_spec("uvicorn") is None:
+    if importlib.util.find_spec("uvicorn") is None:
         print("uvicorn is not installed (pip install uvicorn httptools): skipped")
-        args.servers.remove("uvicorn")
+        args.servers = [name for name in args.servers if "uvicorn" not in name]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in args.servers}
     for _ in range(args.rounds):            # interleaved: noise hits every front end alike
         for name in args.servers:

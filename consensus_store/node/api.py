@@ -1,22 +1,24 @@
-"""HTTP/JSON client API: aiohttp's low-level server, routed from the op table.
+"""HTTP/JSON client API: what a request gets, whatever server library parses it.
 
-Each op of ``protocol.OPS`` is served at its method and path (a GET route answers HEAD too)
-by one handler: look the route up, check the token and its role, read the JSON body, call
-``KVService.call``.  No router, no middleware chain, no ``web.Application``: aiohttp's
-low-level ``web.Server`` parses HTTP (and answers 400 for what it cannot parse) and this
-module does the rest, which took ~20 % less CPU per request here (tools/http_front_cost.py).
+``respond(service, method, path, authorization, read_body)`` serves each op of
+``protocol.OPS`` at its method and path (a GET route answers HEAD too): look the route up,
+check the token and its role, read the JSON body, call ``KVService.call``.  The node's front
+end (``http_front.py``, uvicorn's httptools protocol) calls it; so do the aiohttp adapters below
+(``create_runner``: aiohttp's low-level server; ``create_app``: a ``web.Application``), kept for
+a node still set up with aiohttp.
 
 Every request but ``GET /health`` needs ``Authorization: Bearer <client token>`` whose role
-allows the op (``protocol.OPS``; deny by default).  Every answer is JSON with a ``header``
-(answering node, its applied index, the leader, the revision); errors are
-``{"error": code, "message": ...}`` with a 4xx/5xx status, never a traceback.  The connection
-limits (header deadline, idle timeout, caps, TLS) are ``http_guard``'s and ``client_ports``'.
+allows the op (deny by default).  Every answer is JSON with a ``header`` (answering node, its
+applied index, the leader, the revision); errors are ``{"error": code, "message": ...}`` with a
+4xx/5xx status, never a traceback.  The connection limits (header deadline, idle timeout,
+caps, TLS) are ``http_guard``'s and ``client_ports``'.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -39,9 +41,104 @@ for _method, _path in (*OP_BY_ROUTE, HEALTH_ROUTE):
 _JSON = "application/json"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, whatever server library sends it."""
+    status: int
+    body: bytes                  # JSON
+    allow: str | None = None     # a 405's methods (its Allow header)
+    close: bool = False          # close the connection after it (the body was not all read)
+
+
+class BodyTooLarge(PayloadTooLarge):
+    """The request body is over ``limits.max_request_bytes`` (the rest of it is not read)."""
+
+
+BodyReader = Callable[[], Awaitable[bytes]]
+
+
+async def respond(service: "KVService", method: str, path: str,
+                  authorization: str | bytes | None, read_body: BodyReader) -> Answer:
+    """The answer to one request, from its method, path, Authorization header and body; every
+    error becomes a JSON answer."""
+    try:
+        op = OP_BY_ROUTE.get((method, path))
+        if op is None and method == "HEAD":
+            op = OP_BY_ROUTE.get(("GET", path))
+        if op is None and path == HEALTH_ROUTE[1] and method in ("GET", "HEAD"):
+            return _answer(service, {"ok": True})
+        caller = _check_token(service, authorization)       # before 404/405, as always
+        if op is None:
+            return _no_route(service, method, path)
+        if op.name not in OPS_ALLOWED[caller.role]:
+            raise Forbidden(forbidden_message(op.name, caller))
+        body = decode_body(await read_body()) if op.has_body else {}
+        return _answer(service, await service.call(op.name, body, caller))
+    except BodyTooLarge as exc:
+        return _answer(service, exc.to_json(), exc.http_status, close=True)
+    except ConsensusStoreError as exc:
+        return _answer(service, exc.to_json(), exc.http_status)
+    except Exception as exc:  # noqa: BLE001 - a bug must not become a traceback for the client
+        log.exception("unhandled error on %s %s", method, path)
+        return _answer(service, {"error": "internal", "message": type(exc).__name__}, 500)
+
+
+def _answer(service: "KVService", body: dict[str, Any], status: int = 200,
+            allow: str | None = None, close: bool = False) -> Answer:
+    body["header"] = service.header()
+    return Answer(status, fast_json.encode(body), allow, close)
+
+
+def _no_route(service: "KVService", method: str, path: str) -> Answer:
+    methods = _METHODS.get(path)
+    if methods is None:
+        error = NotFound(f"no route {method} {path}")
+        return _answer(service, error.to_json(), error.http_status)
+    body = {"error": "method_not_allowed",
+            "message": f"{method} not allowed here; use {', '.join(sorted(methods))}"}
+    return _answer(service, body, 405, allow=",".join(sorted(methods)))
+
+
+def _check_token(service: "KVService", authorization: str | bytes | None) -> ClientToken:
+    raw = b""      # a token is printable ASCII: anything else cannot match
+    if isinstance(authorization, bytes):
+        supplied = authorization.removeprefix(b"Bearer ")
+        raw = supplied if supplied.isascii() else b""
+    elif authorization is not None:
+        try:
+            raw = authorization.removeprefix("Bearer ").encode("ascii")
+        except UnicodeEncodeError:
+            pass
+    caller = service.tokens.lookup(raw)
+    if caller is None:
+        raise AuthError("missing or wrong client token (Authorization: Bearer <token>)")
+    return caller
+
+
+def forbidden_message(op: str | None, caller: ClientToken) -> str:
+    return f"token {caller.name!r} (role {caller.role.value}) may not call {op or 'this route'}"
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = fast_json.decode(raw or b"{}")
+    except ValueError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return body
+
+
+def body_timeout(seconds: float) -> InvalidRequest:
+    return InvalidRequest(f"request body not received within {seconds:g}s")
+
+
+# ---- aiohttp ---------------------------------------------------------------------------------
 def create_server(service: "KVService") -> web.Server:
-    """The low-level server answering every op of the table; call it for each connection's
-    ``RequestHandler`` (``http_guard.GuardedHttp`` wraps one)."""
+    """aiohttp's low-level server answering every op of the table; call it for each
+    connection's ``RequestHandler`` (``http_guard.GuardedHttp`` wraps one)."""
     limits = service.config.limits
     loop = asyncio.get_running_loop()
     _quiet_parse_errors()
@@ -52,7 +149,7 @@ def create_server(service: "KVService") -> web.Server:
                                client_max_size=limits.max_request_bytes)
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        return await answer(service, request)
+        return await aiohttp_answer(service, request)
 
     # keepalive_timeout: an idle connection (or one that never completes a request) is closed
     # this long after it opened or after its last answer; the header deadline is http_guard's
@@ -74,90 +171,32 @@ def create_app(service: "KVService") -> web.Application:
                           handler_args={"keepalive_timeout": limits.idle_timeout_s})
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await answer(service, request)
+        return await aiohttp_answer(service, request)
 
     app.router.add_route("*", "/{path:.*}", handle)
     return app
 
 
-async def answer(service: "KVService", request: web.BaseRequest) -> web.Response:
-    """The answer to one request; every error becomes a JSON answer."""
-    method, path = request.method, request.path
-    try:
-        op = OP_BY_ROUTE.get((method, path))
-        if op is None and method == "HEAD":
-            op = OP_BY_ROUTE.get(("GET", path))
-        if op is None and path == HEALTH_ROUTE[1] and method in ("GET", "HEAD"):
-            return _reply(service, {"ok": True})
-        caller = _check_token(service, request)       # before 404/405, as always
-        if op is None:
-            return _no_route(service, method, path)
-        if op.name not in OPS_ALLOWED[caller.role]:
-            raise Forbidden(forbidden_message(op.name, caller))
-        body = await _body(service, request) if op.has_body else {}
-        return _reply(service, await service.call(op.name, body, caller))
-    except ConsensusStoreError as exc:
-        return _reply(service, exc.to_json(), exc.http_status)
-    except web.HTTPRequestEntityTooLarge:
-        error = PayloadTooLarge("request body is larger than the node accepts")
-        return _reply(service, error.to_json(), error.http_status)
-    except Exception as exc:  # noqa: BLE001 - a bug must not become a traceback for the client
-        log.exception("unhandled error on %s %s", method, path)
-        return _reply(service, {"error": "internal", "message": type(exc).__name__}, 500)
-
-
-def _reply(service: "KVService", body: dict[str, Any], status: int = 200) -> web.Response:
-    body["header"] = service.header()
-    return web.Response(body=fast_json.encode(body), status=status, content_type=_JSON)
-
-
-def _no_route(service: "KVService", method: str, path: str) -> web.Response:
-    methods = _METHODS.get(path)
-    if methods is None:
-        error = NotFound(f"no route {method} {path}")
-        return _reply(service, error.to_json(), error.http_status)
-    body = {"error": "method_not_allowed",
-            "message": f"{method} not allowed here; use {', '.join(sorted(methods))}"}
-    response = _reply(service, body, 405)
-    response.headers["Allow"] = ",".join(sorted(methods))
-    return response
-
-
-def _check_token(service: "KVService", request: web.BaseRequest) -> ClientToken:
-    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    try:
-        raw = supplied.encode("ascii")
-    except UnicodeEncodeError:
-        raw = b""      # a token is printable ASCII: anything else cannot match
-    caller = service.tokens.lookup(raw)
-    if caller is None:
-        raise AuthError("missing or wrong client token (Authorization: Bearer <token>)")
-    return caller
-
-
-def forbidden_message(op: str | None, caller: ClientToken) -> str:
-    return f"token {caller.name!r} (role {caller.role.value}) may not call {op or 'this route'}"
-
-
-async def _body(service: "KVService", request: web.BaseRequest) -> dict[str, Any]:
-    if request.content.is_eof():     # the whole body came with the head (the usual case)
-        raw = await request.read()
-    else:
-        seconds = service.config.limits.body_timeout_s
+async def aiohttp_answer(service: "KVService", request: web.BaseRequest) -> web.Response:
+    async def read_body() -> bytes:
         try:
-            async with asyncio.timeout(seconds):
-                raw = await request.read()
-        except TimeoutError:
-            raise InvalidRequest(f"request body not received within {seconds:g}s") from None
-    try:
-        body = fast_json.decode(raw or b"{}")
-    except ValueError as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest("body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
+            if request.content.is_eof():     # the whole body came with the head (usually)
+                return await request.read()
+            seconds = service.config.limits.body_timeout_s
+            try:
+                async with asyncio.timeout(seconds):
+                    return await request.read()
+            except TimeoutError:
+                raise body_timeout(seconds) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge("request body is larger than the node accepts") from None
+
+    answer = await respond(service, request.method, request.path,
+                           request.headers.get("Authorization"), read_body)
+    response = web.Response(body=answer.body, status=answer.status, content_type=_JSON)
+    if answer.allow is not None:
+        response.headers["Allow"] = answer.allow
+    return response
 
 
 class _ParseErrorFilter(logging.Filter):

@@ -1,5 +1,6 @@
-"""A header deadline for aiohttp's server, which has none (a slowloris sending one header byte
-every few seconds would hold its connection for ever).
+"""A header deadline for aiohttp's server and for uvicorn's httptools protocol, which have none
+(a slowloris sending one header byte every few seconds would hold its connection for ever), and
+a head size cap for the latter (llhttp has none).
 
 ``GuardedHttp`` stands between the transport and aiohttp's ``RequestHandler`` and passes every
 event on.  A timer starts when the connection opens (its first request head is due, as with
@@ -19,8 +20,16 @@ import logging
 from typing import Any
 
 from aiohttp.web_protocol import RequestHandler
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("consensus_store.api")
+# A request line and headers: aiohttp's limits (8 KiB a line) allow about this much too.
+MAX_HEAD_BYTES = 64 * 1024
+_HEAD_TOO_LARGE_BODY = (b'{"error": "payload_too_large", "message": "request head over %d bytes"}'
+                        % MAX_HEAD_BYTES)
+HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json"
+                  b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                  % (len(_HEAD_TOO_LARGE_BODY), _HEAD_TOO_LARGE_BODY))
 
 
 def heads_parsed(handler: RequestHandler) -> int:
@@ -86,3 +95,67 @@ class GuardedHttp(asyncio.Protocol):
             self.deadline.cancel()
             self.deadline = None
         self.handler.connection_lost(exc)
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline and a head size cap (llhttp bounds
+    neither).  The deadline runs from the connection's start and from the first byte of each
+    later head, and stops when the head is parsed.  A head still incomplete after more than
+    ``max_head_bytes`` arrived gets 431 and the connection closes (so a head never holds more
+    than that plus one socket read).  Between requests uvicorn's keep-alive timeout applies."""
+
+    def __init__(self, *args: Any, header_timeout_s: float, max_head_bytes: int,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
+        self.max_head_bytes = max_head_bytes
+        self.deadline: asyncio.TimerHandle | None = None
+        self.in_head = False        # a head has begun and is not parsed yet
+        self.idle = True            # no request running: the next bytes start a head
+        self.head_bytes = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_head or self.idle:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        if not (self.in_head or self.idle) or self.transport.is_closing():
+            return
+        if self.head_bytes > self.max_head_bytes:     # and the head is still not complete
+            log.debug("closing an HTTP connection: request head over %d bytes",
+                      self.max_head_bytes)
+            self.transport.write(HEAD_TOO_LARGE)
+            self.transport.close()
+        elif self.deadline is None:
+            self.deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head, self.idle = True, False
+
+    def on_headers_complete(self) -> None:
+        self.in_head, self.head_bytes = False, 0
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.idle = not self.in_head and not self.pipeline
+
+    def _expired(self) -> None:
+        self.deadline = None
+        if (self.in_head or self.idle) and not self.transport.is_closing():
+            log.debug("closing an HTTP connection: no complete request head within %gs",
+                      self.header_timeout_s)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        super().connection_lost(exc)

@@ -18,6 +18,7 @@ from consensus_store.errors import InvalidRequest
 from consensus_store.launcher import free_ports
 from consensus_store.node.api import create_runner
 from consensus_store.node.client_ports import ClientPort, ConnectionGate
+from consensus_store.node.http_front import HttpFront
 from consensus_store.node.http_guard import GuardedHttp
 
 TOKEN = "front-token-0123456789"
@@ -53,25 +54,36 @@ class FakeService:
 Scenario = Callable[[Address, FakeService], Awaitable[None]]
 
 
-def serve(scenario: Scenario, **limits: Any) -> FakeService:
-    """Run ``scenario`` against the front end on a free loopback port."""
+@pytest.fixture(params=["uvicorn", "aiohttp"])
+def front(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def serve(front: str, scenario: Scenario, **limits: Any) -> FakeService:
+    """Run ``scenario`` against a front end on a free loopback port, wired as the node does."""
     service = FakeService(Limits(**limits))
 
     async def main() -> None:
-        runner = create_runner(service)   # type: ignore[arg-type]
-        await runner.setup()
-        factory = runner.server
-        assert factory is not None
         header_timeout = limits.get("header_timeout_s", 10.0)
-        port = ClientPort("HTTP", lambda: GuardedHttp(factory(), header_timeout),
-                          ConnectionGate("HTTP", 10, 10_000), None)
+        gate = ConnectionGate("HTTP", 10, 10_000)
+        if front == "uvicorn":
+            http = HttpFront(service, header_timeout)   # type: ignore[arg-type]
+            port = ClientPort("HTTP", http.connection, gate, None)
+            close: Callable[[], Awaitable[None]] = http.close
+        else:
+            runner = create_runner(service)   # type: ignore[arg-type]
+            await runner.setup()
+            factory = runner.server
+            assert factory is not None
+            port = ClientPort("HTTP", lambda: GuardedHttp(factory(), header_timeout), gate, None)
+            close = runner.cleanup
         address = Address("127.0.0.1", free_ports(1)[0])
         await port.listen(address)
         try:
             await scenario(address, service)
         finally:
             await port.close()
-            await runner.cleanup()
+            await close()
     asyncio.run(main())
     return service
 
@@ -98,7 +110,7 @@ def request(method: str, path: str, token: str | None = TOKEN, body: bytes | Non
     return head, body or b""
 
 
-def test_ops_are_served_at_their_routes_with_the_caller() -> None:
+def test_ops_are_served_at_their_routes_with_the_caller(front: str) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         status, head, body = await exchange(address, *request("POST", "/v1/kv/get",
                                                               body=b'{"key": "k"}'))
@@ -116,7 +128,7 @@ def test_ops_are_served_at_their_routes_with_the_caller() -> None:
         assert (status, json.loads(body)["op"]) == (200, "group_join")
         status, _, body = await exchange(address, *request("POST", "/v1/session/open"))
         assert status == 200                      # no body at all: an empty object
-    service = serve(scenario)
+    service = serve(front, scenario)
     assert [op for op, _, _ in service.calls] == ["get", "status", "status", "group_join",
                                                  "session_open"]
     assert {caller.name for _, _, caller in service.calls} == {"admin"}
@@ -137,9 +149,9 @@ def test_ops_are_served_at_their_routes_with_the_caller() -> None:
     ("POST", "/v1/kv/get", TOKEN, b'{"key": "bad"}', 400, "invalid_request"),
     ("POST", "/v1/kv/get", TOKEN, b'{"key": "boom"}', 500, "internal"),
 ])
-def test_errors_are_json_with_their_status(method: str, path: str, token: str | None,
-                                           body: bytes | None, status: int, error: str,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_errors_are_json_with_their_status(front: str, method: str, path: str,
+                                           token: str | None, body: bytes | None, status: int,
+                                           error: str, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         got, head, answer = await exchange(address, *request(method, path, token, body))
         assert got == status and b"application/json" in head
@@ -147,39 +159,39 @@ def test_errors_are_json_with_their_status(method: str, path: str, token: str | 
         assert decoded["error"] == error and decoded["message"] and "header" in decoded
         assert "Traceback" not in decoded["message"]
         if status == 405:
-            assert b"Allow: " in head
+            assert b"allow: " in head.lower()
             assert ("use POST" if method == "GET" else "use GET, HEAD") in decoded["message"]
     with caplog.at_level(logging.ERROR):
-        serve(scenario, max_value_bytes=100_000)
+        serve(front, scenario, max_value_bytes=100_000)
 
 
-def test_a_body_over_the_limit_is_413_json() -> None:
+def test_a_body_over_the_limit_is_413_json(front: str) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         big = b'{"value": "' + b"x" * 300_000 + b'"}'
         status, _, body = await exchange(address, *request("POST", "/v1/kv/put", body=big))
         assert (status, json.loads(body)["error"]) == (413, "payload_too_large")
         assert service.calls == []
-    serve(scenario, max_value_bytes=100_000)
+    serve(front, scenario, max_value_bytes=100_000)
 
 
 @pytest.mark.parametrize("token", [b"\xe9\xff\xfe", "jeton-é-0123456789".encode(), b"\xc3"])
-def test_a_non_ascii_authorization_is_401_json(token: bytes) -> None:
+def test_a_non_ascii_authorization_is_401_json(front: str, token: bytes) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         head = b"GET /v1/status HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer " + token
         status, answer_head, body = await exchange(address, head)
         assert status == 401 and b"application/json" in answer_head
         assert json.loads(body)["error"] == "unauthorized"
-    serve(scenario)
+    serve(front, scenario)
 
 
-def test_a_header_line_http_cannot_parse_is_400_and_the_port_still_serves() -> None:
+def test_a_header_line_http_cannot_parse_is_400_and_the_port_still_serves(front: str) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         status, _, _ = await exchange(address, b"GET /v1/status HTTP/1.1\r\nHost: node\r\n"
                                                b"no colon here")
         assert status == 400
         status, _, _ = await exchange(address, *request("GET", "/v1/status"))
         assert status == 200
-    serve(scenario)
+    serve(front, scenario)
 
 
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
@@ -190,7 +202,8 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     return True
 
 
-def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut() -> None:
+def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut(
+        front: str) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         # a head trickling in: closed after the 0.3 s header deadline
         reader, writer = await asyncio.open_connection(address.host, address.port)
@@ -211,11 +224,45 @@ def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut(
             writer.write(head + b"\r\n\r\n" + body)
             answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
             assert answer_head.startswith(b"HTTP/1.1 200")
-            length = int(answer_head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            length = int(answer_head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
             await asyncio.wait_for(reader.readexactly(length), 1.0)
         # then idle: closed after the idle timeout (0.5 s), not at once
         idle_from = time.monotonic()
         assert await _closed_within(reader, 3.0)
         assert time.monotonic() - idle_from >= 0.3
         writer.close()
-    serve(scenario, header_timeout_s=0.3, idle_timeout_s=0.5)
+    serve(front, scenario, header_timeout_s=0.3, idle_timeout_s=0.5)
+
+
+def test_a_body_that_never_completes_is_answered_400_after_the_body_timeout(front: str) -> None:
+    async def scenario(address: Address, service: FakeService) -> None:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        head, _ = request("POST", "/v1/kv/get", body=b"x" * 1000)
+        writer.write(head + b'\r\n\r\n{"key": ')
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(65536), 5.0)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"body not received within 0.5s" in answer
+        assert time.monotonic() - started < 2.0
+        assert service.calls == []
+    serve(front, scenario, body_timeout_s=0.5)
+
+
+def test_a_head_too_large_is_refused_and_the_port_still_serves(front: str) -> None:
+    async def scenario(address: Address, service: FakeService) -> None:
+        lines = b"".join(b"\r\nX-Filler-%05d: %s" % (i, b"y" * 40) for i in range(10_000))
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        answer = b""
+        try:
+            writer.write(b"GET /v1/status HTTP/1.1\r\nHost: node" + lines + b"\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5.0)   # closed by the node
+        except ConnectionResetError:
+            pass                # closed while the rest of the head was still coming
+        finally:
+            writer.close()
+        assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431"), answer[:100]
+        status, _, _ = await exchange(address, *request("GET", "/v1/status"))
+        assert status == 200
+        assert [op for op, _, _ in service.calls] == ["status"]
+    serve(front, scenario)

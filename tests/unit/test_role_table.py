@@ -7,12 +7,14 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
-from aiohttp.test_utils import RawTestServer, TestClient
 
-from consensus_store.config import ClientToken, Limits, Role
+from consensus_store.config import Address, ClientToken, Limits, Role
 from consensus_store.errors import Forbidden, error_from_json
-from consensus_store.node.api import create_server
+from consensus_store.launcher import free_ports
+from consensus_store.node.client_ports import ClientPort, ConnectionGate
+from consensus_store.node.http_front import HttpFront
 from consensus_store.node.native import NativeServer, _Connection
 from consensus_store.protocol import (OPS, OPS_ALLOWED, PUBLIC_OPS, REQUIRED_ROLE, ROUTES,
                                       WRITE_OPS)
@@ -109,15 +111,35 @@ def test_every_native_op_is_in_the_table() -> None:
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------
+class _Serving:
+    """The HTTP front end (``HttpFront``) on a loopback port, and an httpx client to it."""
+
+    def __init__(self, service: FakeService) -> None:
+        self.front = HttpFront(service)   # type: ignore[arg-type]
+        self.port = ClientPort("HTTP", self.front.connection, ConnectionGate("HTTP", 10, 10_000),
+                               None)
+        self.address = Address("127.0.0.1", free_ports(1)[0])
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self.port.listen(self.address)
+        self.client = httpx.AsyncClient(base_url=f"http://{self.address}")
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        await self.port.close()
+        await self.front.close()
+
+
 def _http(requests: list[tuple[str, str, Role | None]]) -> list[tuple[int, dict[str, Any]]]:
     async def scenario() -> list[tuple[int, dict[str, Any]]]:
         service = FakeService()
         answers = []
-        async with TestClient(RawTestServer(create_server(service).request_handler)) as client:
+        async with _Serving(service) as client:
             for method, path, role in requests:
                 headers = {"Authorization": f"Bearer {TOKENS[role].token}"} if role else {}
                 reply = await client.request(method, path, headers=headers, json={})
-                answers.append((reply.status, await reply.json()))
+                answers.append((reply.status_code, reply.json()))
         return answers
     return asyncio.run(scenario())
 
@@ -147,11 +169,11 @@ def test_http_answers_405_and_404_as_json_after_the_token_check() -> None:
 def test_http_handlers_pass_the_caller_to_the_service() -> None:
     async def scenario() -> list[Any]:
         service = FakeService()
-        async with TestClient(RawTestServer(create_server(service).request_handler)) as client:
+        async with _Serving(service) as client:
             headers = {"Authorization": f"Bearer {TOKENS[Role.READWRITE].token}"}
             for path in ("/v1/kv/put", "/v1/groups/join", "/v1/session/open",
                          "/v1/session/keepalive", "/v1/session/close"):
-                assert (await client.post(path, headers=headers, json={})).status == 200
+                assert (await client.post(path, headers=headers, json={})).status_code == 200
         return service.callers
     assert asyncio.run(scenario()) == [TOKENS[Role.READWRITE]] * 5
 
