@@ -26,36 +26,42 @@ class Poller:
     def __init__(self, client: Any, timeout: float = 0.4) -> None:
         self.client = client
         self.timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dashboard-poll")
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="dashboard-poll")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def poll(self) -> Poll:
+        """Statuses, the coordination read and the session list, all three at once."""
         wall, mono = time.time(), time.monotonic()
         statuses: Future[list[NodeStatus]] = self._pool.submit(
             self.client.cluster_status, timeout=self.timeout)
-        coordination: Future[Coordination] = self._pool.submit(self._coordination)
+        records: Future[dict[str, Any]] = self._pool.submit(
+            self.client.request, "range", {"prefix": RESERVED_PREFIX,
+                                           "limit": COORDINATION_KEYS, "consistency": "local"},
+            self.timeout)
+        sessions: Future[dict[str, Any]] = self._pool.submit(
+            self.client.request, "sessions", {}, self.timeout)
         nodes = tuple(statuses.result())
+        data: Coordination | None = None
         error = None
         try:
-            data: Coordination | None = coordination.result()
+            answer = records.result()
         except ConsensusStoreError as exc:
-            data, error = None, f"{exc.code}: {exc.message}"
+            error = f"{exc.code}: {exc.message}"
+        else:
+            session_list, note = _sessions(sessions)
+            data = parse_coordination(answer.get("kvs", ()), truncated=bool(answer.get("more")),
+                                      sessions=session_list, sessions_note=note)
         return Poll(statuses=nodes, members=tuple(self.client.members), coordination=data,
                     coordination_error=error, wall_time=wall, mono_time=mono)
 
-    def _coordination(self) -> Coordination:
-        answer = self.client.request(
-            "range", {"prefix": RESERVED_PREFIX, "limit": COORDINATION_KEYS,
-                      "consistency": "local"}, self.timeout)
-        sessions: list[dict[str, Any]] | None = None
-        note = ""
-        try:
-            sessions = self.client.request("sessions", {}, self.timeout)["sessions"]
-        except (Forbidden, AuthError):
-            note = NEEDS_ADMIN
-        except ConsensusStoreError as exc:
-            note = exc.code
-        return parse_coordination(answer.get("kvs", ()), truncated=bool(answer.get("more")),
-                                  sessions=sessions, sessions_note=note)
+
+def _sessions(future: "Future[dict[str, Any]]") -> tuple[list[dict[str, Any]] | None, str]:
+    """The session list, or None and why not (``NEEDS_ADMIN`` for a token that may not)."""
+    try:
+        return future.result()["sessions"], ""
+    except (Forbidden, AuthError):
+        return None, NEEDS_ADMIN
+    except ConsensusStoreError as exc:
+        return None, exc.code
