@@ -108,3 +108,15 @@ def test_the_node_reports_its_members_uptime_and_counters(tmp_path: Path) -> Non
     status = NodeStatus.from_json("http://x:1", body)
     assert [m.id for m in status.members] == ["n1", "n2", "n3"]
     assert (status.writes_total, status.reads_total, status.membership) == (1, 2, "voter")
+
+
+def test_the_async_client_names_down_nodes_the_same_way(tmp_path: Path) -> None:
+    import asyncio
+    from consensus_store.client import AsyncClient
+    paths = write_cluster_configs(tmp_path, 3)
+
+    async def statuses() -> list[NodeStatus]:
+        async with AsyncClient.from_config(paths[2], timeout=0.5) as client:
+            return await client.cluster_status(timeout=0.3)
+    assert [(s.id, s.role, s.reason) for s in asyncio.run(statuses())] == [
+        (f"n{i}", Role.DOWN, "connection refused") for i in (3, 1, 2)]

@@ -211,3 +211,53 @@ def test_sparkline_scales_to_the_largest_sample() -> None:
 def test_keys_are_read_only_from_a_terminal() -> None:
     with KeyReader(io.StringIO("q")) as keys:      # not a TTY: no thread, no termios
         assert keys.next_key(0.0) is None
+
+
+class FakeClient:
+    """What the poller uses of a Client: cluster_status, request, members."""
+
+    def __init__(self, range_error: Exception | None = None,
+                 sessions_error: Exception | None = None) -> None:
+        self.range_error, self.sessions_error = range_error, sessions_error
+        self.members = list(MEMBERS)
+        self.timeouts: list[float] = []
+
+    def cluster_status(self, *, timeout: float) -> list[NodeStatus]:
+        self.timeouts.append(timeout)
+        return [node("n1", Role.LEADER), down("n2", "timeout")]
+
+    def request(self, op: str, body: dict[str, object], timeout: float) -> dict[str, object]:
+        self.timeouts.append(timeout)
+        if op == "range":
+            if self.range_error:
+                raise self.range_error
+            assert body["prefix"] == "_cs/" and body["consistency"] == "local"
+            return {"kvs": KVS, "count": len(KVS), "more": False}
+        if self.sessions_error:
+            raise self.sessions_error
+        return {"sessions": [{"id": 3, "ttl": 10.0, "node": "n1", "keys": 4}]}
+
+
+def test_the_poller_degrades_to_notes_instead_of_failing() -> None:
+    from consensus_store.cli.dashboard_poll import Poller
+    from consensus_store.errors import Forbidden, Unavailable
+    fine = Poller(FakeClient(), timeout=0.3)
+    try:
+        result = fine.poll()
+    finally:
+        fine.close()
+    assert [s.id for s in result.statuses] == ["n1", "n2"] and result.coordination is not None
+    assert result.coordination.sessions is not None and result.coordination.groups
+    assert fine.client.timeouts == [0.3, 0.3, 0.3]
+    limited = Poller(FakeClient(sessions_error=Forbidden("admin only")), timeout=0.3)
+    coordination = limited.poll().coordination
+    limited.close()
+    assert coordination is not None and coordination.sessions_note == NEEDS_ADMIN
+    broken = Poller(FakeClient(range_error=Unavailable("no node answered")), timeout=0.3)
+    failed = broken.poll()
+    broken.close()
+    assert failed.coordination is None and "no node answered" in (failed.coordination_error or "")
+    previous = next_snapshot(None, healthy(1.0, groups=(("jobs", 2),)))
+    kept = next_snapshot(previous, dataclasses.replace(failed, mono_time=2.0))
+    assert kept.coordination.groups == (("jobs", 2),) and kept.coordination.error
+    assert "stale" in render(dv.frame(kept))
