@@ -81,7 +81,8 @@ def test_client_layers_never_import_node_or_state() -> None:
 
 
 def test_cli_usage_errors_are_one_line_exit_2() -> None:
-    for argv in (["frobnicate"], ["get"], ["range", "--limit", "x"]):
+    for argv in (["frobnicate"], ["get"], ["range", "--limit", "x"], ["dashboard", "--interval", "0"],
+                 ["status", "--watch", "--interval", "soon"]):
         done = subprocess.run([sys.executable, "-m", "consensus_store", *argv],
                               capture_output=True, text=True)
         assert done.returncode == 2, argv
