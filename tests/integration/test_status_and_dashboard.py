@@ -8,11 +8,12 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from consensus_store.launcher import LocalCluster
+from consensus_store.launcher import LocalCluster, free_ports
 
 from .support import ClusterPool, followers
 from .test_cli import CLI, run_cli
@@ -116,3 +117,59 @@ def test_status_watch_json_emits_one_array_per_refresh(cluster: LocalCluster,
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_the_live_dashboard_stays_up_with_every_node_down_and_q_quits(tmp_path: Path) -> None:
+    """In a terminal (a pseudo-terminal here): frames keep coming while nothing answers, tab
+    and p change the view, q quits with exit 0 and the terminal's modes are restored."""
+    import pty
+    import select
+    import termios
+    endpoints = ",".join(f"http://127.0.0.1:{port}" for port in free_ports(3))
+    argv = CLI + ["dashboard", "--endpoints", endpoints, "--token=t", "--interval", "0.2"]
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: the dashboard on the pty's terminal
+        os.environ.update(COLUMNS="140", LINES="60")
+        os.chdir(tmp_path)
+        os.execvp(argv[0], argv)
+    modes = termios.tcgetattr(fd)[3]
+    output = b""
+    done = 0
+
+    def read_until(wanted: bytes, seconds: float = 20.0) -> None:
+        nonlocal output
+        deadline = time.monotonic() + seconds
+        while wanted not in output and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    output += os.read(fd, 65536)
+                except OSError:
+                    break
+        assert wanted in output, output[-2000:]
+
+    try:
+        read_until(b"connection refused")
+        frames = output.count(b"consensus-store  ")
+        os.write(fd, b"\t")
+        os.write(fd, b"p")
+        read_until(b"PAUSED")
+        assert output.count(b"consensus-store  ") > frames      # it kept drawing
+        assert termios.tcgetattr(fd)[3] & termios.ICANON == 0   # cbreak while it runs
+        os.write(fd, b"q")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    output += os.read(fd, 65536)
+                except OSError:
+                    pass
+        assert done == pid and os.waitstatus_to_exitcode(status) == 0
+        assert termios.tcgetattr(fd)[3] == modes                  # the terminal restored
+    finally:
+        if done != pid:
+            os.kill(pid, signal.SIGKILL)      # the child this test forked, by its PID
+            os.waitpid(pid, 0)
+        os.close(fd)
