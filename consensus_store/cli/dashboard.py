@@ -26,7 +26,7 @@ from rich.live import Live
 from consensus_store.cli.dashboard_model import ClusterSnapshot, next_snapshot
 from consensus_store.cli.dashboard_poll import Poller
 from consensus_store.cli.dashboard_views import PANELS, UiState, frame
-from consensus_store.errors import ConsensusStoreError
+from consensus_store.errors import ConsensusStoreError, InvalidRequest
 
 DEFAULT_INTERVAL_S = 0.5
 ONCE_WIDTH = 140     # a frame printed to a pipe or file (rich's default there is 80)
@@ -116,7 +116,7 @@ def run_dashboard(client: Any, console: Console, *, interval_s: float = DEFAULT_
                   once: bool = False, json_output: bool = False,
                   keys_from: TextIO | None = None) -> int:
     if interval_s <= 0:
-        raise ValueError("interval must be positive")
+        raise InvalidRequest("the interval must be a positive number of seconds")
     dashboard = Dashboard(client, interval_s)
     try:
         if once:
