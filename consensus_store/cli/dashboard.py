@@ -5,7 +5,7 @@ next ``ClusterSnapshot`` from the previous one (``dashboard_model``, pure) and r
 (``dashboard_views``, pure).  Failures of nodes are data, not errors: the view stays up.
 Keys, read from the terminal in cbreak mode on a thread (only when stdin is a TTY; the terminal
 is restored on exit): ``q`` quits, ``p`` pauses polling, ``tab`` moves the focused panel.
-``--once`` prints one frame (two polls ``interval`` apart, so rates are real); ``--json``
+``--once`` prints one frame (two polls ``interval`` apart, at most 1 s, so rates are real); ``--json``
 prints the same snapshot as JSON (with ``--once`` one document, else one line per refresh).
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from consensus_store.cli.dashboard_views import PANELS, UiState, frame
 from consensus_store.errors import ConsensusStoreError, InvalidRequest
 
 DEFAULT_INTERVAL_S = 0.5
+ONCE_GAP_S = 1.0     # --once: the most it waits between its two polls
 ONCE_WIDTH = 140     # a frame printed to a pipe or file (rich's default there is 80)
 
 
@@ -121,7 +122,7 @@ def run_dashboard(client: Any, console: Console, *, interval_s: float = DEFAULT_
     try:
         if once:
             dashboard.refresh()
-            time.sleep(interval_s)     # a second poll: rates need two (not a synchronisation)
+            time.sleep(min(interval_s, ONCE_GAP_S))   # rates need a second poll
             snapshot = dashboard.refresh()
             if json_output:
                 print(json.dumps(snapshot.to_json()))
