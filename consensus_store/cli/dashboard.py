@@ -5,8 +5,9 @@ next ``ClusterSnapshot`` from the previous one (``dashboard_model``, pure) and r
 (``dashboard_views``, pure).  Failures of nodes are data, not errors: the view stays up.
 Keys, read from the terminal in cbreak mode on a thread (only when stdin is a TTY; the terminal
 is restored on exit): ``q`` quits, ``p`` pauses polling, ``tab`` moves the focused panel.
-``--once`` prints one frame (two polls ``interval`` apart, at most 1 s, so rates are real); ``--json``
-prints the same snapshot as JSON (with ``--once`` one document, else one line per refresh).
+``--once`` prints one frame (two polls ``interval`` apart, at most 1 s, so rates are real);
+``--json`` prints the same snapshot as JSON (with ``--once`` one document, else one line per
+refresh).
 """
 from __future__ import annotations
 
