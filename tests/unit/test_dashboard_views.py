@@ -175,7 +175,8 @@ def test_frame_shows_header_nodes_down_under_id_panels_and_events() -> None:
     text = render(dv.frame(snapshot))
     assert "3 voters" in text and "quorum ok: 2/3 voters" in text and "leader n1" in text
     assert "term 2" in text and "revision 10" in text
-    row = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") > 8}
+    lines = [line for line in text.splitlines() if line.count("│") > 8]
+    row = {line.split("│")[1].strip(): line for line in lines}
     assert "down: connection refused" in row["n3"] and "down" in row["n3"]
     assert row["n1"].split("│")[11].strip() == "30.0"          # writes/s
     assert row["n2"].split("│")[7].strip() == "5"              # lag
