@@ -2,9 +2,9 @@
 answers are ``api.respond``'s (routed from the op table).
 
 No framework sits between the parser and ``respond``: the ASGI app reads the Authorization
-header and the body and sends the JSON answer with its length.  It took ~25 % less CPU per
-request than aiohttp's low-level server with the same per-request work, and ~35 % less than
-aiohttp's ``web.Application`` (tools/http_front_cost.py; README, "Design").
+header and the body and sends the JSON answer with its length.  With the same per-request
+work it took ~15 % less CPU per request than aiohttp's low-level server and ~35 % less than
+aiohttp's ``web.Application`` (tools/http_front_cost.py, on a 2-core VM).
 
 ``HttpFront.connection`` makes one connection's protocol for ``client_ports.ClientPort`` (which
 caps connections, keeps the descriptor reserve and does TLS).  Each connection is
