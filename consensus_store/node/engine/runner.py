@@ -20,7 +20,6 @@ it counts itself only up to its synced index (raft.py, ``durable_commit``).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -32,7 +31,7 @@ from typing import Any, Callable
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
-from consensus_store.node.engine import read_index
+from consensus_store.node.engine import heap, read_index
 from consensus_store.node.engine.loop_poller import EventCallback, LoopPoller
 from consensus_store.node.engine.raft import (COMMIT_NOTICE_DELAY_S, ApplyCallback,
                                               ReplicatedStore, syncobj_conf)
@@ -80,7 +79,7 @@ class RaftRunner:
         self._commit_notice_due: float | None = None
         self._reported_applied = 0
         self._term_seen, self._leader_seen = 0, None
-        self._frozen_keys = self._frozen_revision = 0
+        self._heap = heap.LargeHeap()
         self._compaction_bytes = config.raft.log_compaction_max_bytes
         self._snapshot_seen: int | None = -1   # snapshot whose size was read (-1: none yet)
         self.store: ReplicatedStore | None = None
@@ -239,7 +238,7 @@ class RaftRunner:
             store.durable_journal.post_from_thread = loop.call_soon_threadsafe
             store.durable_journal.on_synced = self.request_tick
         self._running = True
-        _watch_collections()
+        heap.watch_collections()
         self.request_tick()
 
     def _dispatch(self, callback: EventCallback, descr: int, event: int) -> None:
@@ -324,7 +323,7 @@ class RaftRunner:
             self._term_seen, self._leader_seen = term, leader
             log.info("raft: term %d, leader %s", term,
                      leader.address if leader is not None else "unknown")
-        self._freeze_if_grown(store)
+        self._heap.after_tick(store.machine, replaced=store.machine is not self._machine_seen)
         applied = store.raftLastApplied
         if store.machine is not self._machine_seen:   # a snapshot replaced the state
             self._machine_seen = store.machine
@@ -333,26 +332,6 @@ class RaftRunner:
         if applied != self._reported_applied:
             self._reported_applied = applied
             self._on_applied(applied)
-
-    def _freeze_if_grown(self, store: ReplicatedStore) -> None:
-        """Keep full garbage collections short once the state is large: they traverse every
-        tracked object, 1.3-3 s of a held GIL (no heartbeats: elections) at 1M keys.
-        ``gc.freeze()`` (O(1)) moves what is alive now out of their reach; reference counting
-        still frees it.  Cyclic garbage alive at a freeze is never collected, so young
-        garbage is collected first and freezes are rare: when a large state grew by a quarter,
-        every ``FREEZE_AFTER_ENTRIES`` entries, or after a snapshot replaced it."""
-        machine = store.machine
-        keys = len(machine)
-        if keys < FREEZE_MIN_KEYS:
-            return
-        revision = machine.revision
-        if (keys * 4 < self._frozen_keys * 5
-                and revision - self._frozen_revision < FREEZE_AFTER_ENTRIES
-                and machine is self._machine_seen):
-            return
-        self._frozen_keys, self._frozen_revision = keys, revision
-        gc.collect(1)
-        gc.freeze()
 
     def _flush(self, store: ReplicatedStore) -> None:
         """The hybrid flush: new entries go out at once, a commit index alone a bit later."""
@@ -424,28 +403,6 @@ class RaftRunner:
             leader=leader.address if leader is not None else None,
             connected_peers=connected, ready=store.isReady(),
         )
-
-
-LONG_COLLECTION_S = 0.1
-FREEZE_MIN_KEYS = 100_000          # below this a full collection takes well under 0.1 s
-FREEZE_AFTER_ENTRIES = 10_000
-_collection_started = [0.0]
-
-
-def _on_collection(phase: str, info: dict[str, Any]) -> None:
-    if phase == "start":
-        _collection_started[0] = time.perf_counter()
-        return
-    took = time.perf_counter() - _collection_started[0]
-    if took >= LONG_COLLECTION_S:
-        log.warning("a garbage collection (generation %d) held the interpreter, and so the "
-                    "loop, for %.2f s", info.get("generation", -1), took)
-
-
-def _watch_collections() -> None:
-    """Say when the cyclic GC stops the loop long enough to matter (large states)."""
-    if _on_collection not in gc.callbacks:
-        gc.callbacks.append(_on_collection)
 
 
 def _check_bindable(config: NodeConfig) -> None:
