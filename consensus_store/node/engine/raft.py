@@ -104,6 +104,7 @@ class ReplicatedStore(SyncObj):
         self.loop_poller = poller
         self.apply_waiting = False      # apply wants ``state_lock`` (snapshot_copy lets it in)
         self.commit_floor = 0           # the commit index as ``durable_commit`` last left it
+        self.commit_held = False        # it held the commit below pysyncobj's (an fsync runs)
         super().__init__(self_address, peer_addresses, conf, transportClass=GuardedTransport)
         self.machine = StateMachine()
         try:
@@ -162,9 +163,11 @@ class ReplicatedStore(SyncObj):
     def _SyncObj__applyLogEntries(self) -> bool:
         """pysyncobj's tick computes the leader's commit index and then applies: in between,
         hold the commit to what a majority has on disk (``durable_commit``)."""
+        self.commit_held = False
         if self.durable_journal is not None and self._isLeader():
             commit = self.durable_commit()
             if commit != self._SyncObj__raftCommitIndex:
+                self.commit_held = True
                 self._SyncObj__raftCommitIndex = self._SyncObj__leaderCommitIndex = commit
                 self.durable_journal.setRaftCommitIndex(commit)
         self.commit_floor = self._SyncObj__raftCommitIndex
