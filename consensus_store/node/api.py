@@ -54,6 +54,10 @@ class BodyTooLarge(PayloadTooLarge):
     """The request body is over ``limits.max_request_bytes`` (the rest of it is not read)."""
 
 
+class BodyTimeout(InvalidRequest):
+    """The request body did not arrive in time (the connection is out of step: closed)."""
+
+
 BodyReader = Callable[[], Awaitable[bytes]]
 
 
@@ -74,7 +78,7 @@ async def respond(service: "KVService", method: str, path: str,
             raise Forbidden(forbidden_message(op.name, caller))
         body = decode_body(await read_body()) if op.has_body else {}
         return _answer(service, await service.call(op.name, body, caller))
-    except BodyTooLarge as exc:
+    except (BodyTooLarge, BodyTimeout) as exc:
         return _answer(service, exc.to_json(), exc.http_status, close=True)
     except ConsensusStoreError as exc:
         return _answer(service, exc.to_json(), exc.http_status)
@@ -131,8 +135,8 @@ def decode_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def body_timeout(seconds: float) -> InvalidRequest:
-    return InvalidRequest(f"request body not received within {seconds:g}s")
+def body_timeout(seconds: float) -> BodyTimeout:
+    return BodyTimeout(f"request body not received within {seconds:g}s")
 
 
 # ---- aiohttp ---------------------------------------------------------------------------------

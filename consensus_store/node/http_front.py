@@ -10,7 +10,8 @@ aiohttp's ``web.Application`` (tools/http_front_cost.py, on a 2-core VM).
 caps connections, keeps the descriptor reserve and does TLS).  Each connection is
 ``http_guard.GuardedHttpTools``: a header deadline and a head size cap, which httptools lacks.
 Between requests, uvicorn's keep-alive timeout (``idle_timeout_s``); a body must arrive within
-``body_timeout_s`` and fit in ``max_request_bytes`` (413, and the connection closes).
+``body_timeout_s`` (else 400) and fit in ``max_request_bytes`` (else 413); after either the
+connection closes.
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def asgi_app(service: "KVService") -> Callable[[dict[str, Any], Receive, Send], 
             headers.append((b"allow", answer.allow.encode()))
         if answer.close:
             headers.append(_CLOSE)
-            await _discard_body(receive)
+            if answer.status == BodyTooLarge.http_status:
+                await _discard_body(receive)
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
     return app
