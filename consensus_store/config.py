@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -61,8 +62,29 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class Address:
+    """A host and port from a config.  ``host`` is canonical: an IPv4 literal, an IPv6 literal
+    without brackets in its compressed form (``::1``), or a lower-case DNS name (``localhost``
+    included), so equal addresses compare equal however they were written."""
     host: str
     port: int
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` as a URL and a config file write it (IPv6 in brackets: ``[::1]:7101``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.authority
+
+
+@dataclass(frozen=True)
+class RaftAddress(Address):
+    """A ``raft_address``.  Its ``str`` is the node's name inside pysyncobj (its membership,
+    status keys and leader): ``host:port`` with an IPv6 literal *unbracketed* (``::1:7101``),
+    because pysyncobj splits at the last colon and hands the host to ``getaddrinfo``, which does
+    not take brackets.  Every node derives the name from the same canonical host, so the names
+    match across the cluster.  Config files and messages for people use ``authority``."""
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -71,7 +93,7 @@ class Address:
 @dataclass(frozen=True)
 class Peer:
     id: str
-    raft_address: Address
+    raft_address: RaftAddress
     api_address: Address
     native_address: Address | None = None
 
@@ -137,7 +159,7 @@ class Limits:
 class NodeConfig:
     path: Path
     id: str
-    raft_address: Address
+    raft_address: RaftAddress
     api_address: Address
     data_dir: Path
     peer_secret: str = field(repr=False)    # between nodes only; never a client credential
@@ -212,6 +234,10 @@ class _Reader:
     def address(self, key: str) -> Address:
         return parse_address(self.str(key), lambda msg: self.fail(key, msg))
 
+    def raft_address(self, key: str) -> RaftAddress:
+        address = self.address(key)
+        return RaftAddress(address.host, address.port)
+
     def optional_address(self, key: str) -> Address | None:
         return self.address(key) if key in self.table else None
 
@@ -223,16 +249,46 @@ class _Reader:
         return value
 
 
+_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+ADDRESS_FORMS = "HOST:PORT (an IPv4 address, a DNS name, localhost, or [IPv6]:PORT)"
+
+
 def parse_address(text: str, fail: Any) -> Address:
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise fail(f"{text!r} is not HOST:PORT with a port from 1 to 65535")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise fail(f"{text!r}: host must be an IP address or localhost") from None
+    """``HOST:PORT`` -> Address; ``fail(message)`` builds the error to raise.  IPv6 literals
+    must be bracketed (``[::1]:7101``): without brackets the port cannot be told apart."""
+    if text.startswith("["):
+        inner, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise fail(f"{text!r} is not [IPV6]:PORT")
+        try:
+            host = ipaddress.IPv6Address(inner).compressed
+        except ValueError:
+            raise fail(f"{text!r}: {inner!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if ":" in host:
+            raise fail(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:7101")
+        if not sep or not host:
+            raise fail(f"{text!r} is not {ADDRESS_FORMS}")
+        host = parse_host(host, fail, text)
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise fail(f"{text!r}: the port must be a number from 1 to 65535")
     return Address(host, int(port_text))
+
+
+def parse_host(host: str, fail: Any, text: str | None = None) -> str:
+    """An IPv4 literal, an unbracketed IPv6 literal or a DNS name, in canonical form."""
+    shown = repr(text if text is not None else host)
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass
+    name = host.lower()
+    labels = name.split(".")
+    if (len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise fail(f"{shown}: {host!r} is not an IP address or a DNS name")
+    return name
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -258,7 +314,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
     tokens_file = _resolve(path, top.str("tokens_file"))
     node_id = top.str("id")
     config = NodeConfig(
-        path=path, id=node_id, raft_address=top.address("raft_address"),
+        path=path, id=node_id, raft_address=top.raft_address("raft_address"),
         api_address=top.address("api_address"),
         data_dir=_resolve(path, top.str("data_dir")),
         peer_secret=_read_secret(top, path), tokens_file=tokens_file,
@@ -375,6 +431,7 @@ def _read_tls(top: _Reader, path: Path) -> TlsConfig | None:
 
 
 def _is_loopback(address: Address) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``; any other DNS name may resolve anywhere: it is not."""
     if address.host == "localhost":
         return True
     try:
@@ -405,7 +462,7 @@ def _read_peers(top: _Reader, path: Path) -> tuple[Peer, ...]:
         if not isinstance(table, dict):
             raise reader.fail("", "must be a table")
         reader.check_keys(_PEER_KEYS)
-        peers.append(Peer(reader.str("id"), reader.address("raft_address"),
+        peers.append(Peer(reader.str("id"), reader.raft_address("raft_address"),
                           reader.address("api_address"), reader.optional_address("native_address")))
     return tuple(peers)
 
@@ -426,7 +483,7 @@ def _check_cluster(config: NodeConfig, top: _Reader) -> None:
     for position, peer_id in enumerate(ids[1:]):
         if ids.count(peer_id) > 1:
             raise top.fail(f"peers[{position}].id", f"duplicate node id {peer_id!r}")
-    seen: dict[Address, str] = {}
+    seen: dict[tuple[str, int], str] = {}    # (host, port): a raft and an API address clash
     owners = [("raft_address", config.raft_address), ("api_address", config.api_address),
               ("native_address", config.native_address)]
     for position, peer in enumerate(config.peers):
@@ -436,9 +493,10 @@ def _check_cluster(config: NodeConfig, top: _Reader) -> None:
     for key, address in owners:
         if address is None:
             continue
-        if address in seen:
-            raise top.fail(key, f"address {address} is already used by {seen[address]}")
-        seen[address] = key
+        where = (address.host, address.port)
+        if where in seen:
+            raise top.fail(key, f"address {address.authority} is already used by {seen[where]}")
+        seen[where] = key
 
 
 def _check_timing(timing: RaftTiming, reader: _Reader) -> None:

@@ -170,13 +170,14 @@ class LocalCluster:
         return [f"{n.id} exited with {n.process.returncode}" for n in self.exited()]
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (the OS picks them; tiny race until they are bound)."""
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free on ``host`` right now (the OS picks them; tiny race until they are bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets, ports = [], []
     try:
         for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            sock = socket.socket(family)
+            sock.bind((host, 0))
             sockets.append(sock)
             ports.append(sock.getsockname()[1])
     finally:
@@ -225,26 +226,29 @@ def write_tls_files(directory: Path, node_ids: list[str], client_certs: bool = F
 def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = None,
                           raft_table: dict[str, float] | None = None,
                           durability: str = "fsync", tls: bool = False,
-                          client_certs: bool = False) -> list[Path]:
+                          client_certs: bool = False, host: str = "127.0.0.1") -> list[Path]:
     """Write one config per node for a fresh loopback cluster on free ports.  ``tls``: the
     client ports serve TLS with certificates of a throwaway CA (``write_tls_files``);
-    ``client_certs``: and require client certificates it signed."""
+    ``client_certs``: and require client certificates it signed.  ``host``: what every address
+    names (``localhost``, ``::1``: a bare IPv6 literal, written bracketed)."""
     directory.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(3 * size)
+    probe_host = "127.0.0.1" if host == "localhost" else host   # what localhost binds first
+    ports = free_ports(3 * size, probe_host)
+    at = f"[{host}]" if ":" in host else host
     nodes = [(f"n{i + 1}", *ports[3 * i:3 * i + 3]) for i in range(size)]
     credentials = write_credentials(directory, secret)
     tls_tables = write_tls_files(directory, [n[0] for n in nodes], client_certs) if tls else {}
     paths = []
     for node_id, raft_port, api_port, native_port in nodes:
-        lines = [f'id = "{node_id}"', f'raft_address = "127.0.0.1:{raft_port}"',
-                 f'api_address = "127.0.0.1:{api_port}"',
-                 f'native_address = "127.0.0.1:{native_port}"', f'data_dir = "data/{node_id}"',
+        lines = [f'id = "{node_id}"', f'raft_address = "{at}:{raft_port}"',
+                 f'api_address = "{at}:{api_port}"',
+                 f'native_address = "{at}:{native_port}"', f'data_dir = "data/{node_id}"',
                  *credentials, f'durability = "{durability}"', ""]
         for peer_id, peer_raft, peer_api, peer_native in nodes:
             if peer_id != node_id:
-                lines += ["[[peers]]", f'id = "{peer_id}"', f'raft_address = "127.0.0.1:{peer_raft}"',
-                          f'api_address = "127.0.0.1:{peer_api}"',
-                          f'native_address = "127.0.0.1:{peer_native}"', ""]
+                lines += ["[[peers]]", f'id = "{peer_id}"', f'raft_address = "{at}:{peer_raft}"',
+                          f'api_address = "{at}:{peer_api}"',
+                          f'native_address = "{at}:{peer_native}"', ""]
         lines += tls_tables.get(node_id, [])
         if raft_table:
             lines += ["[raft]"] + [f"{k} = {v}" for k, v in raft_table.items()]

@@ -18,17 +18,30 @@ TLS_SCHEMES = ("https", "tls")
 
 def normalize_endpoints(endpoints: Iterable[str]) -> list[str]:
     """``http(s)://host:port`` or ``tcp://host:port`` / ``tls://host:port`` URLs, without
-    trailing slashes."""
+    trailing slashes.  HOST is a DNS name, ``localhost``, an IPv4 address or a bracketed IPv6
+    address (``http://[::1]:7201``), as a node config's ``api_endpoints`` writes them."""
     result = []
     for endpoint in endpoints:
         endpoint = endpoint.strip().rstrip("/")
         if scheme_of(endpoint) not in SCHEMES:
             raise InvalidRequest(f"endpoint {endpoint!r}: use http(s)://HOST:PORT (HTTP API) or "
                                  "tcp://HOST:PORT / tls://HOST:PORT (native protocol)")
+        _check_host(endpoint)
         result.append(endpoint)
     if not result:
         raise InvalidRequest("give at least one endpoint")
     return result
+
+
+def _check_host(endpoint: str) -> None:
+    try:
+        parts = urlsplit(endpoint)
+        host, _ = parts.hostname, parts.port
+    except ValueError:     # e.g. an IPv6 address without brackets: its colons look like a port
+        host = None
+    if not host:
+        raise InvalidRequest(f"endpoint {endpoint!r}: no HOST[:PORT] after the scheme (an IPv6 "
+                             "address goes in brackets: http://[::1]:7201)")
 
 
 def scheme_of(endpoint: str) -> str:
@@ -45,7 +58,6 @@ def host_port(endpoint: str) -> tuple[str, int]:
     if not host or not port:
         raise InvalidRequest(f"endpoint {endpoint!r} is not tcp://HOST:PORT or tls://HOST:PORT")
     return host, port
-
 
 
 def tls_context(endpoints: list[str], cacert: str | Path | None, cert: str | Path | None,

@@ -111,7 +111,7 @@ def test_bad_tokens_file(tmp_path: Path, tokens: str, key: str) -> None:
     (lambda t: top_level(t, 'colour = "blue"'), "colour"),
     (lambda t: t.replace('"127.0.0.1:9001"', '"127.0.0.1"'), "raft_address"),
     (lambda t: t.replace('"127.0.0.1:9001"', '"127.0.0.1:99999"'), "raft_address"),
-    (lambda t: t.replace('"127.0.0.1:9001"', '"example.com:9001"'), "raft_address"),
+    (lambda t: t.replace('"127.0.0.1:9001"', '"bad_host:9001"'), "raft_address"),
     (lambda t: t.replace('id = "b"', 'id = "a"'), "peers[0].id"),
     (lambda t: t.replace('"127.0.0.1:9102"', '"127.0.0.1:9101"'), "peers[0].api_address"),
     (lambda t: t.replace('peer_secret = "0123456789abcdef0123"', 'peer_secret_file = "nope"'),
