@@ -52,6 +52,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="with --nodes: raft ports from here, HTTP +100, native +200 "
                          "(default 7101)")
 
+    _init_parser(commands)
+
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--endpoints", help="comma-separated API URLs: http(s)://HOST:PORT or "
@@ -102,6 +104,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _init_parser(commands: Any) -> None:
+    from consensus_store.cli import init
+    sub = commands.add_parser("init", help="write the configs of a cluster on real hosts: one "
+                              "per node, a fresh peer secret and an admin token (files 0600)")
+    sub.add_argument("--nodes", required=True, metavar="ID=HOST,...",
+                     help="e.g. a=db1.example.com,b=10.0.0.2,c=[fd00::3]")
+    sub.add_argument("--out", required=True, type=Path, help="directory to write them into")
+    sub.add_argument("--raft-port", type=int, default=init.DEFAULT_RAFT_PORT,
+                     help=f"on every host (default {init.DEFAULT_RAFT_PORT})")
+    sub.add_argument("--api-port", type=int, default=init.DEFAULT_API_PORT,
+                     help=f"HTTP API, on every host (default {init.DEFAULT_API_PORT})")
+    sub.add_argument("--native-port", type=int, default=init.DEFAULT_NATIVE_PORT,
+                     help=f"native protocol, on every host (default {init.DEFAULT_NATIVE_PORT})")
+    sub.add_argument("--data-root", type=Path, default=init.DEFAULT_DATA_ROOT,
+                     help="each node's data_dir is DATA_ROOT/ID "
+                          f"(default {init.DEFAULT_DATA_ROOT})")
+    sub.add_argument("--force", action="store_true", help="write into a non-empty --out")
+
+
 def _interval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=_positive_seconds, default=0.5,
                         help="seconds between refreshes (default 0.5)")
@@ -130,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_node(args.config, args.data_dir)
         if args.command == "repair":
             return _repair(args.data_dir)
+        if args.command == "init":
+            from consensus_store.cli.init import Ports, run_init
+            run_init(args.nodes, args.out, force=args.force, data_root=args.data_root,
+                     ports=Ports(args.raft_port, args.api_port, args.native_port))
+            return 0
         if args.command == "up":
             from consensus_store.cli.up import run_up
             return run_up(args.config_dir, args.data_dir, nodes=args.nodes,

@@ -154,3 +154,79 @@ def test_up_takes_the_node_configs_and_not_the_tokens_file() -> None:
     from consensus_store.cli.up import node_config_paths
     paths = node_config_paths(REPO / "cluster_configs" / "local")
     assert [p.name for p in paths] == ["node1.toml", "node2.toml", "node3.toml"]
+
+
+def _address(text: str):
+    from consensus_store.config import parse_address
+    return parse_address(text, ConfigError)
+
+
+@pytest.mark.parametrize("text, host, port, authority", [
+    ("127.0.0.1:7101", "127.0.0.1", 7101, "127.0.0.1:7101"),
+    ("localhost:7101", "localhost", 7101, "localhost:7101"),
+    ("LocalHost:7101", "localhost", 7101, "localhost:7101"),
+    ("db1.Example.com:7201", "db1.example.com", 7201, "db1.example.com:7201"),
+    ("node-3:1", "node-3", 1, "node-3:1"),
+    ("[::1]:7101", "::1", 7101, "[::1]:7101"),
+    ("[0:0:0:0:0:0:0:1]:65535", "::1", 65535, "[::1]:65535"),
+    ("[FD00::3]:7301", "fd00::3", 7301, "[fd00::3]:7301"),
+])
+def test_addresses_take_ip_literals_dns_names_and_bracketed_ipv6(text, host, port, authority):
+    address = _address(text)
+    assert (address.host, address.port, address.authority, str(address)) == (
+        host, port, authority, authority)
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("::1:7101", "brackets"), ("fd00::3:7101", "brackets"), ("[::1]7101", "[IPV6]:PORT"),
+    ("[::1]", "[IPV6]:PORT"), ("[localhost]:7101", "not an IPv6"), ("[::1]:0", "port"),
+    ("example.com", "HOST:PORT"), (":7101", "HOST:PORT"), ("h:65536", "port"), ("h:+1", "port"),
+    ("h:²", "port"), ("bad_host:1", "DNS name"), ("-a.example:1", "DNS name"),
+    ("a..b:1", "DNS name"), ("256.1.1.1:1", "DNS name"), ("1.2.3.04:1", "DNS name"),
+    ("x" * 64 + ".example:1", "DNS name"), ("héllo:1", "DNS name"),
+])
+def test_bad_addresses_are_refused_in_one_line(text: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _address(text)
+    assert hint in caught.value.message and "\n" not in caught.value.message
+
+
+def test_a_raft_address_prints_as_pysyncobj_names_the_node(tmp_path: Path) -> None:
+    """pysyncobj splits its node names at the last colon and resolves the host unbracketed."""
+    text = VALID.replace("127.0.0.1:9001", "[::1]:9001").replace("127.0.0.1:9101", "[::1]:9101")
+    text = text.replace("127.0.0.1:9002", "[fd00::2]:9002").replace("127.0.0.1:9102",
+                                                                      "db2.example:9102")
+    config = load_config(write(tmp_path, text))
+    assert str(config.raft_address) == "::1:9001"
+    assert config.raft_address.authority == "[::1]:9001"
+    assert str(config.peers[0].raft_address) == "fd00::2:9002"
+    assert config.api_endpoints == ["http://[::1]:9101", "http://db2.example:9102"]
+    assert config.native_endpoints == []
+
+
+def test_a_raft_address_and_an_api_address_on_the_same_port_clash(tmp_path: Path) -> None:
+    text = VALID.replace('api_address = "127.0.0.1:9101"', 'api_address = "127.0.0.1:9001"')
+    with pytest.raises(ConfigError, match=r"api_address: address 127\.0\.0\.1:9001 is already"):
+        load_config(write(tmp_path, text))
+    spelled_twice = VALID.replace('"127.0.0.1:9001"', '"[::1]:9001"').replace(
+        '"127.0.0.1:9101"', '"[0::1]:9001"')
+    with pytest.raises(ConfigError, match=r"api_address: address \[::1\]:9001 is already"):
+        load_config(write(tmp_path, spelled_twice))
+
+
+@pytest.mark.parametrize("host, allowed", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("[::1]", True),
+    ("10.0.0.1", False), ("[fd00::1]", False), ("db1.example", False),
+    ("localhost.example", False),
+])
+def test_the_development_secret_is_only_for_loopback_hosts(tmp_path: Path, host: str,
+                                                           allowed: bool) -> None:
+    dev = (REPO / "cluster_configs" / "local" / "peer_secret").read_text().strip()
+    text = VALID.replace("0123456789abcdef0123", dev).replace(
+        'api_address = "127.0.0.1:9101"', f'api_address = "{host}:9101"')
+    path = write(tmp_path, text)
+    if allowed:
+        load_config(path)
+    else:
+        with pytest.raises(ConfigError, match="development secret"):
+            load_config(path)
