@@ -29,6 +29,9 @@ class NodeProcess:
     log_path: Path
     process: subprocess.Popen | None = None
     fd_limit: int | None = None       # RLIMIT_NOFILE (soft and hard) of the process, if set
+    # A command the node runs under, which must exec it (so its PID stays the node's): e.g.
+    # ("ip", "netns", "exec", NAME) for a node in a network namespace of its own.
+    wrapper: tuple[str, ...] = ()
     _log_file: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -55,7 +58,7 @@ class NodeProcess:
             self._log_file.close()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")
-        command = [sys.executable, "-m", "consensus_store", "node", "--config",
+        command = [*self.wrapper, sys.executable, "-m", "consensus_store", "node", "--config",
                    str(self.config.path), "--data-dir", str(self.data_dir)]
         limit = self.fd_limit
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
