@@ -142,6 +142,10 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.deadline.cancel()
             self.deadline = None
         super().on_headers_complete()
+        cycle = self.cycle     # the new request's (HEAD answers have no body write to wait for)
+        if (cycle is not None and cycle.transport is self.transport
+                and self.scope["method"] != "HEAD"):
+            cycle.transport = OneWritePerAnswer(self.transport)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -159,3 +163,36 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.deadline.cancel()
             self.deadline = None
         super().connection_lost(exc)
+
+
+class OneWritePerAnswer:
+    """What one request's uvicorn cycle writes through: an answer's head is held until its body
+    comes, so both go out in one write (one system call, one segment) instead of two.  uvicorn
+    writes the body (maybe empty) right after the head of every answer but HEAD's, and closing
+    writes what is held."""
+
+    __slots__ = ("transport", "held")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.held is not None:
+            data, self.held = self.held + data, None
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
+            self.held = data          # a final answer's head: its body follows at once
+            return
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        if self.held is not None:
+            data, self.held = self.held, None
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()

@@ -287,3 +287,40 @@ def test_a_body_that_came_with_its_head_is_read_without_a_timer(
         assert status == 200, body
     serve("uvicorn", scenario)
     assert seen == [True]
+
+
+def test_pipelined_requests_are_answered_in_order(front: str) -> None:
+    async def scenario(address: Address, service: FakeService) -> None:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        requests = b""
+        for key in (b"a", b"b"):
+            head, body = request("POST", "/v1/kv/get", body=b'{"key": "%s"}' % key)
+            requests += head + b"\r\n\r\n" + body
+        head, _ = request("HEAD", "/v1/status")
+        writer.write(requests + head + b"\r\n\r\n")
+        keys = []
+        for _ in range(2):
+            answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
+            length = int(answer_head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            keys.append(json.loads(await reader.readexactly(length))["body"]["key"])
+        assert keys == ["a", "b"]
+        last = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
+        assert last.startswith(b"HTTP/1.1 200")        # HEAD: a head, no body
+        writer.close()
+    serve(front, scenario)
+
+
+def test_an_answer_s_head_waits_for_its_body_to_go_out_in_one_write() -> None:
+    from consensus_store.node.http_guard import OneWritePerAnswer
+    written: list[bytes] = []
+    transport = SimpleNamespace(write=written.append, close=lambda: written.append(b"<close>"),
+                                is_closing=lambda: False)
+    writes = OneWritePerAnswer(transport)   # type: ignore[arg-type]
+    writes.write(b"HTTP/1.1 100 Continue\r\n\r\n")        # not held: the client waits for it
+    writes.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert written == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    writes.write(b"{}")
+    assert written[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    writes.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    writes.close()                                         # what is held goes out first
+    assert written[2:] == [b"HTTP/1.1 500 Internal Server Error\r\n\r\n", b"<close>"]
