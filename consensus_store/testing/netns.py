@@ -5,18 +5,23 @@
 that joins them, so nothing is added to the namespace the tests run in.  A process started
 under ``exec_prefix(i)`` (``ip netns exec NAME``, which execs: its PID is the process's own)
 sees only its host's addresses and reaches the others over the bridge, as separate machines
-would.  ``delete`` removes exactly the namespaces it created; their interfaces and the bridge
-go with them.
+would.  With ``hostnames``, each namespace also gets an ``/etc/hosts`` naming every host
+(``/etc/netns/NAME/hosts``, which ``ip netns exec`` mounts over ``/etc/hosts``): hosts that
+find each other by DNS name.  ``delete`` removes exactly the namespaces and files it created;
+the interfaces and the bridge go with their namespaces.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 IP_TIMEOUT_S = 10.0
+NETNS_ETC = Path("/etc/netns")      # ip netns exec: /etc/netns/NAME/FILE over /etc/FILE
 
 
 class NamespaceError(RuntimeError):
@@ -53,12 +58,15 @@ def unavailable_reason() -> str | None:
 class NamespaceHosts:
     """``count`` hosts on one private /24 (``subnet``.1 .. ``subnet``.count)."""
 
-    def __init__(self, count: int, subnet: str = "10.200.0") -> None:
+    def __init__(self, count: int, subnet: str = "10.200.0",
+                 hostnames: list[str] | None = None) -> None:
         tag = f"{os.getpid()}-{secrets.token_hex(3)}"
         self.hub = f"cs-hub-{tag}"
         self.names = [f"cs-host{i + 1}-{tag}" for i in range(count)]
         self.addresses = [f"{subnet}.{i + 1}" for i in range(count)]
+        self.hostnames = hostnames
         self._created: list[str] = []
+        self._created_paths: list[Path] = []     # deleted in reverse: files, then their dirs
 
     def __enter__(self) -> "NamespaceHosts":
         self.create()
@@ -81,6 +89,8 @@ class NamespaceHosts:
                 _ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
                 _ip("-n", name, "link", "set", "eth0", "up")
                 _ip("-n", name, "link", "set", "lo", "up")
+            if self.hostnames is not None:
+                self._write_hosts_files()
         except BaseException:
             self.delete()
             raise
@@ -88,6 +98,22 @@ class NamespaceHosts:
     def _add(self, name: str) -> None:
         _ip("netns", "add", name)
         self._created.append(name)
+
+    def _write_hosts_files(self) -> None:
+        assert self.hostnames is not None
+        lines = ["127.0.0.1 localhost", "::1 localhost"]
+        lines += [f"{a} {h}" for a, h in zip(self.addresses, self.hostnames)]
+        self._make_dir(NETNS_ETC)
+        for name in self.names:
+            self._make_dir(NETNS_ETC / name)
+            hosts = NETNS_ETC / name / "hosts"
+            hosts.write_text("\n".join(lines) + "\n")
+            self._created_paths.append(hosts)
+
+    def _make_dir(self, path: Path) -> None:
+        if not path.exists():
+            path.mkdir(mode=0o755)
+            self._created_paths.append(path)
 
     def exec_prefix(self, position: int) -> tuple[str, ...]:
         return ("ip", "netns", "exec", self.names[position])
@@ -102,5 +128,15 @@ class NamespaceHosts:
                 _ip("netns", "delete", name)
             except (NamespaceError, OSError, subprocess.TimeoutExpired) as exc:
                 errors.append(str(exc))
+        while self._created_paths:
+            path = self._created_paths.pop()
+            try:
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY:    # /etc/netns, shared with other users
+                    errors.append(f"{path}: {exc}")
         if errors:
             raise NamespaceError("; ".join(errors))

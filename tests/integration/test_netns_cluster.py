@@ -1,6 +1,7 @@
 """A cluster on three "hosts": network namespaces this test creates, each with its own
 address (10.200.0.1-3), every node on the same default ports (7101 raft, 7201 HTTP, 7301
-native), configs written by ``consensus-store init`` (issue #12, items 4 and 9).
+native), configs written by ``consensus-store init`` naming the hosts by address or by DNS
+name (each namespace's own /etc/hosts) (issue #12, items 4 and 9).
 
 The test process is outside those networks: it talks to the cluster through the CLI run in a
 namespace (``ip netns exec``), as a client on one of the hosts would.  Skipped with the reason
@@ -35,27 +36,32 @@ def cli(hosts: netns.NamespaceHosts, position: int, *arguments: str) -> Any:
     return json.loads(done.stdout)
 
 
+HOSTNAMES = ["db1.cluster.test", "db2.cluster.test", "db3.cluster.test"]
+
+
+@pytest.mark.parametrize("by_name", [False, True], ids=["ip-addresses", "dns-names"])
 def test_a_cluster_of_three_namespace_hosts(tmp_path: Path, cluster_pool: ClusterPool,
-                                            capsys) -> None:
-    with netns.NamespaceHosts(3) as hosts:
-        spec = ",".join(f"{name}={address}"
-                        for name, address in zip("abc", hosts.addresses))
+                                            capsys, by_name: bool) -> None:
+    with netns.NamespaceHosts(3, hostnames=HOSTNAMES) as hosts:
+        names = HOSTNAMES if by_name else hosts.addresses
+        spec = ",".join(f"{node_id}={host}" for node_id, host in zip("abc", names))
         out = tmp_path / "configs"
         assert main(["init", "--nodes", spec, "--out", str(out),
                      "--data-root", str(tmp_path / "data")]) == 0
-        assert "10.200.0.3" in capsys.readouterr().out
+        assert names[2] in capsys.readouterr().out
         config = {name: str(out / f"{name}.toml") for name in "abc"}
         cluster = cluster_pool.launch([Path(config[name]) for name in "abc"], start=False)
         try:
             for position, node in enumerate(cluster.nodes.values()):
                 node.wrapper = hosts.exec_prefix(position)
             cluster.start()
-            run_the_cluster(cluster, hosts, config)
+            run_the_cluster(cluster, hosts, config, names)
         finally:
             cluster.stop()            # before the namespaces go: processes hold them
 
 
-def run_the_cluster(cluster: Any, hosts: netns.NamespaceHosts, config: dict[str, str]) -> None:
+def run_the_cluster(cluster: Any, hosts: netns.NamespaceHosts, config: dict[str, str],
+                    names: list[str]) -> None:
     def settled() -> dict[str, Any] | None:
         exits = cluster.check_exits()
         assert not exits, f"a node exited: {exits}"
@@ -66,8 +72,8 @@ def run_the_cluster(cluster: Any, hosts: netns.NamespaceHosts, config: dict[str,
         return {s["id"]: s for s in statuses}
     statuses = wait_until(settled, 60.0, what="three nodes up, all following one leader")
     assert {i: s["addresses"]["raft"] for i, s in statuses.items()} == {
-        "a": "10.200.0.1:7101", "b": "10.200.0.2:7101", "c": "10.200.0.3:7101"}
-    assert statuses["c"]["endpoint"].startswith("tcp://10.200.0.3:7301")
+        node_id: f"{host}:7101" for node_id, host in zip("abc", names)}
+    assert statuses["c"]["endpoint"].startswith(f"tcp://{names[2]}:7301")
 
     assert cli(hosts, 1, "put", "netns/greeting", "hello", "--config", config["b"])
     answer = cli(hosts, 2, "get", "netns/greeting", "--consistency", "linearizable",
@@ -84,7 +90,7 @@ def run_the_cluster(cluster: Any, hosts: netns.NamespaceHosts, config: dict[str,
                transient=(AssertionError, subprocess.TimeoutExpired))
     cluster.nodes[leader].start()
     own = "abc".index(leader)
-    endpoint = f"http://{hosts.addresses[own]}:7201"    # its own node only, read locally
+    endpoint = f"http://{names[own]}:7201"    # its own node only, read locally
     wait_until(lambda: cli(hosts, own, "get", "netns/after", "--consistency", "local",
                            "--endpoints", endpoint, "--token", cluster.token
                            )["value"] == "failover", 30.0,
