@@ -21,8 +21,7 @@ from aiohttp import web
 from consensus_store.config import NodeConfig, load_config, node_api_token
 from consensus_store.errors import ConfigError, Timeout, Unavailable
 from consensus_store.event_loop import new_event_loop
-from consensus_store.client.coordination import CoordinationMixin
-from consensus_store.kv_api import KVApi
+from consensus_store.api import CoordinationApi, KVApi
 from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.api import create_app
 from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
@@ -57,7 +56,7 @@ class _ListenError(Exception):
         self.key, self.address, self.reason = key, address, error.strerror or str(error)
 
 
-class Node(KVApi, CoordinationMixin):
+class Node(KVApi, CoordinationApi):
     """One cluster member running in this process.
 
     >>> node = Node.from_config("cluster_configs/local/node1.toml")   # started
@@ -207,7 +206,8 @@ class Node(KVApi, CoordinationMixin):
             future.cancel()
             raise Timeout(f"no answer within {timeout:g}s") from None
 
-    def _request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """One op through this node's own service (the ``Requester`` of ``consensus_store.api``)."""
         if not self._started:
             raise Unavailable("node is not running")
         wait = max(timeout or self.config.limits.request_timeout_s, body.get("wait", 0)) + 1.0

@@ -13,15 +13,7 @@ from pathlib import Path
 from consensus_store.config import load_config
 from consensus_store.launcher import write_cluster_configs
 from consensus_store.node import Node
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from consensus_store.testing.polling import wait_until
 
 
 def test_every_ack_follows_a_majority_flush(tmp_path: Path) -> None:
@@ -35,7 +27,7 @@ def test_every_ack_follows_a_majority_flush(tmp_path: Path) -> None:
             journal = node._runner.store.durable_journal
             assert journal is not None, "fsync mode did not install the durable journal"
             journal.on_sync = lambda index, at, log=flushes[node.config.id]: log.append((index, at))
-        wait_until(lambda: any(n.status()["role"] == "leader" for n in nodes), what="a leader")
+        wait_until(lambda: any(n.status()["role"] == "leader" for n in nodes), 15, what="a leader")
 
         acks: list[tuple[int, float]] = []
         lock = threading.Lock()

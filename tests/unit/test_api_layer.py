@@ -326,3 +326,12 @@ def test_clients_are_requesters_and_the_old_names_still_import() -> None:
             return {"kv": KV}
 
     assert Old().request("get", {}, None) == {"kv": KV} and Old().get("k") is not None
+
+
+def test_the_node_builds_on_the_api_layer_and_imports_no_client_module() -> None:
+    from consensus_store.node import Node
+    for name, path in modules_of("node").items():
+        bad = {m for m in imports_of(path) if m.startswith("consensus_store.client")}
+        assert not bad, f"{name} imports {bad}"
+    assert issubclass(Node, KVApi) and issubclass(Node, CoordinationApi)
+    assert "request" in vars(Node)
