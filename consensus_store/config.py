@@ -3,7 +3,8 @@
 One file describes one node of a cluster.  Every key is documented in README.md ("Config
 reference").  Unknown keys are errors, so a typo never passes silently; every error is a
 ``ConfigError`` whose message names the file and the key.  ``SyncObjConf`` is built from this in
-exactly one place: ``consensus_store.node.engine.raft.syncobj_conf``.
+exactly one place: ``consensus_store.node.engine.raft.syncobj_conf``.  Addresses (``HOST:PORT``,
+their canonical form and pysyncobj's spelling) are ``addresses.py``'s, re-exported here.
 """
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from consensus_store.addresses import Address, RaftAddress, parse_address
 from consensus_store.errors import ConfigError
 
 MAX_KEY_BYTES = 4096
@@ -58,36 +59,6 @@ class TlsConfig:
     client_ca_file: Path | None = None     # set: clients must present a certificate it signed
     ca_file: Path | None = None            # what signed the nodes' certificates: clients from
                                            # this config and the nodes' own calls trust it
-
-
-@dataclass(frozen=True)
-class Address:
-    """A host and port from a config.  ``host`` is canonical: an IPv4 literal, an IPv6 literal
-    without brackets in its compressed form (``::1``), or a lower-case DNS name (``localhost``
-    included), so equal addresses compare equal however they were written."""
-    host: str
-    port: int
-
-    @property
-    def authority(self) -> str:
-        """``host:port`` as a URL and a config file write it (IPv6 in brackets: ``[::1]:7101``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def __str__(self) -> str:
-        return self.authority
-
-
-@dataclass(frozen=True)
-class RaftAddress(Address):
-    """A ``raft_address``.  Its ``str`` is the node's name inside pysyncobj (its membership,
-    status keys and leader): ``host:port`` with an IPv6 literal *unbracketed* (``::1:7101``),
-    because pysyncobj splits at the last colon and hands the host to ``getaddrinfo``, which does
-    not take brackets.  Every node derives the name from the same canonical host, so the names
-    match across the cluster.  Config files and messages for people use ``authority``."""
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -247,48 +218,6 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
             raise self.fail(key, f"must be a positive {'integer' if integer else 'number'}")
         return value
-
-
-_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-ADDRESS_FORMS = "HOST:PORT (an IPv4 address, a DNS name, localhost, or [IPv6]:PORT)"
-
-
-def parse_address(text: str, fail: Any) -> Address:
-    """``HOST:PORT`` -> Address; ``fail(message)`` builds the error to raise.  IPv6 literals
-    must be bracketed (``[::1]:7101``): without brackets the port cannot be told apart."""
-    if text.startswith("["):
-        inner, sep, port_text = text[1:].partition("]:")
-        if not sep:
-            raise fail(f"{text!r} is not [IPV6]:PORT")
-        try:
-            host = ipaddress.IPv6Address(inner).compressed
-        except ValueError:
-            raise fail(f"{text!r}: {inner!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if ":" in host:
-            raise fail(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:7101")
-        if not sep or not host:
-            raise fail(f"{text!r} is not {ADDRESS_FORMS}")
-        host = parse_host(host, fail, text)
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise fail(f"{text!r}: the port must be a number from 1 to 65535")
-    return Address(host, int(port_text))
-
-
-def parse_host(host: str, fail: Any, text: str | None = None) -> str:
-    """An IPv4 literal, an unbracketed IPv6 literal or a DNS name, in canonical form."""
-    shown = repr(text if text is not None else host)
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        pass
-    name = host.lower()
-    labels = name.split(".")
-    if (len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels)
-            or labels[-1].isdigit()):
-        raise fail(f"{shown}: {host!r} is not an IP address or a DNS name")
-    return name
 
 
 def load_config(path: str | Path) -> NodeConfig:

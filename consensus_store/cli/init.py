@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus_store.config import Address, load_config, parse_host
+from consensus_store.addresses import Address, parse_host
+from consensus_store.config import load_config
 from consensus_store.errors import ConfigError
 from consensus_store.launcher import write_credentials
 
