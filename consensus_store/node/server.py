@@ -161,11 +161,16 @@ class Node(KVApi, CoordinationApi):
             self._loop.call_soon_threadsafe(self._reload_tokens, True)
 
     def stop(self) -> None:
-        """Release the node's session, stop serving, flush the journal.  Idempotent."""
+        """Hand leadership over if this node leads (so that the others need not wait for an
+        election timeout), release the node's session, stop serving, flush the journal.
+        Idempotent."""
         if self._loop.is_closed():
             return
         was_started = self._started
         if was_started:
+            successor = self._engine.hand_over()
+            if successor is not None:
+                log.info("node %s: handed leadership to %s", self.config.id, successor)
             self.close_session()
         if self._token_watch is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._token_watch.cancel)

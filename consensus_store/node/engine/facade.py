@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any, Callable, Iterator
 
 from consensus_store.config import NodeConfig
-from consensus_store.errors import Unavailable
+from consensus_store.errors import InvalidRequest, NotFound, Unavailable
 from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.failures import SUCCESS, error_for
 from consensus_store.node.engine.proposer import Proposer
 from consensus_store.node.engine.runner import RaftRunner, RaftStatus
 from consensus_store.state import StateMachine
 from consensus_store.state.digest import copy_in_chunks
+
+log = logging.getLogger("consensus_store.raft")
 
 EventsCallback = Callable[[int, list[dict[str, Any]]], None]
 
@@ -38,6 +41,8 @@ class Engine:
         self.proposer = Proposer(self.runner, loop)
         self._node_by_raft_address = {str(config.raft_address): config.id}
         self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
+        self._raft_address_by_node = {node: address
+                                      for address, node in self._node_by_raft_address.items()}
 
     # ---- lifecycle (any thread but the loop's; the loop must be running) ---------------------
     def start(self) -> None:
@@ -139,6 +144,45 @@ class Engine:
         """The id of the node this one believes leads, or None."""
         address = self.runner.leader_address()
         return self._node_by_raft_address.get(address) if address is not None else None
+
+    # ---- leadership transfer (transfer.py) -------------------------------------------------------
+    async def transfer_leadership(self, to: str | None, timeout: float) -> dict[str, Any]:
+        """Hand leadership to voter ``to`` (an id; None: the most caught-up one), the Raft way:
+        writes wait (at most an election timeout) while its log catches up, then it campaigns
+        at once.  ``{"leader": id, "term": n}`` once it leads; NotLeader on a follower,
+        NotFound for an unknown id, InvalidRequest for a down node or this node itself,
+        Unavailable if the target did not win in time (this node then takes writes again)."""
+        address = None
+        if to is not None:
+            address = self._raft_address_by_node.get(to)
+            if address is None:
+                raise NotFound(f"no voter named {to!r} (voters: "
+                               f"{', '.join(sorted(self._raft_address_by_node))})",
+                               reason="unknown_target")
+            if to == self.config.id:
+                raise InvalidRequest(f"{to} is this node: leadership can only be handed to "
+                                     f"another voter", reason="target_is_self")
+        handover = self.runner.transfer
+        if handover is None:
+            raise Unavailable("node is not running")
+        result = await handover.run(address, timeout)
+        return {"leader": self.node_id(result.leader), "term": result.term}
+
+    def hand_over(self) -> str | None:
+        """Any thread but the loop's: if this node leads, hand leadership to the most
+        caught-up voter before stopping (at most about two election timeouts).  Returns the
+        new leader's id, or None (not leading, alone, or the transfer failed: logged)."""
+        if not self.started or not self.is_leader() or not self.config.peers:
+            return None
+        bound = 2 * self.config.raft.election_timeout_max_s
+        future = asyncio.run_coroutine_threadsafe(self.transfer_leadership(None, bound),
+                                                  self._loop)
+        try:
+            return future.result(bound + 1.0)["leader"]
+        except Exception as exc:  # noqa: BLE001 - stopping anyway
+            future.cancel()
+            log.warning("stopping without handing leadership over: %s", exc)
+            return None
 
     def node_id(self, raft_address: str) -> str:
         return self._node_by_raft_address.get(raft_address, raft_address)

@@ -150,7 +150,7 @@ def _any_command(value: Any) -> bool:
     return True                  # check_command looks at it
 
 
-# Every field of every message pysyncobj (0.3.17) and read_index.py send, and what it holds.
+# Every field of every message pysyncobj (0.3.17), read_index.py and transfer.py send, and what it holds.
 RAFT_FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "append_entries": {"term": _index, "commit_index": _index, "prevLogIdx": _index,
                        "prevLogTerm": _index, "entries": _entries,
@@ -165,6 +165,7 @@ RAFT_FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
                                "log_term": _index},
     "cs_read_index": {"id": _index},
     "cs_read_index_reply": {"id": _index, "index": _index_or_none},
+    "cs_timeout_now": {"term": _index},
 }
 _REQUIRED: dict[str, frozenset[str]] = {
     "append_entries": frozenset({"term", "commit_index"}),
@@ -176,6 +177,7 @@ _REQUIRED: dict[str, frozenset[str]] = {
     "apply_command_response": frozenset({"request_id"}),
     "cs_read_index": frozenset({"id"}),
     "cs_read_index_reply": frozenset({"id", "index"}),
+    "cs_timeout_now": frozenset({"term"}),
 }
 
 

@@ -10,6 +10,7 @@ pyproject.toml): ``_SyncObj__sendAppendEntries``, ``_SyncObj__raftLog``,
 ``_SyncObj__raftNextIndex``, ``_SyncObj__raftMatchIndex``, ``_SyncObj__transport``,
 ``_SyncObj__otherNodes``, ``_SyncObj__getEntries``, ``_SyncObj__lastSerializedEntry``,
 ``_SyncObj__conf``, ``_SyncObj__applyLogEntries`` (overridden), ``_SyncObj__leaderCommitIndex``,
+``_checkCommandsToApply`` (overridden: held during a leadership transfer, transfer.py),
 ``_poller`` (a property here), and, at start-up (``ReplicatedStore._open_storage``),
 ``_SyncObj__raftCurrentTerm``, ``_SyncObj__votedForNodeId``, ``_SyncObj__raftCommitIndex``,
 ``_SyncObj__serializer``, ``_SyncObj__loadDumpFile``, ``_SyncObj__needLoadDumpFile``.  The
@@ -105,6 +106,7 @@ class ReplicatedStore(SyncObj):
         self.apply_waiting = False      # apply wants ``state_lock`` (snapshot_copy lets it in)
         self.commit_floor = 0           # the commit index as ``durable_commit`` last left it
         self.commit_held = False        # it held the commit below pysyncobj's (an fsync runs)
+        self.writes_held = False        # a leadership transfer holds new commands (transfer.py)
         super().__init__(self_address, peer_addresses, conf, transportClass=GuardedTransport)
         self.machine = StateMachine()
         try:
@@ -159,6 +161,13 @@ class ReplicatedStore(SyncObj):
     @_poller.setter
     def _poller(self, created: Poller) -> None:
         pass    # the one SyncObj.__init__ makes (createPoller) is not used
+
+    def _checkCommandsToApply(self) -> None:
+        """pysyncobj moves queued commands (ours and those followers forward) into the log, or
+        forwards them to the leader, here, once per tick: a leadership transfer holds them
+        (transfer.py), so that the target can catch up with a log that no longer grows."""
+        if not self.writes_held:
+            SyncObj._checkCommandsToApply(self)
 
     def _SyncObj__applyLogEntries(self) -> bool:
         """pysyncobj's tick computes the leader's commit index and then applies: in between,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from consensus_store.node.engine import read_index
+from consensus_store.node.engine import read_index, transfer
 from consensus_store.node.engine.durability import FLUSH_TRIGGERS, DurableJournal
 from consensus_store.node.engine.peer_connection import SealedTransport
 
@@ -51,6 +51,10 @@ class GuardedTransport(SealedTransport):
         self._answering: tuple[Any, int] | None = None
         self.on_ack: Callable[[], None] | None = None
         self.on_read_index_message: Callable[[Any, dict[str, Any]], None] | None = None
+        # Leadership transfer (transfer.py): the target's TimeoutNow, and a hook after each
+        # message that keeps its campaign due until it starts.
+        self.on_timeout_now: Callable[[Any, dict[str, Any]], None] | None = None
+        self.after_message: Callable[[], None] | None = None
 
     def send(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None
@@ -68,7 +72,16 @@ class GuardedTransport(SealedTransport):
         return super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
+        self._dispatch_message(node, message)
+        if self.after_message is not None:
+            self.after_message()
+
+    def _dispatch_message(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
+        if kind in transfer.MESSAGES:
+            if self.on_timeout_now is not None:
+                self.on_timeout_now(node, message)
+            return
         if kind in read_index.MESSAGES:
             if self.on_read_index_message is not None:
                 self.on_read_index_message(node, message)

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
-from consensus_store.node.engine import heap, read_index
+from consensus_store.node.engine import heap, read_index, transfer
 from consensus_store.node.engine.loop_poller import EventCallback, LoopPoller
 from consensus_store.node.engine.raft import (COMMIT_NOTICE_DELAY_S, ApplyCallback,
                                               ReplicatedStore, syncobj_conf)
@@ -84,6 +84,7 @@ class RaftRunner:
         self._snapshot_seen: int | None = -1   # snapshot whose size was read (-1: none yet)
         self.store: ReplicatedStore | None = None
         self._read_index: read_index.ReadIndex | None = None
+        self.transfer: transfer.LeadershipTransfer | None = None
 
     # ---- lifecycle (any thread but the loop's) -----------------------------------------------
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -234,6 +235,11 @@ class RaftRunner:
         self._read_index = read_index.ReadIndex(store, transport, self._send_append_entries)
         transport.on_ack = self._read_index.advance
         transport.on_read_index_message = self._read_index.on_message
+        self.transfer = transfer.LeadershipTransfer(
+            store, transport, election_timeout_s=config.raft.election_timeout_max_s,
+            send_append_entries=self._send_append_entries, request_tick=self.request_tick)
+        transport.on_timeout_now = self.transfer.on_message
+        transport.after_message = self.transfer.keep_campaign_due
         if store.durable_journal is not None:
             store.durable_journal.post_from_thread = loop.call_soon_threadsafe
             store.durable_journal.on_synced = self._on_synced
