@@ -1,0 +1,149 @@
+"""Leadership transfer (node/engine/transfer.py) against a fake pysyncobj leader / follower."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from consensus_store.errors import InvalidRequest, NotFound, NotLeader, Unavailable
+from consensus_store.node.engine import peer_messages, transfer
+from consensus_store.node.engine.transfer import TIMEOUT_NOW, LeadershipTransfer
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    address: str
+
+
+A, B = FakeNode("10.0.0.2:7100"), FakeNode("10.0.0.3:7100")
+
+
+class FakeStore:
+    """Just the pysyncobj surface the transfer uses."""
+
+    def __init__(self) -> None:
+        self.leader_node: FakeNode | None = None     # None with leading=True: this node
+        self.leading = True
+        self.term = 4
+        self.writes_held = False
+        self.connected = {A, B}
+        self._SyncObj__otherNodes = {A, B}
+        self._SyncObj__raftMatchIndex = {A: 9, B: 10}
+        self._SyncObj__raftLog = [(b"", 10, 4)]
+        self._SyncObj__raftElectionDeadline = 123.0
+
+    def _isLeader(self) -> bool:
+        return self.leading
+
+    def _getLeader(self) -> FakeNode | None:
+        return self.leader_node
+
+    def _getTerm(self) -> int:
+        return self.term
+
+    def isNodeConnected(self, node: FakeNode) -> bool:
+        return node in self.connected
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[FakeNode, dict[str, Any]]] = []
+
+    def send(self, node: FakeNode, message: dict[str, Any]) -> bool:
+        self.sent.append((node, message))
+        return True
+
+
+def make(timeout_s: float = 0.5) -> tuple[LeadershipTransfer, FakeStore, FakeTransport, list]:
+    store, transport, pushes = FakeStore(), FakeTransport(), []
+    handover = LeadershipTransfer(store, transport, election_timeout_s=timeout_s,
+                                  send_append_entries=lambda: pushes.append(1),
+                                  request_tick=lambda: None)
+    return handover, store, transport, pushes
+
+
+def test_without_a_target_the_most_caught_up_connected_voter_is_picked() -> None:
+    handover, store, _, _ = make()
+    assert handover.pick_target(None) is B
+    store.connected = {A}
+    assert handover.pick_target(None) is A
+    store.connected = set()
+    with pytest.raises(InvalidRequest, match="no other voter is connected"):
+        handover.pick_target(None)
+
+
+def test_a_named_target_must_be_a_connected_voter() -> None:
+    handover, store, _, _ = make()
+    assert handover.pick_target(A.address) is A
+    with pytest.raises(NotFound):
+        handover.pick_target("10.0.0.9:7100")
+    store.connected = {B}
+    with pytest.raises(InvalidRequest, match="not connected"):
+        handover.pick_target(A.address)
+
+
+def test_the_leader_holds_writes_until_the_target_caught_up_then_asks_it_to_campaign() -> None:
+    handover, store, transport, pushes = make()
+
+    async def scenario() -> transfer.TransferResult:
+        task = asyncio.ensure_future(handover.run(A.address, 5.0))
+        await asyncio.sleep(0.02)
+        assert store.writes_held and pushes and transport.sent == []   # A lacks entry 10
+        store._SyncObj__raftMatchIndex[A] = 10
+        await asyncio.sleep(0.02)
+        assert transport.sent == [(A, {"type": TIMEOUT_NOW, "term": 4})]
+        store.leading, store.term, store.leader_node = False, 5, A    # A won the election
+        return await task
+
+    result = asyncio.run(scenario())
+    assert result == transfer.TransferResult(A.address, 5)
+    assert not store.writes_held
+
+
+def test_a_target_that_does_not_win_in_time_fails_and_writes_resume() -> None:
+    handover, store, transport, _ = make(timeout_s=0.1)
+    with pytest.raises(Unavailable, match="did not take over") as caught:
+        asyncio.run(handover.run(B.address, 5.0))
+    assert caught.value.details["reason"] == "transfer_failed"
+    assert transport.sent and not store.writes_held
+
+
+def test_only_the_leader_transfers() -> None:
+    handover, store, _, _ = make()
+    store.leading, store.leader_node = False, A
+    with pytest.raises(NotLeader):
+        asyncio.run(handover.run(None, 1.0))
+    assert not store.writes_held
+
+
+def test_the_target_campaigns_at_once_and_heartbeats_do_not_postpone_it() -> None:
+    handover, store, _, _ = make()
+    store.leading, store.leader_node = False, A
+    handover.on_message(A, {"type": TIMEOUT_NOW, "term": 4})
+    assert store._SyncObj__raftElectionDeadline == 0
+    store._SyncObj__raftElectionDeadline = 99.0     # pysyncobj took a heartbeat from A
+    handover.keep_campaign_due()
+    assert store._SyncObj__raftElectionDeadline == 0
+    store.term = 5                                  # the campaign started: left alone now
+    store._SyncObj__raftElectionDeadline = 99.0
+    handover.keep_campaign_due()
+    assert store._SyncObj__raftElectionDeadline == 99.0
+
+
+@pytest.mark.parametrize("sender, term", [(B, 4), (A, 3)])
+def test_the_target_ignores_a_request_not_from_its_leader_of_this_term(sender, term) -> None:
+    handover, store, _, _ = make()
+    store.leading, store.leader_node = False, A
+    handover.on_message(sender, {"type": TIMEOUT_NOW, "term": term})
+    handover.keep_campaign_due()
+    assert store._SyncObj__raftElectionDeadline == 123.0
+
+
+def test_the_raft_port_accepts_timeout_now_with_a_term_only() -> None:
+    peer_messages.check_raft_message({"type": TIMEOUT_NOW, "term": 4}, {0})
+    for bad in ({"type": TIMEOUT_NOW}, {"type": TIMEOUT_NOW, "term": -1},
+                {"type": TIMEOUT_NOW, "term": 4, "extra": 1}):
+        with pytest.raises(peer_messages.UnsafeMessage):
+            peer_messages.check_raft_message(bad, {0})
