@@ -157,7 +157,8 @@ OPS_LIST: tuple[Op, ...] = (
           ("events", "latest", "floor")),
     _get("status", "/v1/status", _R,
          ("id", "role", "term", "commit_index", "applied_index", "log_length", "ready",
-          "leader", "connected_peers", "keys", "revision", "raft_address", "api_address")),
+          "leader", "connected_peers", "keys", "revision", "raft_address", "api_address",
+          "native_address", "membership", "members", "uptime_s", "requests")),
     _get("sessions", "/v1/sessions", _ADMIN, ("sessions",)),
     _get("digest", "/v1/digest", _ADMIN, ("digest", "parts", "index")),
 )

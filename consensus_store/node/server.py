@@ -16,17 +16,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 
 from consensus_store.config import NodeConfig, load_config, node_api_token
 from consensus_store.errors import ConfigError, Timeout, Unavailable
 from consensus_store.event_loop import new_event_loop
 from consensus_store.api import CoordinationApi, KVApi
 from consensus_store.models import Consistency, KeyValue
-from consensus_store.node.api import create_app
 from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
                                                raise_fd_limit)
-from consensus_store.node.http_guard import GuardedHttp
+from consensus_store.node.http_front import HttpFront
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.native import NativeServer
 from consensus_store.node.engine import Engine
@@ -79,11 +77,10 @@ class Node(KVApi, CoordinationApi):
         api_by_node = {p.id: f"{config.scheme}://{p.api_address}" for p in config.peers}
         self._leases = LeaseKeeper(self._engine, api_by_node,
                                    node_api_token(config.peer_secret), ssl_context=ssl_peers)
-        self._service = KVService(config, self._engine.runner, self._engine.proposer,
-                                  self._watches, self._leases)
+        self._service = KVService(config, self._engine, self._watches, self._leases)
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"api-{config.id}", daemon=True)
-        self._site_runner: web.AppRunner | None = None
+        self._http: HttpFront | None = None
         self._http_port: ClientPort | None = None
         self._fd_limit = 0                  # the open-files limit, once start() raised it
         self._native: NativeServer | None = None
@@ -117,15 +114,11 @@ class Node(KVApi, CoordinationApi):
                  self.config.raft_address, self.config.scheme, self.config.api_address)
 
     async def _serve_api(self) -> None:
-        runner = web.AppRunner(create_app(self._service), access_log=None, handle_signals=False)
-        await runner.setup()
         config, address = self.config, self.config.api_address
-        self._site_runner = runner
+        self._http = HttpFront(self._service)
         caps = connection_caps(config.limits, self._fd_limit, config.native_address is not None)
-        handler_factory, header_timeout = runner.server, config.limits.header_timeout_s
-        assert handler_factory is not None
         self._http_port = ClientPort(
-            "HTTP", lambda: GuardedHttp(handler_factory(), header_timeout),
+            "HTTP", self._http.connection,
             ConnectionGate("HTTP", caps.http, caps.fd_ceiling), self._ssl_server)
         try:
             await self._http_port.listen(address)
@@ -174,14 +167,14 @@ class Node(KVApi, CoordinationApi):
             self.close_session()
         if self._token_watch is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._token_watch.cancel)
-        if self._site_runner is not None and self._loop.is_running():
+        if self._http is not None and self._loop.is_running():
             try:
                 self._call(self._leases.stop(), timeout=5)
                 if self._native is not None:
                     self._call(self._native.close(), timeout=5)
                 if self._http_port is not None:
                     self._call(self._http_port.close(), timeout=5)
-                self._call(self._site_runner.cleanup(), timeout=5)
+                self._call(self._http.close(), timeout=5)
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("API shutdown failed")
         self._engine.stop()

@@ -9,7 +9,6 @@ asyncio loop.
 """
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 from typing import Any, Awaitable, Coroutine, Protocol
 
@@ -17,15 +16,15 @@ from consensus_store.config import ClientToken, NodeConfig
 from consensus_store.errors import InvalidRequest, Unavailable
 from consensus_store.node import validate
 from consensus_store.node.auth import NODE_TOKEN_NAME, TokenStore
-from consensus_store.node.engine.proposer import Proposer
-from consensus_store.node.engine.raft import RaftRunner, RaftStatus
+from consensus_store.node.engine import Engine
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.reads import READS, ReadWait, read_wait
+from consensus_store.node.status_report import StatusReport
 from consensus_store.node.session_keys import is_admin, key_for_open, presented_key, session_auth
 from consensus_store.node.watch import WatchHub
 from consensus_store.protocol import OPS, Kind
 from consensus_store.state import commands
-from consensus_store.state.digest import copy_in_chunks, digest_of, parts_of
+from consensus_store.state.digest import digest_of, parts_of
 from consensus_store.state.limits import stamp as stamp_limits
 from consensus_store.state.sessions import hash_session_key
 
@@ -41,57 +40,41 @@ class Handler(Protocol):
 
 
 class KVService:
-    def __init__(self, config: NodeConfig, runner: RaftRunner, proposer: Proposer,
-                 watches: WatchHub, leases: LeaseKeeper) -> None:
+    def __init__(self, config: NodeConfig, engine: Engine, watches: WatchHub,
+                 leases: LeaseKeeper) -> None:
         self.config = config
-        self.runner = runner
-        self.proposer = proposer
+        self.engine = engine
+        self.proposer = engine        # the old name (native.py: applied_index, try_write_in_batch)
         self.watches = watches
         self.leases = leases
         self.tokens = TokenStore(config)
-        self._node_by_raft_address = {str(config.raft_address): config.id}
-        self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
+        self.report = StatusReport(config)     # members, uptime, request counters
         self.handlers = self._handlers()
 
     # ---- metadata ---------------------------------------------------------------------------
     def leader_id(self) -> str | None:
-        store = self.runner.store
-        leader = store._getLeader() if store is not None else None
-        return self._node_by_raft_address.get(leader.address) if leader is not None else None
+        return self.engine.leader_id()
 
     def header(self) -> dict[str, Any]:
-        store = self.runner.store
-        # The machine's index moves before pysyncobj's counter: a read that saw entry k must
-        # report at least k, or a session read elsewhere could go back in time.
-        applied = max(self.proposer.applied_index,
-                      store.machine.applied_index if store is not None else 0)
-        return {"node": self.config.id, "applied_index": applied,
-                "leader": self.leader_id(),
-                "revision": store.machine.revision if store is not None else 0}
+        engine = self.engine
+        return {"node": self.config.id, "applied_index": engine.applied_index,
+                "leader": engine.leader_id(),
+                "revision": engine.machine.revision if engine.started else 0}
 
     async def status(self) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[RaftStatus] = loop.create_future()
-
-        def collect() -> None:
-            status = self.runner.status()
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(status))
-
-        self.runner.call_on_raft_thread(collect)
-        try:
-            raft = await asyncio.wait_for(future, 5.0)
-        except asyncio.TimeoutError:
-            raise Unavailable("the raft thread did not answer within 5s") from None
-        machine = self.runner.store.machine  # type: ignore[union-attr]
+        engine = self.engine
+        raft = await engine.status()
+        machine = engine.machine
         return {
             "id": self.config.id, "role": raft.role, "term": raft.term,
             "commit_index": raft.commit_index, "applied_index": raft.applied_index,
             "log_length": raft.log_length, "ready": raft.ready,
-            "leader": self._node_by_raft_address.get(raft.leader or ""),
-            "connected_peers": [self._node_by_raft_address.get(a, a) for a in raft.connected_peers],
+            "leader": engine.node_id(raft.leader) if raft.leader else None,
+            "connected_peers": [engine.node_id(a) for a in raft.connected_peers],
             "keys": len(machine), "revision": machine.revision,
             "raft_address": str(self.config.raft_address),
             "api_address": str(self.config.api_address),
+            **self.report.fields(),
         }
 
     # ---- writes -------------------------------------------------------------------------------
@@ -105,11 +88,13 @@ class KVService:
     def command_for(self, op: str, body: dict[str, Any], *,
                     caller: ClientToken | None = None) -> dict[str, Any]:
         """The log command of a client write (raises InvalidRequest & co. for bad input)."""
-        return validate.command_for(op, body, self.config.limits, caller)
+        command = validate.command_for(op, body, self.config.limits, caller)
+        self.report.count_write()
+        return command
 
     async def write_command(self, command: dict[str, Any], timeout: float,
                             alone: bool = False) -> dict[str, Any]:
-        _, result = await self.proposer.write(command, timeout, alone=alone)
+        _, result = await self.engine.write(command, timeout, alone=alone)
         return result
 
     # ---- reads --------------------------------------------------------------------------------
@@ -119,21 +104,20 @@ class KVService:
         read = READS[op]
         args = read.parse(body)
         await self.settle_read(body, timeout)
-        store = self.runner.store
-        assert store is not None
+        self.report.count_read()
         if not read.locked:
-            return read.answer(store.machine, args, self.config.limits)
-        with store.state_lock:   # iteration must not race with apply; the reply is bounded
-            return read.answer(store.machine, args, self.config.limits)
+            return read.answer(self.engine.machine, args, self.config.limits)
+        with self.engine.reading() as machine:   # iteration must not race with apply
+            return read.answer(machine, args, self.config.limits)
 
     async def settle_read(self, body: dict[str, Any], timeout: float | None = None) -> None:
         """Wait until a read at the requested consistency may be served from local memory."""
-        wait, min_index = read_wait(body, self.proposer.applied_index)
+        wait, min_index = read_wait(body, self.engine.applied_index)
         if wait is ReadWait.BARRIER:
-            await self.proposer.barrier(self.timeout_s(timeout))
+            await self.engine.barrier(self.timeout_s(timeout))
         elif wait is ReadWait.APPLIED:
             seconds = min(self.config.limits.session_read_wait_s, self.timeout_s(timeout))
-            await self.proposer.wait_applied(min_index, seconds)
+            await self.engine.wait_applied(min_index, seconds)
 
     async def get(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         return await self.read("get", body, timeout)
@@ -150,7 +134,7 @@ class KVService:
                    "key_hash": key_hash}
         command.update(validate.request_identity(body))
         command.update(stamp_limits("session_open", self.config.limits))
-        _, result = await self.proposer.write(command, self.timeout_s(timeout))
+        _, result = await self.engine.write(command, self.timeout_s(timeout))
         if result.pop("key_hash", None) != key_hash:
             # A retry (same client and request id) of an open that already happened with a key
             # this node made then: that key was answered to a request that got lost.
@@ -163,7 +147,7 @@ class KVService:
         command = {"op": "session_close", "session": validate.session_id(body)}
         command.update(session_auth(body, caller))
         command.update(validate.request_identity(body))
-        _, result = await self.proposer.write(command, self.timeout_s(timeout))
+        _, result = await self.engine.write(command, self.timeout_s(timeout))
         return result
 
     async def session_keepalive(self, body: dict[str, Any], timeout: float | None = None, *,
@@ -181,7 +165,7 @@ class KVService:
             # after an election, wait a moment for it rather than failing the keepalive (a
             # client whose keepalives fail stops trusting its session).
             try:
-                await self.proposer.wait_for_leader(KEEPALIVE_LEADER_WAIT_S)
+                await self.engine.wait_for_leader(KEEPALIVE_LEADER_WAIT_S)
             except Unavailable:
                 pass   # the lease keeper says so, in its own words
         return await self.leases.keepalive(session_id, self.leader_id(), key, admin=admin,
@@ -189,18 +173,14 @@ class KVService:
 
     def digest(self) -> dict[str, Any]:
         """Digest of the replicated state, with the index it covers (for convergence checks)."""
-        store = self.runner.store
-        assert store is not None
         # Copied a chunk at a time and hashed outside the lock: apply waits ~1 ms at most.
-        state = copy_in_chunks(lambda: store.state_lock, lambda: store.machine)
+        state = self.engine.plain_state()
         parts = parts_of(state)
         return {"digest": digest_of(parts), "parts": parts, "index": state["applied_index"]}
 
     def sessions(self) -> dict[str, Any]:
-        store = self.runner.store
-        assert store is not None
-        with store.state_lock:
-            return {"sessions": [s.to_json() for s in store.machine.sessions.sessions.values()]}
+        with self.engine.reading() as machine:
+            return {"sessions": [s.to_json() for s in machine.sessions.sessions.values()]}
 
     async def watch(self, body: dict[str, Any], timeout: float | None = None, *,
                     caller: ClientToken | None = None) -> dict[str, Any]:
