@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from consensus_store.errors import InvalidRequest, NotFound, NotLeader, Unavailable
+from consensus_store.errors import InvalidRequest, NotLeader, Unavailable
 from consensus_store.node.engine import peer_messages, transfer
 from consensus_store.node.engine.transfer import TIMEOUT_NOW, LeadershipTransfer
 
@@ -77,7 +77,7 @@ def test_without_a_target_the_most_caught_up_connected_voter_is_picked() -> None
 def test_a_named_target_must_be_a_connected_voter() -> None:
     handover, store, _, _ = make()
     assert handover.pick_target(A.address) is A
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidRequest, match="not another voter"):
         handover.pick_target("10.0.0.9:7100")
     store.connected = {B}
     with pytest.raises(InvalidRequest, match="not connected"):

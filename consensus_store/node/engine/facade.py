@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Iterator
 
 from consensus_store.config import NodeConfig
-from consensus_store.errors import InvalidRequest, NotFound, Unavailable
+from consensus_store.errors import InvalidRequest, Unavailable
 from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.failures import SUCCESS, error_for
 from consensus_store.node.engine.proposer import Proposer
@@ -149,22 +149,21 @@ class Engine:
     async def transfer_leadership(self, to: str | None, timeout: float) -> dict[str, Any]:
         """Hand leadership to voter ``to`` (an id; None: the most caught-up one), the Raft way:
         writes wait (at most an election timeout) while its log catches up, then it campaigns
-        at once.  ``{"leader": id, "term": n}`` once it leads; NotLeader on a follower,
-        NotFound for an unknown id, InvalidRequest for a down node or this node itself,
-        Unavailable if the target did not win in time (this node then takes writes again)."""
+        at once.  ``{"leader": id, "term": n}`` once it leads (at once if ``to`` is this
+        leader).  NotLeader on a follower; InvalidRequest for an unknown id or a target that is
+        not connected; Unavailable if it did not win in time (this node takes writes again)."""
+        handover = self.runner.transfer
+        if handover is None:
+            raise Unavailable("node is not running")
         address = None
         if to is not None:
             address = self._raft_address_by_node.get(to)
             if address is None:
-                raise NotFound(f"no voter named {to!r} (voters: "
-                               f"{', '.join(sorted(self._raft_address_by_node))})",
-                               reason="unknown_target")
-            if to == self.config.id:
-                raise InvalidRequest(f"{to} is this node: leadership can only be handed to "
-                                     f"another voter", reason="target_is_self")
-        handover = self.runner.transfer
-        if handover is None:
-            raise Unavailable("node is not running")
+                raise InvalidRequest(f"no voter named {to!r} (voters: "
+                                     f"{', '.join(sorted(self._raft_address_by_node))})",
+                                     reason="unknown_target")
+            if to == self.config.id and self.is_leader():
+                return {"leader": to, "term": (await self.status()).term}
         result = await handover.run(address, timeout)
         return {"leader": self.node_id(result.leader), "term": result.term}
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from consensus_store.errors import InvalidRequest, NotFound, NotLeader, Unavailable
+from consensus_store.errors import InvalidRequest, NotLeader, Unavailable
 
 TIMEOUT_NOW = "cs_timeout_now"
 MESSAGES = frozenset({TIMEOUT_NOW})
@@ -56,7 +56,7 @@ class LeadershipTransfer:
     # ---- leader side ------------------------------------------------------------------------
     def pick_target(self, address: str | None) -> Any:
         """The follower to hand over to: the one at ``address``, or (None) the connected voter
-        with the highest match index.  NotFound / InvalidRequest when there is none."""
+        with the highest match index.  InvalidRequest when there is none."""
         store = self._store
         voters = store._SyncObj__otherNodes
         if address is None:
@@ -72,7 +72,8 @@ class LeadershipTransfer:
                     raise InvalidRequest(f"{address} is not connected to the leader (down or "
                                          f"cut off): leadership stays", reason="target_down")
                 return node
-        raise NotFound(f"{address} is not a voter of this cluster", reason="unknown_target")
+        raise InvalidRequest(f"{address} is not another voter of this cluster",
+                             reason="unknown_target")
 
     async def run(self, address: str | None, timeout: float) -> TransferResult:
         """Hand leadership over to ``address`` (None: the most caught-up voter).  Writes are
