@@ -17,14 +17,16 @@ class FakeNode:
     address: str
 
 
-A, B = FakeNode("10.0.0.2:7100"), FakeNode("10.0.0.3:7100")
+SELF, A, B = FakeNode("10.0.0.1:7100"), FakeNode("10.0.0.2:7100"), FakeNode("10.0.0.3:7100")
+IDS = {SELF.address: "n1", A.address: "n2", B.address: "n3"}
 
 
 class FakeStore:
     """Just the pysyncobj surface the transfer uses."""
 
     def __init__(self) -> None:
-        self.leader_node: FakeNode | None = None     # None with leading=True: this node
+        self.selfNode = SELF
+        self.leader_node: FakeNode | None = SELF
         self.leading = True
         self.term = 4
         self.writes_held = False
@@ -60,7 +62,7 @@ def make(timeout_s: float = 0.5) -> tuple[LeadershipTransfer, FakeStore, FakeTra
     store, transport, pushes = FakeStore(), FakeTransport(), []
     handover = LeadershipTransfer(store, transport, election_timeout_s=timeout_s,
                                   send_append_entries=lambda: pushes.append(1),
-                                  request_tick=lambda: None)
+                                  request_tick=lambda: None, node_ids=IDS)
     return handover, store, transport, pushes
 
 
@@ -147,3 +149,25 @@ def test_the_raft_port_accepts_timeout_now_with_a_term_only() -> None:
                 {"type": TIMEOUT_NOW, "term": 4, "extra": 1}):
         with pytest.raises(peer_messages.UnsafeMessage):
             peer_messages.check_raft_message(bad, {0})
+
+
+def test_by_node_id_an_unknown_id_is_a_bad_request_and_the_leader_itself_answers_at_once() -> None:
+    handover, store, transport, _ = make()
+    with pytest.raises(InvalidRequest, match="no voter named 'n9'") as caught:
+        asyncio.run(handover.hand_to("n9", 1.0))
+    assert caught.value.details["reason"] == "unknown_target"
+    assert asyncio.run(handover.hand_to("n1", 1.0)) == {"leader": "n1", "term": 4}
+    assert transport.sent == [] and not store.writes_held
+
+
+def test_by_node_id_the_answer_names_the_new_leader_by_id() -> None:
+    handover, store, _, _ = make()
+    store._SyncObj__raftMatchIndex[A] = 10
+
+    async def scenario() -> dict[str, Any]:
+        task = asyncio.ensure_future(handover.hand_to("n2", 5.0))
+        await asyncio.sleep(0.02)
+        store.leading, store.term, store.leader_node = False, 5, A
+        return await task
+
+    assert asyncio.run(scenario()) == {"leader": "n2", "term": 5}

@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Iterator
 
 from consensus_store.config import NodeConfig
-from consensus_store.errors import InvalidRequest, Unavailable
+from consensus_store.errors import Unavailable
 from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.failures import SUCCESS, error_for
 from consensus_store.node.engine.proposer import Proposer
@@ -41,8 +41,6 @@ class Engine:
         self.proposer = Proposer(self.runner, loop)
         self._node_by_raft_address = {str(config.raft_address): config.id}
         self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
-        self._raft_address_by_node = {node: address
-                                      for address, node in self._node_by_raft_address.items()}
 
     # ---- lifecycle (any thread but the loop's; the loop must be running) ---------------------
     def start(self) -> None:
@@ -155,17 +153,7 @@ class Engine:
         handover = self.runner.transfer
         if handover is None:
             raise Unavailable("node is not running")
-        address = None
-        if to is not None:
-            address = self._raft_address_by_node.get(to)
-            if address is None:
-                raise InvalidRequest(f"no voter named {to!r} (voters: "
-                                     f"{', '.join(sorted(self._raft_address_by_node))})",
-                                     reason="unknown_target")
-            if to == self.config.id and self.is_leader():
-                return {"leader": to, "term": (await self.status()).term}
-        result = await handover.run(address, timeout)
-        return {"leader": self.node_id(result.leader), "term": result.term}
+        return await handover.hand_to(to, timeout)
 
     def hand_over(self) -> str | None:
         """Any thread but the loop's: if this node leads, hand leadership to the most

@@ -237,7 +237,8 @@ class RaftRunner:
         transport.on_read_index_message = self._read_index.on_message
         self.transfer = transfer.LeadershipTransfer(
             store, transport, election_timeout_s=config.raft.election_timeout_max_s,
-            send_append_entries=self._send_append_entries, request_tick=self.request_tick)
+            send_append_entries=self._send_append_entries, request_tick=self.request_tick,
+            node_ids={str(n.raft_address): n.id for n in (config, *config.peers)})
         transport.on_timeout_now = self.transfer.on_message
         transport.after_message = self.transfer.keep_campaign_due
         if store.durable_journal is not None:

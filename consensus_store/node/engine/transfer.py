@@ -43,9 +43,12 @@ class LeadershipTransfer:
     """Both sides of a transfer: ``run`` on the leader, ``on_message`` on the target."""
 
     def __init__(self, store: Any, transport: Any, *, election_timeout_s: float,
-                 send_append_entries: Callable[[], None],
-                 request_tick: Callable[[], None]) -> None:
+                 send_append_entries: Callable[[], None], request_tick: Callable[[], None],
+                 node_ids: dict[str, str] | None = None) -> None:
+        """``node_ids``: raft address -> node id, of every voter (this node included)."""
         self._store = store
+        self._node_ids = dict(node_ids or {})
+        self._addresses = {node_id: address for address, node_id in self._node_ids.items()}
         self._transport = transport
         self._election_timeout_s = election_timeout_s
         self._send_append_entries = send_append_entries
@@ -54,6 +57,22 @@ class LeadershipTransfer:
         self._campaign_term: int | None = None     # target side: the term it was asked in
 
     # ---- leader side ------------------------------------------------------------------------
+    async def hand_to(self, to: str | None, timeout: float) -> dict[str, Any]:
+        """``run`` by node id (None: the most caught-up voter): ``{"leader": id, "term": n}``
+        once it leads, at once if ``to`` already leads here.  InvalidRequest for an id that
+        is no voter."""
+        address = None
+        if to is not None:
+            address = self._addresses.get(to)
+            if address is None:
+                raise InvalidRequest(f"no voter named {to!r} (voters: "
+                                     f"{', '.join(sorted(self._addresses))})",
+                                     reason="unknown_target")
+            if address == self._store.selfNode.address and self._store._isLeader():
+                return {"leader": to, "term": self._store._getTerm()}
+        result = await self.run(address, timeout)
+        return {"leader": self._node_ids.get(result.leader, result.leader), "term": result.term}
+
     def pick_target(self, address: str | None) -> Any:
         """The follower to hand over to: the one at ``address``, or (None) the connected voter
         with the highest match index.  InvalidRequest when there is none."""
