@@ -1,6 +1,7 @@
 """The API layer shared by the network clients and the embedded ``Node``.
 
-What it owns: the KV calls (``kv``), the coordination calls (``coordination``) and the recipes
+What it owns: the KV calls (``kv``), the coordination calls (``coordination``), the cluster
+operator's calls (``cluster``: leadership transfer) and the recipes
 built on them (``session``, ``lock``, ``groups``, ``election``, ``replicas``, ``watching``), all
 over one small protocol, ``Requester`` (``requester``): ``request(op, body, timeout)`` and a
 ``default_consistency``.  The op names are those of ``consensus_store.protocol``.
@@ -9,6 +10,7 @@ What it must not import: ``client`` (how requests travel), ``node`` and ``state`
 served), ``cli``, ``testing``.  It imports ``models``, ``errors``, ``protocol`` and itself only,
 so ``client`` builds on it and ``node`` does too without importing ``client``.
 """
+from consensus_store.api.cluster import AsyncClusterAdminApi, ClusterAdminApi, LeaderTransfer
 from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
 from consensus_store.api.election import Election
 from consensus_store.api.groups import Groups, rendezvous
@@ -20,7 +22,8 @@ from consensus_store.api.session import Session
 from consensus_store.api.watching import wait_for_change
 
 __all__ = [
-    "DEFAULT_SESSION_TTL_S", "AsyncKVApi", "AsyncRequester", "Call", "CoordinationApi",
-    "Election", "Groups", "KVApi", "Lock", "Replicas", "Requester", "Session", "level_of",
+    "DEFAULT_SESSION_TTL_S", "AsyncClusterAdminApi", "AsyncKVApi", "AsyncRequester", "Call",
+    "ClusterAdminApi", "CoordinationApi", "Election", "Groups", "KVApi", "LeaderTransfer",
+    "Lock", "Replicas", "Requester", "Session", "level_of",
     "rendezvous", "resolve_level", "trans", "wait_for_change",
 ]

@@ -88,8 +88,12 @@ def _build_parser() -> argparse.ArgumentParser:
     members.add_argument("group")
     client_command("names", "list registered names")
     client_command("locks", "list locks with holder, fencing token and waiters")
-    leader = client_command("leader", "show an election's leader and candidates")
-    leader.add_argument("name")
+    leader = client_command("leader", "show an election's leader and candidates; 'leader "
+                            "transfer [ID]' moves Raft leadership to voter ID (default: the "
+                            "most caught-up one; admin token)")
+    leader.add_argument("name", help="an election's name, or the word transfer")
+    leader.add_argument("target", nargs="?", metavar="ID",
+                        help="with transfer: the node to hand leadership to")
     status = client_command("status", "show every node: role, votes, term, indexes, lag, "
                             "addresses (a node that cannot be reached: under its id, role down, "
                             "and why)")
@@ -295,10 +299,19 @@ def _locks(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _leader(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     from consensus_store.cli import views
+    if args.name == LEADER_TRANSFER:
+        moved = client.transfer_leadership(args.target, timeout=args.timeout)
+        return dataclasses.asdict(moved), f"leader {moved.leader} (term {moved.term})"
+    if args.target is not None:
+        raise InvalidRequest(f"leader takes one election name, not {args.target!r} too (to "
+                             f"move Raft leadership: leader {LEADER_TRANSFER} ID)")
     state = {k: v for k, v in client.election(args.name).state().items() if k != "header"}
     return state, views.election_table(state)
 
 
+# ``leader NAME`` shows an election; ``leader transfer [ID]`` moves Raft leadership (the word
+# is taken: an election named "transfer" is shown by the dashboard, not by this command).
+LEADER_TRANSFER = "transfer"
 COORDINATION_COMMANDS = {"groups": _groups, "members": _members, "names": _names,
                          "locks": _locks, "leader": _leader}
 

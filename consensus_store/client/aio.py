@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.api.kv import AsyncKVApi
+from consensus_store.api.cluster import AsyncClusterAdminApi
 from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.endpoints import scheme_of, tls_context
@@ -25,7 +26,7 @@ from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.models import NodeStatus, Role
 
 
-class AsyncClient(AsyncKVApi, ClientSettings):
+class AsyncClient(AsyncKVApi, AsyncClusterAdminApi, ClientSettings):
     """asyncio client of a consensus_store cluster (use it from one event loop at a time)."""
 
     def __init__(self, endpoints: Iterable[str], token: str | None = None, *,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
+from consensus_store.api.cluster import ClusterAdminApi
 from consensus_store.api.kv import KVApi
 from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
@@ -19,7 +20,7 @@ from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.models import NodeStatus, Role
 
 
-class Client(KVApi, CoordinationApi, ClientSettings):
+class Client(KVApi, CoordinationApi, ClusterAdminApi, ClientSettings):
     """Client of a consensus_store cluster; thread-safe (share one between threads).
 
     >>> client = Client(["tcp://127.0.0.1:7301"], token="...")   # or http://127.0.0.1:7201

@@ -21,6 +21,7 @@ from consensus_store.config import NodeConfig, load_config, node_api_token
 from consensus_store.errors import ConfigError, Timeout, Unavailable
 from consensus_store.event_loop import new_event_loop
 from consensus_store.api import CoordinationApi, KVApi
+from consensus_store.api.cluster import ClusterAdminApi
 from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
                                                raise_fd_limit)
@@ -54,7 +55,7 @@ class _ListenError(Exception):
         self.key, self.address, self.reason = key, address, error.strerror or str(error)
 
 
-class Node(KVApi, CoordinationApi):
+class Node(KVApi, CoordinationApi, ClusterAdminApi):
     """One cluster member running in this process.
 
     >>> node = Node.from_config("cluster_configs/local/node1.toml")   # started
