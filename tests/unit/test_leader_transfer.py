@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from consensus_store.api.cluster import (TRANSFER_OP, AsyncClusterAdminApi, ClusterAdminApi,
+                                        LeaderTransfer)
 from consensus_store.errors import InvalidRequest, NotLeader, Unavailable
 from consensus_store.node.engine import peer_messages, transfer
 from consensus_store.node.engine.transfer import TIMEOUT_NOW, LeadershipTransfer
@@ -171,3 +173,41 @@ def test_by_node_id_the_answer_names_the_new_leader_by_id() -> None:
         return await task
 
     assert asyncio.run(scenario()) == {"leader": "n2", "term": 5}
+
+
+class Recorder:
+    """A requester that answers the transfer op as a node would."""
+
+    default_consistency = "local"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], float | None]] = []
+
+    def request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        self.sent.append((op, body, timeout))
+        return {"leader": body.get("to", "n3"), "term": 7, "header": {}}
+
+
+class RecordingAdmin(Recorder, ClusterAdminApi):
+    pass
+
+
+def test_the_client_call_sends_the_target_and_reads_the_new_leader() -> None:
+    calls = RecordingAdmin()
+    assert calls.transfer_leadership("n2", timeout=3.0) == LeaderTransfer("n2", 7)
+    assert calls.transfer_leadership() == LeaderTransfer("n3", 7)
+    assert calls.sent == [(TRANSFER_OP, {"to": "n2"}, 3.0), (TRANSFER_OP, {}, None)]
+    with pytest.raises(InvalidRequest):
+        calls.transfer_leadership("")
+
+
+def test_the_async_client_call_sends_what_the_blocking_one_sends() -> None:
+    recorder = Recorder()
+
+    class AsyncAdmin(AsyncClusterAdminApi):
+        async def request(self, op: str, body: dict[str, Any],
+                          timeout: float | None) -> dict[str, Any]:
+            return recorder.request(op, body, timeout)
+
+    assert asyncio.run(AsyncAdmin().transfer_leadership("n1")) == LeaderTransfer("n1", 7)
+    assert recorder.sent == [(TRANSFER_OP, {"to": "n1"}, None)]
