@@ -9,18 +9,31 @@ divided by the requests answered, is the figure.  Usage:
     .venv/bin/python tools/http_front_cost.py [--requests 20000] [--connections 8] [--rounds 3]
     PYTHONPATH=<worktree> .venv/bin/python tools/http_front_cost.py --cluster   # a real node
 
-Front ends, toy (a handler routed by a dict): ``app`` (aiohttp ``web.Application`` with one
-middleware, as the node had), ``lowlevel`` (aiohttp's ``web.Server``), ``uvicorn`` (uvicorn +
-httptools, a raw ASGI app).  With the node's own per-request code (``api.respond``) and a fake
-service answering at once: ``node-app`` (``api.create_app``, a ``web.Application``), ``node``
-(``api.create_runner``, aiohttp's low-level server), ``node-uvicorn`` (``http_front.HttpFront``,
-what the node serves).
+Front ends: ``uvicorn`` (a bare uvicorn + httptools server, a raw ASGI app routed by a dict),
+``node-uvicorn`` (the node's own front end, ``http_front.HttpFront``: the same server behind
+``http_guard``, answering through ``api.respond`` with a fake service that answers at once).
+``--cluster`` measures a real node instead.
+
+Why uvicorn: this tool also measured aiohttp, which the node served with before (those variants
+left the tool after commit 7fd9b4a; run that commit's tool to measure them again).  µs of server
+CPU per request, medians of the rounds, on the 2-core VM shared with other work (load average
+3.5 and 7), at 7fd9b4a:
+
+    front end                                        --rounds 3   --rounds 5
+    aiohttp web.Application, a toy handler              55.5         67.5
+    aiohttp low-level web.Server, a toy handler         50.0         51.0
+    the node's code on aiohttp's web.Application        71.5         77.0
+    the node's code on aiohttp's low-level server       49.0         64.5
+    uvicorn + httptools, a toy raw ASGI app             43.0         47.0
+    the node's code on uvicorn (HttpFront)              37.0         46.0
+
+Issue #11 had measured 58 µs (web.Application), 47 µs (low-level web.Server) and 38-40 µs
+(uvicorn + httptools) with toy handlers.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -43,69 +56,6 @@ def _answer() -> bytes:
 
 
 # ---- servers (each runs in a child process) ------------------------------------------------
-def _serve_app(port: int) -> None:
-    from aiohttp import web
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.headers.get("Authorization", "").removeprefix("Bearer ") != TOKEN:
-            return web.json_response({"error": "unauthorized"}, status=401)
-        return await handler(request)
-
-    async def handle(request: web.Request) -> web.Response:
-        fast_json.decode(await request.read())
-        return web.Response(body=_answer(), content_type="application/json")
-
-    async def main() -> None:
-        app = web.Application(middlewares=[guard])
-        for _, path in ROUTES:
-            app.router.add_post(path, handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        await asyncio.Event().wait()
-    _run(main())
-
-
-def _serve_lowlevel(port: int) -> None:
-    from aiohttp import web
-
-    async def handle(request: web.BaseRequest) -> web.Response:
-        if (request.method, request.path) not in ROUTES:
-            return web.Response(status=404)
-        if request.headers.get("Authorization", "").removeprefix("Bearer ") != TOKEN:
-            return web.Response(status=401)
-        fast_json.decode(await request.read())
-        return web.Response(body=_answer(), content_type="application/json")
-
-    async def main() -> None:
-        runner = web.ServerRunner(web.Server(handle), access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        await asyncio.Event().wait()
-    _run(main())
-
-
-def _serve_node(port: int, low_level: bool = True) -> None:
-    from aiohttp import web
-
-    from consensus_store.node import api
-
-    async def main() -> None:
-        service = _FakeService()
-        runner: web.BaseRunner = (
-            api.create_runner(service) if low_level   # type: ignore[arg-type]
-            else web.AppRunner(api.create_app(service), access_log=None))   # type: ignore[arg-type]
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        await asyncio.Event().wait()
-    _run(main())
-
-
-def _serve_node_app(port: int) -> None:
-    _serve_node(port, low_level=False)
-
-
 class _FakeService:
     """What ``node.api`` needs of ``KVService``, answering ``get`` at once."""
 
@@ -176,9 +126,7 @@ def _serve_node_uvicorn(port: int) -> None:
     _run(main())
 
 
-SERVERS = {"app": _serve_app, "lowlevel": _serve_lowlevel, "node": _serve_node,
-           "node-app": _serve_node_app, "uvicorn": _serve_uvicorn,
-           "node-uvicorn": _serve_node_uvicorn}
+SERVERS = {"uvicorn": _serve_uvicorn, "node-uvicorn": _serve_node_uvicorn}
 
 
 def _run(coroutine: Any) -> None:
@@ -294,23 +242,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cluster", action="store_true",
                         help="instead: a node's CPU per request on a 3-node loopback cluster")
-    parser.add_argument("servers", nargs="*", default=list(SERVERS))
+    parser.add_argument("servers", nargs="*", default=list(SERVERS),
+                        help=f"front ends to measure: {', '.join(SERVERS)} (default: both)")
     args = parser.parse_args(argv)
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown front end {', '.join(sorted(unknown))} (choose from "
+                     f"{', '.join(SERVERS)})")
     if args.cluster:
         figures = measure_cluster(args.requests, args.connections, args.rounds)
         print(f"µs of node CPU per local get: {figures} (median {statistics.median(figures)})")
         return 0
-    if importlib.util.find_spec("uvicorn") is None:
-        print("uvicorn is not installed (pip install uvicorn httptools): skipped")
-        args.servers = [name for name in args.servers if "uvicorn" not in name]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in args.servers}
     for _ in range(args.rounds):            # interleaved: noise hits every front end alike
         for name in args.servers:
             results[name].append(measure(name, args.requests, args.connections))
-    print(f"{'front end':10} {'µs CPU/request (median, all rounds)':42} requests/s (median)")
+    print(f"{'front end':12} {'µs CPU/request (median, all rounds)':42} requests/s (median)")
     for name, rounds in results.items():
         cpu = [round(c, 1) for c, _ in rounds]
-        print(f"{name:10} {statistics.median(cpu):6.1f}  {str(cpu):34} "
+        print(f"{name:12} {statistics.median(cpu):6.1f}  {str(cpu):34} "
               f"{statistics.median(r for _, r in rounds):8.0f}")
     return 0
 

@@ -3,25 +3,19 @@
 ``respond(service, method, path, authorization, read_body)`` serves each op of
 ``protocol.OPS`` at its method and path (a GET route answers HEAD too): look the route up,
 check the token and its role, read the JSON body, call ``KVService.call``.  The node's front
-end (``http_front.py``, uvicorn's httptools protocol) calls it; so do the aiohttp adapters below
-(``create_runner``: aiohttp's low-level server; ``create_app``: a ``web.Application``), kept for
-a node still set up with aiohttp.
+end (``http_front.py``, uvicorn's httptools protocol) calls it and sends the ``Answer``.
 
 Every request but ``GET /health`` needs ``Authorization: Bearer <client token>`` whose role
 allows the op (deny by default).  Every answer is JSON with a ``header`` (answering node, its
 applied index, the leader, the revision); errors are ``{"error": code, "message": ...}`` with a
 4xx/5xx status, never a traceback.  The connection limits (header deadline, idle timeout,
-caps, TLS) are ``http_guard``'s and ``client_ports``'.
+caps, TLS) are ``http_front``'s, ``http_guard``'s and ``client_ports``'.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
-
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from consensus_store import fast_json
 from consensus_store.config import ClientToken
@@ -34,11 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("consensus_store.api")
 
-# Each path's methods, for 405 answers (a GET route answers HEAD too, as aiohttp's router did).
+# Each path's methods, for 405 answers (a GET route answers HEAD too).
 _METHODS: dict[str, set[str]] = {}
 for _method, _path in (*OP_BY_ROUTE, HEALTH_ROUTE):
     _METHODS.setdefault(_path, set()).update({_method, "HEAD"} if _method == "GET" else {_method})
-_JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -137,91 +130,3 @@ def decode_body(raw: bytes) -> dict[str, Any]:
 
 def body_timeout(seconds: float) -> BodyTimeout:
     return BodyTimeout(f"request body not received within {seconds:g}s")
-
-
-# ---- aiohttp ---------------------------------------------------------------------------------
-def create_server(service: "KVService") -> web.Server:
-    """aiohttp's low-level server answering every op of the table; call it for each
-    connection's ``RequestHandler`` (``http_guard.GuardedHttp`` wraps one)."""
-    limits = service.config.limits
-    loop = asyncio.get_running_loop()
-    _quiet_parse_errors()
-
-    def request(message: Any, payload: Any, protocol: Any, writer: Any,
-                task: "asyncio.Task[None]") -> web.BaseRequest:
-        return web.BaseRequest(message, payload, protocol, writer, task, loop,
-                               client_max_size=limits.max_request_bytes)
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        return await aiohttp_answer(service, request)
-
-    # keepalive_timeout: an idle connection (or one that never completes a request) is closed
-    # this long after it opened or after its last answer; the header deadline is http_guard's
-    return web.Server(handle, request_factory=request, access_log=None,
-                      keepalive_timeout=limits.idle_timeout_s)
-
-
-def create_runner(service: "KVService") -> web.ServerRunner:
-    """The runner a node sets up: ``runner.server`` makes each connection's handler."""
-    return web.ServerRunner(create_server(service), handle_signals=False)
-
-
-def create_app(service: "KVService") -> web.Application:
-    """The same answers through aiohttp's ``web.Application`` (one catch-all route), for a
-    node still set up with ``web.AppRunner``; ``create_runner`` costs less per request."""
-    limits = service.config.limits
-    _quiet_parse_errors()
-    app = web.Application(client_max_size=limits.max_request_bytes,
-                          handler_args={"keepalive_timeout": limits.idle_timeout_s})
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await aiohttp_answer(service, request)
-
-    app.router.add_route("*", "/{path:.*}", handle)
-    return app
-
-
-async def aiohttp_answer(service: "KVService", request: web.BaseRequest) -> web.Response:
-    async def read_body() -> bytes:
-        try:
-            if request.content.is_eof():     # the whole body came with the head (usually)
-                return await request.read()
-            seconds = service.config.limits.body_timeout_s
-            try:
-                async with asyncio.timeout(seconds):
-                    return await request.read()
-            except TimeoutError:
-                raise body_timeout(seconds) from None
-        except web.HTTPRequestEntityTooLarge:
-            raise BodyTooLarge("request body is larger than the node accepts") from None
-
-    answer = await respond(service, request.method, request.path,
-                           request.headers.get("Authorization"), read_body)
-    response = web.Response(body=answer.body, status=answer.status, content_type=_JSON)
-    if answer.allow is not None:
-        response.headers["Allow"] = answer.allow
-    return response
-
-
-class _ParseErrorFilter(logging.Filter):
-    """aiohttp logs a traceback at ERROR for each request it cannot parse (a malformed header
-    line...), after answering 400 itself: a log flood anyone can cause.  One debug line, as
-    aiohttp does for a bad method."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, HttpProcessingError):
-            return True
-        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            return False
-        record.msg, record.args = "%s (%s): %s", (record.getMessage(), type(error).__name__,
-                                                  str(error.message).splitlines()[0])
-        record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
-        return True
-
-
-_PARSE_ERROR_FILTER = _ParseErrorFilter()
-
-
-def _quiet_parse_errors() -> None:
-    logging.getLogger("aiohttp.server").addFilter(_PARSE_ERROR_FILTER)   # once: a set-like add

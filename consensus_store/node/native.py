@@ -260,7 +260,7 @@ class _Connection(asyncio.Protocol):
     def _read(self, request_id: int, op: str, message: dict[str, Any]) -> None:
         """Answer at once when the read needs no wait (``reads.read_wait``); else run it as a
         task."""
-        wait, _ = read_wait(message, self.service.proposer.applied_index)
+        wait, _ = read_wait(message, self.service.engine.applied_index)
         coroutine = self.service.call(op, message, self.caller)
         if wait is not ReadWait.NONE:
             self._spawn(request_id, coroutine)
@@ -294,14 +294,14 @@ class _Connection(asyncio.Protocol):
                 self._spawn(request_id, service.write_command(command, left, alone=True), size)
                 return
             try:
-                _, result = service.proposer.applied_answer(*outcome)
+                _, result = service.engine.applied_answer(*outcome)
             except ConsensusStoreError as exc:
                 self._reply(request_id, exc.http_status, exc.to_json())
             else:
                 self._reply(request_id, 200, result)
             self._request_ended(size)
 
-        if service.proposer.try_write_in_batch(command, seconds, deliver):
+        if service.engine.try_write_in_batch(command, seconds, deliver):
             self.batched += 1
             self._request_started(size)
         else:

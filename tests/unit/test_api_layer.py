@@ -305,13 +305,11 @@ def test_the_async_kv_calls_send_what_the_blocking_ones_send() -> None:
 
 def test_clients_are_requesters_and_the_old_names_still_import() -> None:
     from consensus_store.client import AsyncClient, Client
-    from consensus_store.client.coordination import CoordinationMixin
     from consensus_store.client.groups import rendezvous
     from consensus_store.client.lock import Lock
     from consensus_store.client.session import Session as OldSession
-    from consensus_store.kv_api import KVApi as OldKVApi
 
-    assert CoordinationMixin is CoordinationApi and OldSession is Session
+    assert OldSession is Session
     assert Lock is api.Lock and rendezvous is api.rendezvous
     client = Client(["http://127.0.0.1:9"])
     try:
@@ -319,13 +317,6 @@ def test_clients_are_requesters_and_the_old_names_still_import() -> None:
     finally:
         client.close()
     assert isinstance(AsyncClient(["http://127.0.0.1:9"]), AsyncRequester)
-
-    class Old(OldKVApi):   # the old contract: a private ``_request``
-        def _request(self, op: str, body: dict[str, Any],
-                     timeout: float | None) -> dict[str, Any]:
-            return {"kv": KV}
-
-    assert Old().request("get", {}, None) == {"kv": KV} and Old().get("k") is not None
 
 
 def test_the_node_builds_on_the_api_layer_and_imports_no_client_module() -> None:

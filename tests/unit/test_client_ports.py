@@ -1,22 +1,17 @@
-"""Client ports in one process: connection caps, the HTTP header deadline (it reads two private
-fields of aiohttp's RequestHandler: these tests notice if they change), the blocking native
-client's TLS socket shared by a reader thread and writer threads."""
+"""Client ports in one process: connection caps and the blocking native client's TLS socket
+shared by a reader thread and writer threads (the HTTP header deadline: test_http_front.py)."""
 from __future__ import annotations
 
 import asyncio
 import socket
 import threading
-import time
 from pathlib import Path
-
-from aiohttp import web
 
 from consensus_store.client.native import _TlsSocket
 from consensus_store.config import Address, Limits
 from consensus_store.launcher import free_ports
 from consensus_store.node.client_ports import (LAST_FDS, MIN_CAP, RESERVED_FDS, ClientPort,
                                                ConnectionGate, connection_caps)
-from consensus_store.node.http_guard import GuardedHttp
 from consensus_store.testing.certs import CertificateAuthority
 from consensus_store.tls import client_context, server_context
 
@@ -44,52 +39,6 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     except asyncio.TimeoutError:
         return False
     return True
-
-
-def test_header_deadline_closes_a_slow_head_but_not_a_slow_handler() -> None:
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.6)          # longer than the header deadline
-        return web.Response(text="done")
-
-    async def scenario() -> None:
-        app = web.Application()
-        app.router.add_get("/slow", slow)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        factory = runner.server
-        assert factory is not None
-        port = ClientPort("HTTP", lambda: GuardedHttp(factory(), 0.3),
-                          ConnectionGate("HTTP", 10, 10_000), None)
-        address = await _serve(port)
-        try:
-            # a head trickling in: closed after ~0.3 s
-            reader, writer = await asyncio.open_connection(address.host, address.port)
-            started = time.monotonic()
-            writer.write(b"GET /slow HTTP/1.1\r\n")
-            for _ in range(10):
-                await asyncio.sleep(0.1)
-                if reader.at_eof():
-                    break
-                writer.write(b"X")
-            assert await _closed_within(reader, 2.0)
-            assert time.monotonic() - started < 1.0
-            writer.close()
-            # a complete head answered slowly, twice on one connection: never cut
-            reader, writer = await asyncio.open_connection(address.host, address.port)
-            for _ in range(2):
-                writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
-                assert head.startswith(b"HTTP/1.1 200")
-                assert await asyncio.wait_for(reader.readexactly(4), 1.0) == b"done"
-            writer.close()
-            # a fresh connection that never sends: its first head is due too
-            reader, writer = await asyncio.open_connection(address.host, address.port)
-            assert await _closed_within(reader, 2.0)
-            writer.close()
-        finally:
-            await port.close()
-            await runner.cleanup()
-    asyncio.run(scenario())
 
 
 def test_gate_closes_connections_over_the_cap_and_counts_them_back() -> None:

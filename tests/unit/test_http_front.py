@@ -1,7 +1,7 @@
-"""The HTTP front end (``node/api.py``: aiohttp's low-level server routed from the op table),
-served on 127.0.0.1 exactly as the node wires it (``ClientPort`` + ``GuardedHttp`` around
-``create_runner(service).server``), with a fake service: routes, status codes and JSON error
-bodies, body limits, bad headers, and the header deadline."""
+"""The HTTP front end (``node/http_front.py``: uvicorn's httptools protocol behind
+``http_guard``, answering through ``api.respond``), served on 127.0.0.1 exactly as the node wires
+it (``ClientPort`` around ``HttpFront.connection``), with a fake service: routes, status codes and
+JSON error bodies, body limits, bad headers, the header deadline and the idle timeout."""
 from __future__ import annotations
 
 import asyncio
@@ -16,10 +16,8 @@ import pytest
 from consensus_store.config import Address, ClientToken, Limits, Role
 from consensus_store.errors import InvalidRequest
 from consensus_store.launcher import free_ports
-from consensus_store.node.api import create_runner
 from consensus_store.node.client_ports import ClientPort, ConnectionGate
 from consensus_store.node.http_front import HttpFront
-from consensus_store.node.http_guard import GuardedHttp
 
 TOKEN = "front-token-0123456789"
 READER = "reader-token-0123456789"
@@ -54,36 +52,20 @@ class FakeService:
 Scenario = Callable[[Address, FakeService], Awaitable[None]]
 
 
-@pytest.fixture(params=["uvicorn", "aiohttp"])
-def front(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-def serve(front: str, scenario: Scenario, **limits: Any) -> FakeService:
-    """Run ``scenario`` against a front end on a free loopback port, wired as the node does."""
+def serve(scenario: Scenario, **limits: Any) -> FakeService:
+    """Run ``scenario`` against the front end on a free loopback port, wired as the node does."""
     service = FakeService(Limits(**limits))
 
     async def main() -> None:
-        header_timeout = limits.get("header_timeout_s", 10.0)
-        gate = ConnectionGate("HTTP", 10, 10_000)
-        if front == "uvicorn":
-            http = HttpFront(service, header_timeout)   # type: ignore[arg-type]
-            port = ClientPort("HTTP", http.connection, gate, None)
-            close: Callable[[], Awaitable[None]] = http.close
-        else:
-            runner = create_runner(service)   # type: ignore[arg-type]
-            await runner.setup()
-            factory = runner.server
-            assert factory is not None
-            port = ClientPort("HTTP", lambda: GuardedHttp(factory(), header_timeout), gate, None)
-            close = runner.cleanup
+        http = HttpFront(service, limits.get("header_timeout_s", 10.0))   # type: ignore[arg-type]
+        port = ClientPort("HTTP", http.connection, ConnectionGate("HTTP", 10, 10_000), None)
         address = Address("127.0.0.1", free_ports(1)[0])
         await port.listen(address)
         try:
             await scenario(address, service)
         finally:
             await port.close()
-            await close()
+            await http.close()
     asyncio.run(main())
     return service
 
@@ -110,7 +92,7 @@ def request(method: str, path: str, token: str | None = TOKEN, body: bytes | Non
     return head, body or b""
 
 
-def test_ops_are_served_at_their_routes_with_the_caller(front: str) -> None:
+def test_ops_are_served_at_their_routes_with_the_caller() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         status, head, body = await exchange(address, *request("POST", "/v1/kv/get",
                                                               body=b'{"key": "k"}'))
@@ -128,7 +110,7 @@ def test_ops_are_served_at_their_routes_with_the_caller(front: str) -> None:
         assert (status, json.loads(body)["op"]) == (200, "group_join")
         status, _, body = await exchange(address, *request("POST", "/v1/session/open"))
         assert status == 200                      # no body at all: an empty object
-    service = serve(front, scenario)
+    service = serve(scenario)
     assert [op for op, _, _ in service.calls] == ["get", "status", "status", "group_join",
                                                  "session_open"]
     assert {caller.name for _, _, caller in service.calls} == {"admin"}
@@ -149,8 +131,8 @@ def test_ops_are_served_at_their_routes_with_the_caller(front: str) -> None:
     ("POST", "/v1/kv/get", TOKEN, b'{"key": "bad"}', 400, "invalid_request"),
     ("POST", "/v1/kv/get", TOKEN, b'{"key": "boom"}', 500, "internal"),
 ])
-def test_errors_are_json_with_their_status(front: str, method: str, path: str,
-                                           token: str | None, body: bytes | None, status: int,
+def test_errors_are_json_with_their_status(method: str, path: str, token: str | None,
+                                           body: bytes | None, status: int,
                                            error: str, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         got, head, answer = await exchange(address, *request(method, path, token, body))
@@ -162,36 +144,36 @@ def test_errors_are_json_with_their_status(front: str, method: str, path: str,
             assert b"allow: " in head.lower()
             assert ("use POST" if method == "GET" else "use GET, HEAD") in decoded["message"]
     with caplog.at_level(logging.ERROR):
-        serve(front, scenario, max_value_bytes=100_000)
+        serve(scenario, max_value_bytes=100_000)
 
 
-def test_a_body_over_the_limit_is_413_json(front: str) -> None:
+def test_a_body_over_the_limit_is_413_json() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         big = b'{"value": "' + b"x" * 300_000 + b'"}'
         status, _, body = await exchange(address, *request("POST", "/v1/kv/put", body=big))
         assert (status, json.loads(body)["error"]) == (413, "payload_too_large")
         assert service.calls == []
-    serve(front, scenario, max_value_bytes=100_000)
+    serve(scenario, max_value_bytes=100_000)
 
 
 @pytest.mark.parametrize("token", [b"\xe9\xff\xfe", "jeton-é-0123456789".encode(), b"\xc3"])
-def test_a_non_ascii_authorization_is_401_json(front: str, token: bytes) -> None:
+def test_a_non_ascii_authorization_is_401_json(token: bytes) -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         head = b"GET /v1/status HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer " + token
         status, answer_head, body = await exchange(address, head)
         assert status == 401 and b"application/json" in answer_head
         assert json.loads(body)["error"] == "unauthorized"
-    serve(front, scenario)
+    serve(scenario)
 
 
-def test_a_header_line_http_cannot_parse_is_400_and_the_port_still_serves(front: str) -> None:
+def test_a_header_line_http_cannot_parse_is_400_and_the_port_still_serves() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         status, _, _ = await exchange(address, b"GET /v1/status HTTP/1.1\r\nHost: node\r\n"
                                                b"no colon here")
         assert status == 400
         status, _, _ = await exchange(address, *request("GET", "/v1/status"))
         assert status == 200
-    serve(front, scenario)
+    serve(scenario)
 
 
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
@@ -202,8 +184,7 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     return True
 
 
-def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut(
-        front: str) -> None:
+def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         # a head trickling in: closed after the 0.3 s header deadline
         reader, writer = await asyncio.open_connection(address.host, address.port)
@@ -231,10 +212,16 @@ def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut(
         assert await _closed_within(reader, 3.0)
         assert time.monotonic() - idle_from >= 0.3
         writer.close()
-    serve(front, scenario, header_timeout_s=0.3, idle_timeout_s=0.5)
+        # a fresh connection that never sends: its first head is due too (0.3 s, not 0.5 s)
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        started = time.monotonic()
+        assert await _closed_within(reader, 2.0)
+        assert time.monotonic() - started < 0.45
+        writer.close()
+    serve(scenario, header_timeout_s=0.3, idle_timeout_s=0.5)
 
 
-def test_a_body_that_never_completes_is_answered_400_after_the_body_timeout(front: str) -> None:
+def test_a_body_that_never_completes_is_answered_400_after_the_body_timeout() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         reader, writer = await asyncio.open_connection(address.host, address.port)
         head, _ = request("POST", "/v1/kv/get", body=b"x" * 1000)
@@ -246,10 +233,10 @@ def test_a_body_that_never_completes_is_answered_400_after_the_body_timeout(fron
         assert b"body not received within 0.5s" in answer
         assert time.monotonic() - started < 2.0
         assert service.calls == []
-    serve(front, scenario, body_timeout_s=0.5)
+    serve(scenario, body_timeout_s=0.5)
 
 
-def test_a_head_too_large_is_refused_and_the_port_still_serves(front: str) -> None:
+def test_a_head_too_large_is_refused_and_the_port_still_serves() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         lines = b"".join(b"\r\nX-Filler-%05d: %s" % (i, b"y" * 40) for i in range(10_000))
         reader, writer = await asyncio.open_connection(address.host, address.port)
@@ -265,7 +252,7 @@ def test_a_head_too_large_is_refused_and_the_port_still_serves(front: str) -> No
         status, _, _ = await exchange(address, *request("GET", "/v1/status"))
         assert status == 200
         assert [op for op, _, _ in service.calls] == ["status"]
-    serve(front, scenario)
+    serve(scenario)
 
 
 def test_a_body_that_came_with_its_head_is_read_without_a_timer(
@@ -285,11 +272,11 @@ def test_a_body_that_came_with_its_head_is_read_without_a_timer(
         status, _, body = await exchange(address, *request("POST", "/v1/kv/get",
                                                            body=b'{"key": "k"}'))
         assert status == 200, body
-    serve("uvicorn", scenario)
+    serve(scenario)
     assert seen == [True]
 
 
-def test_pipelined_requests_are_answered_in_order(front: str) -> None:
+def test_pipelined_requests_are_answered_in_order() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         reader, writer = await asyncio.open_connection(address.host, address.port)
         requests = b""
@@ -307,7 +294,7 @@ def test_pipelined_requests_are_answered_in_order(front: str) -> None:
         last = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
         assert last.startswith(b"HTTP/1.1 200")        # HEAD: a head, no body
         writer.close()
-    serve(front, scenario)
+    serve(scenario)
 
 
 def test_an_answer_s_head_waits_for_its_body_to_go_out_in_one_write() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from consensus_store.api import AsyncKVApi, KVApi, resolve_level
+from consensus_store.api.kv import cas_call, get_call, put_call
 from consensus_store.client.core import MAX_SERVER_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.native import _AsyncLink, _Link
 from consensus_store.config import ClientToken, Limits, Role
@@ -21,8 +23,6 @@ from consensus_store.wire import (HEADER, FrameReader, FrameTooLarge, decode,
                                          peek_request_id)
 from consensus_store.errors import (CompareFailed, InvalidRequest, NotLeader, PayloadTooLarge,
                                     Timeout, Unavailable)
-from consensus_store.kv_api import (AsyncKVApi, KVApi, cas_call, get_call, put_call,
-                                    resolve_level)
 from consensus_store.models import KeyValue
 
 SECRET = "s" * 20
@@ -147,13 +147,13 @@ class _Recorder:
 
 
 class SyncApi(KVApi, _Recorder):
-    def _request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    def request(self, op: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         return self.answer(op, body, timeout)
 
 
 class AsyncApi(AsyncKVApi, _Recorder):
-    async def _request(self, op: str, body: dict[str, Any],
-                       timeout: float | None) -> dict[str, Any]:
+    async def request(self, op: str, body: dict[str, Any],
+                      timeout: float | None) -> dict[str, Any]:
         await asyncio.sleep(0)
         return self.answer(op, body, timeout)
 
@@ -274,13 +274,13 @@ class FakeService:
         self.tokens = SimpleNamespace(
             lookup=lambda raw: caller if raw == SECRET.encode() else None, generation=1)
         # try_write_in_batch: False sends writes down the task path (see the batch test)
-        self.proposer = SimpleNamespace(applied_index=5, try_write_in_batch=lambda *a: False)
+        self.engine = SimpleNamespace(applied_index=5, try_write_in_batch=lambda *a: False)
         self.store: dict[str, Any] = {}
         self.gates: dict[str, asyncio.Future] = {}
         self.waited_reads = 0
 
     def header(self) -> dict[str, Any]:
-        return {"node": "n1", "applied_index": self.proposer.applied_index}
+        return {"node": "n1", "applied_index": self.engine.applied_index}
 
     def timeout_s(self, timeout: float | None) -> float:
         return 10.0 if timeout is None else timeout
@@ -300,7 +300,7 @@ class FakeService:
 
     async def get(self, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         min_index = body.get("min_index", 0)
-        if min_index > self.proposer.applied_index or body.get("consistency") == "linearizable":
+        if min_index > self.engine.applied_index or body.get("consistency") == "linearizable":
             self.waited_reads += 1
             await asyncio.sleep(0)
         if "key" not in body:
@@ -428,7 +428,7 @@ def test_batched_writes_are_answered_from_the_batch_without_a_task() -> None:
             return index, dict(outcome)
 
         service = FakeService()
-        service.proposer = SimpleNamespace(
+        service.engine = SimpleNamespace(
             applied_index=5, applied_answer=applied_answer,
             try_write_in_batch=lambda command, timeout, deliver: joined.append(deliver) or True)
         connection, transport, _ = await _connection(service)

@@ -44,7 +44,7 @@ class FakeService:
     def __init__(self) -> None:
         self.config = SimpleNamespace(limits=Limits(max_value_bytes=1000), native_address=None)
         self.tokens = FakeTokens()
-        self.proposer = SimpleNamespace(applied_index=1, try_write_in_batch=lambda *a: False)
+        self.engine = SimpleNamespace(applied_index=1, try_write_in_batch=lambda *a: False)
         self.calls: list[tuple[str, Any]] = []     # (op, caller) of each op that got through
 
     @property
