@@ -125,12 +125,18 @@ def node_config_paths(config_dir: Path) -> list[Path]:
 
 
 def _require_free(config_path: Path, host: str, port: int) -> None:
-    with socket.socket() as probe:
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:     # IPv4 first where a name has both, as the node's raft listener prefers
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{config_path}: cannot resolve {host}: {exc.strerror}") from None
+    family, *_, where = min(found, key=lambda info: info[0] != socket.AF_INET)
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
+            probe.bind(where)
         except OSError:
-            raise ConfigError(f"{config_path}: {host}:{port} is in use (is the cluster already "
+            raise ConfigError(f"{config_path}: {shown} is in use (is the cluster already "
                               "up?)") from None
 
 
