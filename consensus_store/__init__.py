@@ -14,7 +14,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Imported when asked for: Node pulls in pysyncobj and aiohttp, the clients httpx.
+    # Imported when asked for: Node pulls in pysyncobj and uvicorn, the clients httpx.
     if name == "Node":
         from consensus_store.node import Node
         return Node

@@ -5,10 +5,10 @@ Every accepted connection gets an ``_Admission`` protocol, made at accept (befor
 handshake), which takes a count in the port's ``ConnectionGate`` until the connection closes:
 over the port's cap, the connection is closed as soon as it is made (with TLS, once its
 handshake is over: the count already covers it meanwhile).  Admitted connections are
-handed to the port's own protocol (aiohttp's, behind ``http_guard``, or the native one).  With
-TLS (``ssl=`` of ``create_server``, handshake bounded by ``HANDSHAKE_TIMEOUT_S``) a failed
-handshake never reaches the protocol, so its count is given back once the handshake's deadline
-has passed: counting from accept is what keeps descriptors bounded, as a peer that connects and
+handed to the port's own protocol (uvicorn's httptools one, behind ``http_guard``, or the
+native one).  With TLS (``ssl=`` of ``create_server``, handshake bounded by
+``HANDSHAKE_TIMEOUT_S``) a failed handshake never reaches the protocol, so its count is given
+back once the handshake's deadline has passed: counting from accept is what keeps descriptors bounded, as a peer that connects and
 never says hello holds one too.
 
 Descriptors: the node raises its soft ``RLIMIT_NOFILE`` to the hard limit at start and keeps

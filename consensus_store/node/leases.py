@@ -15,7 +15,7 @@ import logging
 import ssl
 from typing import Any
 
-import aiohttp
+import httpx
 
 from consensus_store.errors import Forbidden, NotFound, Unavailable, error_from_json
 from consensus_store.node.engine import Engine
@@ -38,7 +38,7 @@ class LeaseKeeper:
         self._expiring: set[int] = set()
         self._leading = False
         self._task: asyncio.Task | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: httpx.AsyncClient | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -47,7 +47,7 @@ class LeaseKeeper:
         if self._task is not None:
             self._task.cancel()
         if self._http is not None:
-            await self._http.close()
+            await self._http.aclose()
 
     def _sessions(self) -> dict[int, float]:
         if not self._engine.started:
@@ -125,16 +125,15 @@ class LeaseKeeper:
 
     async def _forward(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         if self._http is None:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
-                headers={"Authorization": f"Bearer {self._token}"},
-                timeout=aiohttp.ClientTimeout(total=2.0))
+            self._http = httpx.AsyncClient(
+                verify=self._ssl if self._ssl is not None else True,
+                headers={"Authorization": f"Bearer {self._token}"}, timeout=2.0)
         try:
-            async with self._http.post(f"{endpoint}/v1/session/keepalive", json=body) as reply:
-                body = await reply.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            reply = await self._http.post(f"{endpoint}/v1/session/keepalive", json=body)
+            body = reply.json()
+        except (httpx.HTTPError, ValueError) as exc:
             raise Unavailable(f"leader at {endpoint} unreachable: {exc.__class__.__name__}") from None
-        if reply.status >= 400:
-            raise error_from_json(reply.status, body)
+        if reply.status_code >= 400:
+            raise error_from_json(reply.status_code, body)
         body.pop("header", None)
         return body

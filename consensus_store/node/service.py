@@ -44,7 +44,6 @@ class KVService:
                  leases: LeaseKeeper) -> None:
         self.config = config
         self.engine = engine
-        self.proposer = engine        # the old name (native.py: applied_index, try_write_in_batch)
         self.watches = watches
         self.leases = leases
         self.tokens = TokenStore(config)

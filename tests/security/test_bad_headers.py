@@ -1,7 +1,7 @@
 """Issue #10: headers a client library would never send, as raw bytes over a socket (httpx
 refuses non-ASCII header values).  A bad ``Authorization`` value is a wrong token: 401 JSON.  A
-header line HTTP cannot parse is aiohttp's 400, never a 500.  Neither leaves a traceback in the
-node's log (one per request would let anyone fill the disk)."""
+header line HTTP cannot parse is the parser's 400 (uvicorn's httptools), never a 500.  Neither
+leaves a traceback in the node's log (one per request would let anyone fill the disk)."""
 from __future__ import annotations
 
 import json
