@@ -20,7 +20,9 @@ from consensus_store.state import StateMachine
 
 log = logging.getLogger("consensus_store.raft")
 
-LONG_COLLECTION_S = 0.1
+# Half the shortest default election timeout: a pause this long may cost leadership.  (Shorter
+# ones happen on a loaded machine and are not worth a line.)
+LONG_COLLECTION_S = 0.25
 FREEZE_MIN_KEYS = 100_000          # below this a full collection takes well under 0.1 s
 FREEZE_AFTER_ENTRIES = 10_000
 
