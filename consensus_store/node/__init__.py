@@ -1,8 +1,10 @@
-"""The node daemon: the only layer that imports pysyncobj.
+"""The node daemon.
 
-Owns: the raft adapter (``raft``), the asyncio bridge (``proposer``), request semantics
-(``service``), the HTTP API (``api``) and lifecycle (``server.Node``).  Clients and the CLI never
-import this package.
+Owns: the engine (``engine/``, the only package that imports pysyncobj, behind its ``Engine``
+façade), request semantics (``service``, ``validate``, ``reads``), the client ports (``api`` and
+``http_front`` for HTTP, ``native``), sessions' leases (``leases``), watches (``watch``) and
+lifecycle and the embedded API (``server.Node``).  Builds on ``consensus_store.api``; never
+imports ``client/``.  Clients and the CLI never import this package.
 """
 from consensus_store.node.server import Node
 

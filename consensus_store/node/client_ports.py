@@ -15,8 +15,8 @@ Descriptors: the node raises its soft ``RLIMIT_NOFILE`` to the hard limit at sta
 ``RESERVED_FDS`` of them for itself (journal, snapshots, meta file, peer sockets, log files):
 ``connection_caps`` shrinks the configured per-port caps to fit, and a connection whose socket
 got one of the last ``LAST_FDS`` descriptor numbers is refused too (descriptors are handed out
-lowest first, so a number that high means that many are open).  The raft thread then never meets
-EMFILE because of clients.  Nor does the accept loop, which matters under uvloop: asyncio's
+lowest first, so a number that high means that many are open).  Raft (ticked on the same loop)
+then never meets EMFILE because of clients.  Nor does the accept loop, which matters under uvloop: asyncio's
 pauses a second and retries after EMFILE, but when libuv reports an accept error (for EMFILE,
 once its spare-descriptor trick fails) uvloop closes the listening socket for good.
 """

@@ -2,7 +2,8 @@
 
 The client ports (HTTP, native) are served with TLS when the config has ``[tls]``, with at most
 ``limits.max_*_connections`` each (``client_ports``: the process's open-files limit is raised to
-its hard limit at start and the caps fit under it, with descriptors kept for the raft thread).
+its hard limit at start and the caps fit under it, with descriptors kept for Raft's files and
+peers).
 
 ``Node`` is also the embedded API: the same write methods as ``Client`` (they go through this
 node's proposer, so they are replicated like any client's), and reads straight from local memory.

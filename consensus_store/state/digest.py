@@ -39,7 +39,8 @@ def digest_of(parts: dict[str, str]) -> str:
 
 def _sha256(value: Any) -> str:
     """SHA-256 of ``json.dumps(value, sort_keys=True)``, fed a piece at a time: one C call
-    encoding a whole large list would hold the GIL, and so stall the raft thread, throughout."""
+    encoding a whole large list would hold the GIL, and so stall the node's loop (and Raft's
+    heartbeats), throughout."""
     hasher = hashlib.sha256()
     for piece in _json_pieces(value):
         hasher.update(piece.encode())
