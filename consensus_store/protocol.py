@@ -159,6 +159,8 @@ OPS_LIST: tuple[Op, ...] = (
          ("id", "role", "term", "commit_index", "applied_index", "log_length", "ready",
           "leader", "connected_peers", "keys", "revision", "raft_address", "api_address",
           "native_address", "membership", "members", "uptime_s", "requests")),
+    _post("leader_transfer", "/v1/leader/transfer", _N, _ADMIN,
+          {"to": _S, "timeout": Field.NUMBER}, ("leader", "term")),
     _get("sessions", "/v1/sessions", _ADMIN, ("sessions",)),
     _get("digest", "/v1/digest", _ADMIN, ("digest", "parts", "index")),
 )

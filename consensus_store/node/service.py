@@ -170,6 +170,16 @@ class KVService:
         return await self.leases.keepalive(session_id, self.leader_id(), key, admin=admin,
                                            forwarded=forwarded)
 
+    async def leader_transfer(self, body: dict[str, Any], timeout: float | None = None, *,
+                              caller: ClientToken | None = None) -> dict[str, Any]:
+        """Hand Raft leadership to voter ``to`` (absent: the most caught-up one); NotLeader
+        unless this node leads (the client then asks another)."""
+        to = body.get("to")
+        if to is not None and (not isinstance(to, str) or not to):
+            raise InvalidRequest("'to' must be a node id")
+        wait = validate.request_timeout(body) if timeout is None else timeout
+        return await self.engine.transfer_leadership(to, self.timeout_s(wait))
+
     def digest(self) -> dict[str, Any]:
         """Digest of the replicated state, with the index it covers (for convergence checks)."""
         # Copied a chunk at a time and hashed outside the lock: apply waits ~1 ms at most.
@@ -211,6 +221,7 @@ class KVService:
             "session_open": self.session_open, "session_close": self.session_close,
             "session_keepalive": self.session_keepalive, "watch": self.watch, "status": status,
             "sessions": partial(now, self.sessions), "digest": partial(now, self.digest),
+            "leader_transfer": self.leader_transfer,
         }
         handlers: dict[str, Handler] = {}
         for op in OPS.values():

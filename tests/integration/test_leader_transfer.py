@@ -1,4 +1,5 @@
-"""Leader transfer with real node processes: SIGTERM of the leader hands leadership over.
+"""Leader transfer with real node processes: to a named node or any, refusals, the CLI, and
+SIGTERM of the leader handing leadership over.
 
 Each test owns its cluster (it stops nodes).  The clusters run with long election timeouts
 (2-3 s), so that a pause caused by an election (the next leader waits for its election
@@ -6,14 +7,23 @@ deadline) and one caused by a handover (a round trip or two) are far apart on a 
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from consensus_store.client import RetryPolicy
-from consensus_store.errors import ConsensusStoreError
+from consensus_store.errors import ConsensusStoreError, InvalidRequest
 from consensus_store.launcher import LocalCluster
 
-from .support import ClusterPool, local_range, wait_until
+from .support import ClusterPool, followers, local_range, raw_post, wait_until
+
+CLI = [sys.executable, "-m", "consensus_store"]
 
 SLOW_ELECTIONS = {"election_timeout_min_s": 2.0, "election_timeout_max_s": 3.0,
                   "connection_timeout_s": 3.0, "leader_fallback_timeout_s": 2.0}
@@ -94,3 +104,73 @@ def test_sigterm_of_the_leader_hands_over_without_an_election_timeout(
         if node.alive:
             wait_until(lambda n=node_id: set(acked) <= set(local_range(cluster, n, "handover/")),
                        15.0, what=f"every acknowledged write on {node_id}")
+
+
+def test_transfer_to_a_named_node_then_to_any_keeps_every_acknowledged_write(
+        cluster_pool: ClusterPool) -> None:
+    cluster = cluster_pool.start(3, name="transfer")
+    first = cluster.wait_for_leader(timeout=30)
+    target = followers(cluster, first)[0]
+    writer = Writer(cluster, "transfer/")
+    writer.start()
+    with cluster.client() as admin:
+        wait_until(lambda: writer.count() >= 30, 30.0, what="writes before the transfers")
+        moved = admin.transfer_leadership(target, timeout=10.0)
+        assert moved.leader == target
+        assert cluster.wait_for_leader(timeout=10) == target
+        count = writer.count()
+        wait_until(lambda: writer.count() >= count + 30, 30.0, what="writes after a transfer")
+        anywhere = admin.transfer_leadership(timeout=10.0)
+        assert anywhere.leader != target and anywhere.term > moved.term
+        assert cluster.wait_for_leader(timeout=10) == anywhere.leader
+        count = writer.count()
+        wait_until(lambda: writer.count() >= count + 30, 30.0, what="writes after a transfer")
+        assert admin.transfer_leadership(anywhere.leader).leader == anywhere.leader   # no-op
+    acked = writer.finish()
+    for node_id in cluster.nodes:
+        wait_until(lambda n=node_id: set(acked) <= set(local_range(cluster, n, "transfer/")),
+                   15.0, what=f"every acknowledged write on {node_id}")
+
+
+def test_transfer_to_an_unknown_or_a_down_node_is_refused_and_the_cluster_serves_on(
+        cluster_pool: ClusterPool) -> None:
+    cluster = cluster_pool.start(3, name="refused")
+    leader = cluster.wait_for_leader(timeout=30)
+    down = followers(cluster, leader)[0]
+    assert cluster.nodes[down].stop() == 0
+    with cluster.client() as client:
+        wait_until(lambda: down not in client.status(cluster.nodes[leader].endpoint,
+                                                     timeout=1.0).connected_peers,
+                   10.0, what=f"the leader sees {down} disconnected")
+        for target, reason in (("n9", "unknown_target"), (down, "target_down")):
+            answer = raw_post(cluster, leader, "/v1/leader/transfer", {"to": target})
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["reason"] == reason
+            with pytest.raises(InvalidRequest):
+                client.transfer_leadership(target, timeout=5.0)
+        assert client.put("refused/after", 1).value == 1
+    assert cluster.wait_for_leader(timeout=10) == leader
+
+
+def test_cli_leader_transfer_exit_codes(cluster_pool: ClusterPool, tmp_path: Path) -> None:
+    cluster = cluster_pool.start(3, name="cli-transfer")
+    leader = cluster.wait_for_leader(timeout=30)
+    target = followers(cluster, leader)[0]
+    env = {"CONSENSUS_STORE_ENDPOINTS": ",".join(cluster.endpoints),
+           "CONSENSUS_STORE_TOKEN": cluster.token}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(CLI + list(args), cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL, env={**os.environ, **env})
+
+    moved = cli("leader", "transfer", target)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.startswith(f"leader {target} (term ")
+    assert cluster.wait_for_leader(timeout=10) == target
+    as_json = cli("leader", "transfer", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["leader"] != target
+    for args in (("leader", "transfer", "n9"), ("leader", "some-election", "n2")):
+        refused = cli(*args)
+        assert refused.returncode == 2, refused
+        assert len(refused.stderr.splitlines()) == 1 and "Traceback" not in refused.stderr

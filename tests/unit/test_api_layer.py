@@ -27,7 +27,7 @@ from consensus_store.protocol import OPS
 
 PACKAGE_DIR = Path(consensus_store.__file__).parent
 # Answered by the node for operators and tests, not called through the API layer.
-NOT_API_OPS = {"status", "sessions", "digest"}
+NOT_API_OPS = {"status", "sessions", "digest", "leader_transfer"}   # the last: api/cluster.py
 
 
 # ---- the import graph ------------------------------------------------------------------------

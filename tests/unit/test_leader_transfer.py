@@ -211,3 +211,10 @@ def test_the_async_client_call_sends_what_the_blocking_one_sends() -> None:
 
     assert asyncio.run(AsyncAdmin().transfer_leadership("n1")) == LeaderTransfer("n1", 7)
     assert recorder.sent == [(TRANSFER_OP, {"to": "n1"}, None)]
+
+
+def test_the_op_is_an_admin_post_that_the_client_call_names() -> None:
+    from consensus_store.config import Role
+    from consensus_store.protocol import OPS, REQUIRED_ROLE
+    assert REQUIRED_ROLE[TRANSFER_OP] is Role.ADMIN
+    assert OPS[TRANSFER_OP].route == ("POST", "/v1/leader/transfer")
