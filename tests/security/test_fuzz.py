@@ -771,7 +771,7 @@ RAFT_TYPES: dict[str | None, tuple[str, ...]] = {
     "apply_command": ("command", "request_id"),
     "apply_command_response": ("request_id", "error", "log_idx", "log_term"),
     "timeout_now": ("term",),
-    "cs_read_index": ("id",), "cs_read_index_reply": ("id", "index"),
+    "cs_read_index": ("id",), "cs_read_index_reply": ("id", "index"), "cs_timeout_now": ("term",),
     "bogus": (), None: (),
 }
 RAFT_FIELDS = sorted({name for names in RAFT_TYPES.values() for name in names})
