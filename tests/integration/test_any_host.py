@@ -107,9 +107,6 @@ def test_a_cluster_addressed_by_localhost_names(cluster_pool: ClusterPool) -> No
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "needs node/engine/runner.py _check_bindable to probe the raft address's own family "
-    "(it binds AF_INET only; the diff is in issue #12 item 4's report): remove this mark then"))
 def test_a_cluster_addressed_by_ipv6_loopback(cluster_pool: ClusterPool) -> None:
     paths = write_cluster_configs(cluster_pool.root / "ipv6" / "configs", 3, host="::1")
     assert 'raft_address = "[::1]:' in paths[0].read_text()

@@ -422,10 +422,16 @@ class RaftRunner:
 def _check_bindable(config: NodeConfig) -> None:
     """Fail fast with a clear message instead of pysyncobj's silent bind retries."""
     address = config.raft_address
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    try:     # the family pysyncobj will bind: IPv4 first, as its resolver prefers
+        found = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{config.path}: raft_address: cannot resolve {address.host}: "
+                          f"{exc.strerror}") from None
+    family, *_, where = min(found, key=lambda info: info[0] != socket.AF_INET)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((address.host, address.port))
+            probe.bind(where)
         except OSError as exc:
-            raise ConfigError(f"{config.path}: raft_address: cannot listen on {address}: "
-                              f"{exc.strerror}") from None
+            raise ConfigError(f"{config.path}: raft_address: cannot listen on "
+                              f"{address.authority}: {exc.strerror}") from None
