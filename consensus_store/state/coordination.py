@@ -19,15 +19,29 @@ Layout (names are %-quoted, so ``/`` in a name is safe):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 from urllib.parse import quote, unquote
 
 from consensus_store.errors import InvalidRequest, NotFound
 from consensus_store.state import limits
 from consensus_store.state.commands import is_int
+from consensus_store.state.keyspace import Keyspace, Record
+from consensus_store.state.sessions import SessionTable
 
-if TYPE_CHECKING:
-    from consensus_store.state.machine import StateMachine
+
+class MachineView(Protocol):
+    """What the coordination handlers use of the state machine (``StateMachine``), which
+    registers them: this module never imports the machine."""
+
+    keyspace: Keyspace
+    sessions: SessionTable
+
+    def session_of(self, command: dict[str, Any],
+                   outer: dict[str, Any] | None = None) -> int | None: ...
+    def authorize_owner(self, key: str, command: dict[str, Any]) -> None: ...
+    def put_record(self, key: str, value: Any, index: int, session: int | None) -> Record: ...
+    def delete_record(self, key: str, index: int) -> Record | None: ...
+
 
 RESERVED_PREFIX = "_cs/"
 MAX_NAME_CHARS = 512
@@ -71,7 +85,7 @@ def decode_name(quoted: str) -> str:
 class Coordination:
     """The op handlers; registered into ``StateMachine`` by name."""
 
-    def __init__(self, machine: "StateMachine") -> None:
+    def __init__(self, machine: MachineView) -> None:
         self._m = machine
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], int], Result]]:
@@ -86,7 +100,7 @@ class Coordination:
 
     # ---- helpers ----------------------------------------------------------------------------
     def _session(self, command: dict[str, Any]) -> int:
-        session = self._m._session_of(command)
+        session = self._m.session_of(command)
         if session is None:
             raise InvalidRequest("this op needs a 'session'")
         return session
@@ -109,15 +123,15 @@ class Coordination:
         if self._m.keyspace.get(key) is not None:
             return {"created": False}
         self._check_count(command, "max_groups", f"{RESERVED_PREFIX}group/")
-        self._m._put(key, {"group": command["group"]}, index, None)
+        self._m.put_record(key, {"group": command["group"]}, index, None)
         return {"created": True}
 
     def group_delete(self, command: dict[str, Any], index: int) -> Result:
         key = group_key(command.get("group"))
         members = list(self._m.keyspace.keys_with_prefix(members_prefix(command["group"])))
         for member_key in members:
-            self._m._delete(member_key, index)
-        existed = self._m._delete(key, index) is not None
+            self._m.delete_record(member_key, index)
+        existed = self._m.delete_record(key, index) is not None
         return {"deleted": existed, "members": len(members)}
 
     def group_join(self, command: dict[str, Any], index: int) -> Result:
@@ -132,13 +146,13 @@ class Coordination:
             self._check_count(command, "max_members", f"{RESERVED_PREFIX}member/")
         value = {"id": member_id, "node": self._node_of(session), "meta": command.get("meta"),
                  "session": session}
-        record = self._m._put(key, value, index, session)
+        record = self._m.put_record(key, value, index, session)
         return {"member": _member_json(value, record)}
 
     def group_leave(self, command: dict[str, Any], index: int) -> Result:
         key = members_prefix(command.get("group")) + name_part(command.get("member"), "member")
         self._m.authorize_owner(key, command)
-        return {"left": self._m._delete(key, index) is not None}
+        return {"left": self._m.delete_record(key, index) is not None}
 
     def group_update(self, command: dict[str, Any], index: int) -> Result:
         key = members_prefix(command.get("group")) + name_part(command.get("member"), "member")
@@ -147,7 +161,7 @@ class Coordination:
             raise NotFound(f"no member {command['member']!r} in group {command['group']!r}")
         self._m.authorize_owner(key, command)
         value = {**record[0], "meta": command.get("meta")}
-        record = self._m._put(key, value, index, value["session"])
+        record = self._m.put_record(key, value, index, value["session"])
         return {"member": _member_json(value, record)}
 
     # ---- registry (:global) -----------------------------------------------------------------
@@ -160,13 +174,13 @@ class Coordination:
         self._check_count(command, "max_names", f"{RESERVED_PREFIX}name/")
         value = {"name": command["name"], "value": command.get("value"), "session": session,
                  "node": self._node_of(session)}
-        self._m._put(key, value, index, session)
+        self._m.put_record(key, value, index, session)
         return {"registered": True, "owner": value}
 
     def name_unregister(self, command: dict[str, Any], index: int) -> Result:
         key = name_key(command.get("name"))
         self._m.authorize_owner(key, command)
-        return {"unregistered": self._m._delete(key, index) is not None}
+        return {"unregistered": self._m.delete_record(key, index) is not None}
 
     # ---- fenced FIFO locks ------------------------------------------------------------------
     def lock_acquire(self, command: dict[str, Any], index: int) -> Result:
@@ -176,7 +190,7 @@ class Coordination:
         self._check_count(command, "max_lock_waiters_per_lock", prefix)
         self._check_count(command, "max_lock_waiters", f"{RESERVED_PREFIX}lock/")
         value = {"session": session, "owner": command.get("owner"), "token": index}
-        self._m._put(key, value, index, session)
+        self._m.put_record(key, value, index, session)
         return {"key": key, "token": index, "holder": self._lock_holder(prefix)}
 
     def lock_release(self, command: dict[str, Any], index: int) -> Result:
@@ -185,7 +199,7 @@ class Coordination:
         if not isinstance(key, str) or not key.startswith(prefix):
             raise InvalidRequest("'key' must be the key lock_acquire returned for this lock")
         self._m.authorize_owner(key, command)
-        released = self._m._delete(key, index) is not None
+        released = self._m.delete_record(key, index) is not None
         return {"released": released, "holder": self._lock_holder(prefix)}
 
     def _lock_holder(self, prefix: str) -> Result | None:
@@ -205,7 +219,7 @@ class Coordination:
             self._check_count(command, "max_candidates_per_election", candidates_prefix(name))
         value = {"member": member, "priority": priority, "meta": command.get("meta"),
                  "session": session, "node": self._node_of(session)}
-        self._m._put(key, value, index, session)   # re-campaigning keeps seniority
+        self._m.put_record(key, value, index, session)   # re-campaigning keeps seniority
         self.settle_election(name, index)
         return {"leader": self._value(leader_key(name))}
 
@@ -213,7 +227,7 @@ class Coordination:
         name = command.get("name")
         key = candidates_prefix(name) + name_part(command.get("member"), "member")
         self._m.authorize_owner(key, command)
-        resigned = self._m._delete(key, index) is not None
+        resigned = self._m.delete_record(key, index) is not None
         self.settle_election(name, index)
         return {"resigned": resigned, "leader": self._value(leader_key(name))}
 
@@ -229,14 +243,14 @@ class Coordination:
         current = self._value(lkey)
         if best is None:
             if current is not None:
-                self._m._delete(lkey, index)
+                self._m.delete_record(lkey, index)
             return
         value, candidate_revision = best
         if current is None or current["candidate_revision"] != candidate_revision:
             leader = {"member": value["member"], "priority": value["priority"],
                       "meta": value["meta"], "node": value["node"], "session": value["session"],
                       "candidate_revision": candidate_revision, "token": index}
-            self._m._put(lkey, leader, index, None)
+            self._m.put_record(lkey, leader, index, None)
 
     def settle_after_deletions(self, deleted_keys: list[str], index: int) -> None:
         """Re-decide elections whose candidates vanished with a session."""
@@ -255,29 +269,29 @@ def _member_json(value: dict[str, Any], record: list) -> Result:
 
 
 # ---- queries (pure reads of the key space; the node serves them at any read level) --------
-def list_groups(machine: "StateMachine") -> list[str]:
+def list_groups(machine: MachineView) -> list[str]:
     return [kv["value"]["group"] for kv in machine.range(f"{RESERVED_PREFIX}group/")[0]]
 
 
-def group_members(machine: "StateMachine", group: str) -> list[Result]:
+def group_members(machine: MachineView, group: str) -> list[Result]:
     return [_member_json(kv["value"], [None, kv["create_revision"]])
             for kv in machine.range(members_prefix(group))[0]]
 
 
-def registered_names(machine: "StateMachine") -> list[Result]:
+def registered_names(machine: MachineView) -> list[Result]:
     return [kv["value"] for kv in machine.range(f"{RESERVED_PREFIX}name/")[0]]
 
 
-def whereis(machine: "StateMachine", name: str) -> Result | None:
+def whereis(machine: MachineView, name: str) -> Result | None:
     return machine.get_value(name_key(name))
 
 
-def lock_state(machine: "StateMachine", name: str) -> Result:
+def lock_state(machine: MachineView, name: str) -> Result:
     queue = [{"key": kv["key"], **kv["value"]} for kv in machine.range(lock_prefix(name))[0]]
     return {"name": name, "holder": queue[0] if queue else None, "waiters": queue[1:]}
 
 
-def all_locks(machine: "StateMachine") -> list[Result]:
+def all_locks(machine: MachineView) -> list[Result]:
     names = []
     for kv in machine.range(f"{RESERVED_PREFIX}lock/")[0]:
         name = decode_name(kv["key"][len(RESERVED_PREFIX) + len("lock/"):].split("/", 1)[0])
@@ -286,7 +300,7 @@ def all_locks(machine: "StateMachine") -> list[Result]:
     return [lock_state(machine, name) for name in names]
 
 
-def election_state(machine: "StateMachine", name: str) -> Result:
+def election_state(machine: MachineView, name: str) -> Result:
     candidates = [{**kv["value"], "revision": kv["create_revision"]}
                   for kv in machine.range(candidates_prefix(name))[0]]
     candidates.sort(key=lambda c: (-c["priority"], c["revision"]))

@@ -42,7 +42,7 @@ class StateMachine:
     def __init__(self) -> None:
         self.keyspace = Keyspace()
         self.sessions = SessionTable()
-        self._answers = Answers()
+        self.answers = Answers()
         self.applied_index = 0   # index of the last entry applied
         self._ops: dict[str, Callable[[dict[str, Any], int], Result]] = {
             "put": self._apply_put, "delete": self._apply_delete, "cas": self._apply_cas,
@@ -103,11 +103,11 @@ class StateMachine:
         cid, rid = command.get("cid"), command.get("rid")
         if not isinstance(cid, str) or not isinstance(rid, int):
             return handler(command, index)
-        answer = self._answers.recall(cid, rid, command)
+        answer = self.answers.recall(cid, rid, command)
         if answer is not None:
             return answer
         result = handler(command, index)
-        self._answers.remember(cid, rid, command, result)
+        self.answers.remember(cid, rid, command, result)
         return result
 
     # ---- ops ----------------------------------------------------------------------------------
@@ -118,9 +118,9 @@ class StateMachine:
         key = _user_key(command)
         if "value" not in command:
             raise InvalidRequest("put needs a 'value'")
-        session = self._session_of(command)
+        session = self.session_of(command)
         prev = self.keyspace.get(key)
-        record = self._put(key, command["value"], index, session)
+        record = self.put_record(key, command["value"], index, session)
         return {"kv": kv_json(key, record), "prev_kv": kv_json(key, prev) if prev else None}
 
     def _apply_delete(self, command: dict[str, Any], index: int) -> Result:
@@ -131,21 +131,21 @@ class StateMachine:
             keys = [k for k in self.keyspace.keys_with_prefix(prefix)
                     if not k.startswith(RESERVED_PREFIX)]
             for key in keys:
-                self._delete(key, index)
+                self.delete_record(key, index)
             return {"deleted": len(keys)}
         key = _user_key(command)
-        prev = self._delete(key, index)
+        prev = self.delete_record(key, index)
         return {"deleted": 1 if prev else 0, "prev_kv": kv_json(key, prev) if prev else None}
 
     def _apply_cas(self, command: dict[str, Any], index: int) -> Result:
         key = _user_key(command)
         if "value" not in command:
             raise InvalidRequest("cas needs a 'value'")
-        session = self._session_of(command)
+        session = self.session_of(command)
         record = self.keyspace.get(key)
         if not self._cas_guard_holds(command, record):
             return {"succeeded": False, "kv": kv_json(key, record) if record else None}
-        return {"succeeded": True, "kv": kv_json(key, self._put(key, command["value"], index, session))}
+        return {"succeeded": True, "kv": kv_json(key, self.put_record(key, command["value"], index, session))}
 
     def _cas_guard_holds(self, command: dict[str, Any], record: Record | None) -> bool:
         if "expect_mod_revision" in command:
@@ -161,7 +161,7 @@ class StateMachine:
         max_ops = limits.MAX_TXN_OPS if limits.apply_to(command) else None
         txn = commands.validate_txn(command, max_ops)
         for op in txn["success"] + txn["failure"]:
-            self._session_of(op, command)   # an unknown or foreign session fails the whole txn
+            self.session_of(op, command)   # an unknown or foreign session fails the whole txn
             if op["op"] in ("put", "delete"):
                 _user_key(op)
         succeeded = all(self._compare_holds(c) for c in txn["compare"])
@@ -188,10 +188,10 @@ class StateMachine:
         """One op of a txn's branch; its reads take from ``reads``, the txn's reply budget."""
         kind = op["op"]
         if kind == "put":
-            record = self._put(op["key"], op["value"], index, op.get("session"))
+            record = self.put_record(op["key"], op["value"], index, op.get("session"))
             return {"op": "put", "kv": kv_json(op["key"], record)}
         if kind == "delete":
-            return {"op": "delete", "deleted": 1 if self._delete(op["key"], index) else 0}
+            return {"op": "delete", "deleted": 1 if self.delete_record(op["key"], index) else 0}
         if kind == "get":
             record = self.keyspace.get(op["key"])
             if record is not None and not reads.take(kv_bytes(op["key"], record)):
@@ -230,8 +230,8 @@ class StateMachine:
         self.coordination.settle_after_deletions(keys, index)
         return {"ended": True, "deleted": len(keys)}
 
-    def _session_of(self, command: dict[str, Any],
-                    outer: dict[str, Any] | None = None) -> int | None:
+    def session_of(self, command: dict[str, Any],
+                   outer: dict[str, Any] | None = None) -> int | None:
         """The session ``command`` acts for (None if it names none), once the caller's right
         to act for it is checked; ``outer``: the command a txn op belongs to."""
         if command.get("session") is None:
@@ -270,11 +270,13 @@ class StateMachine:
             raise InvalidRequest("'session' must be an integer session id")
         return session_id
 
-    def _put(self, key: str, value: Any, index: int, session: int | None) -> Record:
+    # put_record / delete_record: every key change of apply, KV and coordination alike
+    # (state/coordination.py), so a key's session binding always follows it.
+    def put_record(self, key: str, value: Any, index: int, session: int | None) -> Record:
         self.sessions.bind(key, session, self.keyspace.key_session.get(key))
         return self.keyspace.put(key, value, index, session)
 
-    def _delete(self, key: str, index: int) -> Record | None:
+    def delete_record(self, key: str, index: int) -> Record | None:
         self.sessions.bind(key, None, self.keyspace.key_session.get(key))
         return self.keyspace.delete(key, index)
 
@@ -309,25 +311,25 @@ class StateMachine:
 
     def digest_parts(self) -> dict[str, str]:
         """Digests of each part of the state, to tell which part of two replicas differs."""
-        return digest.parts_of(self._plain_state())
+        return digest.parts_of(self.plain_state())
 
     # ---- snapshots: plain builtins only, so old snapshots load in new code ----------------
-    def _plain_state(self) -> dict[str, Any]:
+    def plain_state(self) -> dict[str, Any]:
         return {
             "format": SNAPSHOT_FORMAT, "applied_index": self.applied_index,
             "keyspace": self.keyspace.plain_state(), "sessions": self.sessions.plain_state(),
-            "clients": self._answers.plain_state(),
+            "clients": self.answers.plain_state(),
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        return self._plain_state()
+        return self.plain_state()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
         self.applied_index = state["applied_index"]
         self.keyspace.restore(state["keyspace"])
         self.sessions.restore(state["sessions"])
-        self._answers.restore(state["clients"])
+        self.answers.restore(state["clients"])
 
 
 def _user_key(command: dict[str, Any]) -> str:

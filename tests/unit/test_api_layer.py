@@ -326,3 +326,10 @@ def test_the_node_builds_on_the_api_layer_and_imports_no_client_module() -> None
         assert not bad, f"{name} imports {bad}"
     assert issubclass(Node, KVApi) and issubclass(Node, CoordinationApi)
     assert "request" in vars(Node)
+
+
+def test_the_state_modules_import_one_another_without_a_cycle() -> None:
+    modules = modules_of("state")
+    graph = {name: imports_of(path) & set(modules) for name, path in modules.items()}
+    assert graph["consensus_store.state.machine"] >= {"consensus_store.state.coordination"}
+    assert cycles(graph) == []

@@ -163,7 +163,7 @@ def test_a_plain_copy_pickles_exactly_like_the_machine() -> None:
     machine.apply(encode_batch([{"op": "put", "key": "a", "value": 1},
                                 {"op": "put", "key": "b", "value": [1, {"c": 2}]}]), 5)
     real = syncobj_pickle.dumps(({"machine": machine}, 1))
-    copy = syncobj_pickle.dumps(({"machine": PlainMachine(machine._plain_state())}, 1))
+    copy = syncobj_pickle.dumps(({"machine": PlainMachine(machine.plain_state())}, 1))
     assert real == copy
 
 
@@ -226,7 +226,7 @@ def test_a_snapshot_copy_taken_while_apply_goes_on_names_the_entries_it_covers()
     for index in range(1, last[1] + 1):
         replay.apply(encode_command({"op": "put", "key": f"k{index % KEYS}", "value": index}),
                      index)
-    assert state == replay._plain_state()
+    assert state == replay.plain_state()
     # Apply got the lock between chunks, not after the whole copy (an unfair lock starved it).
     assert store.longest_wait < 0.5, f"apply waited {store.longest_wait:.2f} s for the lock"
 

@@ -14,7 +14,7 @@ from consensus_store.config import Limits
 from consensus_store.errors import InvalidRequest, LimitExceeded, error_from_json
 from consensus_store.state import StateMachine, commands, encode_command
 from consensus_store.state import at_most_once, limits
-from consensus_store.state.digest import copy_in_chunks
+from consensus_store.state.chunked_copy import copy_in_chunks
 from consensus_store.state.keyspace import RangeBudget, prefix_end
 from consensus_store.state.sessions import hash_session_key
 
@@ -125,7 +125,7 @@ def test_remembered_answers_keep_no_values(log: Replicas) -> None:
     for rid in range(1, 101):                              # 100 puts of 512 KiB to one key
         answer = log(op="put", key="k", value=BIG + str(rid), cid="c", rid=rid)
         assert answer["kv"]["value"] == BIG + str(rid)       # the first answer is whole
-    assert log.sm._answers.bytes < 100 * 1024
+    assert log.sm.answers.bytes < 100 * 1024
     assert len(pickle.dumps(log.sm)) < 2 * len(BIG)         # the live value, not 100 of them
     retry = log(op="put", key="k", value=BIG + "50", cid="c", rid=50)
     assert retry["kv"]["value"] == BIG + "50" and retry["kv"]["mod_revision"] == 50
@@ -155,15 +155,15 @@ def test_remembered_answers_are_bounded_in_bytes(log: Replicas,
     monkeypatch.setattr(at_most_once, "MAX_BYTES", 5000)
     for rid in range(1, 41):
         log(op="put", key="k" * 100, value=rid, cid="c", rid=rid)
-    table = log.sm._answers.clients["c"]
+    table = log.sm.answers.clients["c"]
     assert table.bytes <= 2000 and 40 in table.results and 1 not in table.results
     assert log(op="put", key="k" * 100, value=1, cid="c", rid=1)["error"] == "invalid_request"
     for client in range(10):
         log(op="put", key="k", value=client, cid=f"other{client}", rid=1)
-    assert log.sm._answers.bytes <= 5000 and "other9" in log.sm._answers.clients
-    assert sum(t.bytes for t in log.sm._answers.clients.values()) == log.sm._answers.bytes
+    assert log.sm.answers.bytes <= 5000 and "other9" in log.sm.answers.clients
+    assert sum(t.bytes for t in log.sm.answers.clients.values()) == log.sm.answers.bytes
     restored = pickle.loads(pickle.dumps(log.sm))
-    assert restored._answers.bytes == log.sm._answers.bytes and restored.digest() == log.sm.digest()
+    assert restored.answers.bytes == log.sm.answers.bytes and restored.digest() == log.sm.digest()
 
 
 # ---- counts -------------------------------------------------------------------------------------
@@ -236,9 +236,9 @@ def test_the_node_stamps_its_configured_limits() -> None:
 def test_a_digest_copy_in_chunks_is_the_state_at_its_end(monkeypatch: pytest.MonkeyPatch,
                                                          put_step: int, delete_step: int) -> None:
     """Apply goes on between the chunks; the copy must still be one consistent state."""
-    from consensus_store.state import digest as digest_module
-    monkeypatch.setattr(digest_module, "CHUNK_KEYS", 7)
-    monkeypatch.setattr(digest_module, "CHUNK_ANSWERS", 3)
+    from consensus_store.state import chunked_copy
+    monkeypatch.setattr(chunked_copy, "CHUNK_KEYS", 7)
+    monkeypatch.setattr(chunked_copy, "CHUNK_ANSWERS", 3)
     log = Replicas()
     for i in range(60):
         log(op="put", key=f"k{i:02d}", value=i, cid=f"c{i % 9}", rid=i)
@@ -249,7 +249,7 @@ def test_a_digest_copy_in_chunks_is_the_state_at_its_end(monkeypatch: pytest.Mon
     def hold() -> Iterator[None]:
         with lock:
             yield
-            holds.append(json.dumps(log.sm._plain_state(), sort_keys=True))
+            holds.append(json.dumps(log.sm.plain_state(), sort_keys=True))
         i = len(holds)            # between holds, as the raft thread would
         if i % 2:
             log(op="put", key=f"k{(i * put_step) % 80:02d}", value=-i, cid=f"c{i % 13}",
@@ -262,7 +262,7 @@ def test_a_digest_copy_in_chunks_is_the_state_at_its_end(monkeypatch: pytest.Mon
     # The last hold only stops the tracking: the copy is the state as the one before ended.
     assert json.dumps(state, sort_keys=True) == holds[-2]
     assert holds[-2] != holds[0]
-    assert not log.sm.keyspace.trackers and not log.sm._answers.trackers
+    assert not log.sm.keyspace.trackers and not log.sm.answers.trackers
 
 
 def test_every_stamped_limit_is_a_config_key_with_a_default_under_its_ceiling() -> None:

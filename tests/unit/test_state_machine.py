@@ -137,7 +137,7 @@ def test_duplicate_request_returns_first_result_without_reapplying(sm: StateMach
 def test_done_mark_forgets_results_and_rejects_very_late_retries(sm: StateMachine) -> None:
     apply(sm, 1, op="put", key="k", value=1, cid="c", rid=1)
     apply(sm, 2, op="put", key="k", value=2, cid="c", rid=2, done=2)
-    assert 1 not in sm._answers.clients["c"].results
+    assert 1 not in sm.answers.clients["c"].results
     late = apply(sm, 3, op="put", key="k", value=1, cid="c", rid=1)
     assert late["error"] == "invalid_request"
     assert sm.get_value("k") == 2
@@ -148,11 +148,11 @@ def test_done_mark_forgets_from_the_oldest_and_keeps_late_arrivals_answerable(sm
     for index, rid in enumerate([1, 2, 4, 3], start=1):
         apply(sm, index, op="put", key=f"k{rid}", value=rid, cid="c", rid=rid)
     apply(sm, 5, op="put", key="k5", value=5, cid="c", rid=5, done=4)
-    assert list(sm._answers.clients["c"].results) == [4, 3, 5]      # 3 sits behind 4: kept a while
+    assert list(sm.answers.clients["c"].results) == [4, 3, 5]      # 3 sits behind 4: kept a while
     retry = apply(sm, 6, op="put", key="k3", value=3, cid="c", rid=3)
     assert retry["kv"]["mod_revision"] == 4 and sm.get("k3")["version"] == 1   # first answer
     apply(sm, 7, op="put", key="k6", value=6, cid="c", rid=6, done=6)
-    assert list(sm._answers.clients["c"].results) == [6]
+    assert list(sm.answers.clients["c"].results) == [6]
 
 
 def test_client_tables_are_bounded(sm: StateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,8 +162,8 @@ def test_client_tables_are_bounded(sm: StateMachine, monkeypatch: pytest.MonkeyP
         apply(sm, index, op="put", key="k", value=index, cid=f"c{index}", rid=1)
     for rid in range(2, 6):
         apply(sm, 10 + rid, op="put", key="k", value=rid, cid="c5", rid=rid)
-    assert list(sm._answers.clients) == ["c3", "c4", "c5"]
-    assert list(sm._answers.clients["c5"].results) == [4, 5]
+    assert list(sm.answers.clients) == ["c3", "c4", "c5"]
+    assert list(sm.answers.clients["c5"].results) == [4, 5]
     # An answer a bound dropped is not applied again on retry: it is refused.
     assert apply(sm, 20, op="put", key="k", value=3, cid="c5", rid=3)["error"] == "invalid_request"
     assert sm.get("k")["mod_revision"] == 15

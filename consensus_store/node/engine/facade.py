@@ -18,7 +18,7 @@ from consensus_store.node.engine.failures import SUCCESS, error_for
 from consensus_store.node.engine.proposer import Proposer
 from consensus_store.node.engine.runner import RaftRunner, RaftStatus
 from consensus_store.state import StateMachine
-from consensus_store.state.digest import copy_in_chunks
+from consensus_store.state.chunked_copy import copy_in_chunks
 
 log = logging.getLogger("consensus_store.raft")
 

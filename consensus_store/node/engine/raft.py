@@ -36,7 +36,7 @@ from consensus_store.node.engine.snapshots import PlainMachine, make_background
 from consensus_store.node.engine.storage import (JOURNAL_NAME, META_NAME, SNAPSHOT_NAME,
                                                  StorageCorrupt, load_snapshot, make_checked)
 from consensus_store.state import StateMachine
-from consensus_store.state.digest import copy_in_chunks
+from consensus_store.state.chunked_copy import copy_in_chunks
 
 ApplyCallback = Callable[[Any, int], None]   # (result or None, FAIL_REASON code)
 

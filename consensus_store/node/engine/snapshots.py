@@ -5,7 +5,7 @@ the loop for seconds, past the election timeout.  ``BackgroundSerializer`` start
 instead and tells pysyncobj "still serializing" until it is done (with the cyclic GC off
 meanwhile, and a pickler that lets the loop's thread run: storage.encode_snapshot).  The
 thread takes a consistent copy of the state machine a chunk at a time under ``state_lock``
-(``state.digest.copy_in_chunks``: apply waits a chunk at most), then pickles, compresses and
+(``state.chunked_copy.copy_in_chunks``: apply waits a chunk at most), then pickles, compresses and
 writes it.  The copy ends at some applied index Y later than the one pysyncobj asked for, so
 the snapshot names entries Y-1 and Y as its last two, and pysyncobj cuts the journal before
 Y-1 (``ReplicatedStore.snapshot_copy`` in raft.py picks them).  The file is pysyncobj's format
