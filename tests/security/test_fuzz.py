@@ -404,6 +404,11 @@ def asked_short_timeout(data: bytes) -> bool:
 def acceptable_5xx(op: str, data: bytes, status: int, node_id: str, leader: str | None) -> bool:
     if status in (503, 504) and asked_short_timeout(data):
         return True
+    # leader_transfer: only the leader hands leadership over (a follower says 503 not_leader,
+    # the client then asks the leader), the fuzzer's own valid transfers move leadership
+    # during the test, and a transfer whose target does not win is 503 transfer_failed
+    if op == "leader_transfer" and status == 503:
+        return True
     # a keepalive marked as already forwarded must not be forwarded again: a follower says 503
     return op == "session_keepalive" and status == 503 and node_id != leader
 
