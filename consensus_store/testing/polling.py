@@ -1,9 +1,11 @@
 """The one poll loop of the test tooling: ``poll_until`` (the first truthy value of a predicate,
 or None at the deadline) and ``wait_until``, its failing form (AssertionError naming what was
-awaited).  Tests wait on conditions with these, never with fixed sleeps.
+awaited).  Tests wait on conditions with these, never with fixed sleeps.  ``closed_within``
+waits for the other end of an asyncio stream to close.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable, TypeVar, cast
 
@@ -53,3 +55,12 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, what: str = "c
     ``TRANSIENT``) count as "not yet"."""
     # With ``what``, poll_until raises instead of returning None.
     return cast(T, poll_until(predicate, timeout, interval, transient=transient, what=what))
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True once the other end closed (``read()`` returns at EOF) within ``seconds``."""
+    try:
+        await asyncio.wait_for(reader.read(), seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True

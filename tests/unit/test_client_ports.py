@@ -14,6 +14,7 @@ from consensus_store.node.client_ports import (LAST_FDS, MIN_CAP, RESERVED_FDS, 
                                                ConnectionGate, connection_caps)
 from consensus_store.testing.certs import CertificateAuthority
 from consensus_store.tls import client_context, server_context
+from consensus_store.testing.polling import closed_within
 
 
 def test_caps_shrink_to_fit_the_open_files_limit() -> None:
@@ -32,15 +33,6 @@ async def _serve(port: ClientPort) -> Address:
     return address
 
 
-async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
-    """True once the other end closed (``read()`` returns at EOF)."""
-    try:
-        await asyncio.wait_for(reader.read(), seconds)
-    except asyncio.TimeoutError:
-        return False
-    return True
-
-
 def test_gate_closes_connections_over_the_cap_and_counts_them_back() -> None:
     class Idle(asyncio.Protocol):
         pass
@@ -52,7 +44,7 @@ def test_gate_closes_connections_over_the_cap_and_counts_them_back() -> None:
         try:
             streams = [await asyncio.open_connection(address.host, address.port)
                        for _ in range(5)]
-            closed = [await _closed_within(reader, 0.5) for reader, _ in streams]
+            closed = [await closed_within(reader, 0.5) for reader, _ in streams]
             assert closed.count(True) == 2 and gate.open == 3
             for _, writer in streams:
                 writer.close()

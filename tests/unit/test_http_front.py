@@ -18,6 +18,7 @@ from consensus_store.errors import InvalidRequest
 from consensus_store.launcher import free_ports
 from consensus_store.node.client_ports import ClientPort, ConnectionGate
 from consensus_store.node.http_front import HttpFront
+from consensus_store.testing.polling import closed_within
 
 TOKEN = "front-token-0123456789"
 READER = "reader-token-0123456789"
@@ -176,14 +177,6 @@ def test_a_header_line_http_cannot_parse_is_400_and_the_port_still_serves() -> N
     serve(scenario)
 
 
-async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(reader.read(), seconds)
-    except asyncio.TimeoutError:
-        return False
-    return True
-
-
 def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut() -> None:
     async def scenario(address: Address, service: FakeService) -> None:
         # a head trickling in: closed after the 0.3 s header deadline
@@ -195,7 +188,7 @@ def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut(
             if reader.at_eof():
                 break
             writer.write(b"X")
-        assert await _closed_within(reader, 2.0)
+        assert await closed_within(reader, 2.0)
         assert time.monotonic() - started < 1.0
         writer.close()
         # a complete head answered slowly, twice on one connection: never cut
@@ -209,14 +202,14 @@ def test_the_header_deadline_and_idle_timeout_hold_but_a_slow_answer_is_not_cut(
             await asyncio.wait_for(reader.readexactly(length), 1.0)
         # then idle: closed after the idle timeout (0.5 s), not at once
         idle_from = time.monotonic()
-        assert await _closed_within(reader, 3.0)
+        assert await closed_within(reader, 3.0)
         assert time.monotonic() - idle_from >= 0.3
         writer.close()
         # a fresh connection that never sends: its first head is due too (uvicorn's keep-alive
         # timer only starts after an answer)
         reader, writer = await asyncio.open_connection(address.host, address.port)
         started = time.monotonic()
-        assert await _closed_within(reader, 2.0)
+        assert await closed_within(reader, 2.0)
         assert time.monotonic() - started < 1.0
         writer.close()
     serve(scenario, header_timeout_s=0.3, idle_timeout_s=0.5)
