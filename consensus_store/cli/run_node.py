@@ -20,7 +20,6 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
         config = config.with_data_dir(data_dir.resolve())
     logging.basicConfig(level=config.log_level.upper(),
                         format=f"%(asctime)s {config.id} %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -37,7 +36,7 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
     node.start()          # a damaged data file: StorageCorrupt, exit 2 (main.py)
     stop.wait()
     if failures:
-        # The raft thread has stopped and closed the journal.  No clean API shutdown: it
+        # The engine has stopped ticking and closed the journal.  No clean API shutdown: it
         # would wait for requests that can no longer be answered (none was acknowledged).
         return EXIT_STORAGE_FAILURE
     logging.getLogger("consensus_store.node").info("signal received, stopping")
