@@ -250,11 +250,3 @@ class ReplicatedStore(SyncObj):
         if events and self.on_events is not None:
             self.on_events(index, events)
         return index, result
-
-
-def __getattr__(name: str) -> Any:
-    """``RaftRunner`` and ``RaftStatus`` moved to runner.py; old imports keep working."""
-    if name in ("RaftRunner", "RaftStatus"):
-        from consensus_store.node.engine import runner
-        return getattr(runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -180,9 +180,9 @@ class RaftRunner:
             reader.request(callback)
             self.request_tick()
         else:
-            self.call_on_raft_thread(lambda: reader.request(callback))
+            self.call_on_loop(lambda: reader.request(callback))
 
-    def call_on_raft_thread(self, job: Callable[[], None]) -> None:
+    def call_on_loop(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the loop (the thread that drives Raft), then tick."""
         def run() -> None:
             try:
