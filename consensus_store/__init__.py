@@ -1,15 +1,17 @@
 """consensus_store: a Raft-replicated coordination store for Python clusters."""
-from consensus_store.errors import (RETRYABLE, AuthError, CompareFailed, ConfigError,
+from consensus_store.errors import (RETRYABLE, AuthError, Compacted, CompareFailed, ConfigError,
                                     ConsensusStoreError, Forbidden, InvalidRequest, LimitExceeded,
                                     NotFound, NotLeader, PayloadTooLarge, Timeout, TlsError,
                                     Unavailable)
-from consensus_store.models import Consistency, KeyValue, NodeStatus, RangeResult, Role, TxnResult
+from consensus_store.models import (Consistency, KeyValue, NodeStatus, RangeResult, Role,
+                                    TxnResult, WatchEvent)
 
 __all__ = [
     "RETRYABLE", "AsyncClient", "AuthError", "Client", "CompareFailed", "ConfigError",
     "ConsensusStoreError", "Consistency", "Forbidden", "InvalidRequest", "KeyValue",
     "LimitExceeded", "Node", "NodeStatus", "NotFound", "NotLeader", "PayloadTooLarge",
     "RangeResult", "Role", "Timeout", "TlsError", "TxnResult", "Unavailable",
+    "Compacted", "WatchEvent",
 ]
 
 

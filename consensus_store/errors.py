@@ -7,6 +7,7 @@
     ├── Forbidden             the token's role does not allow this operation (HTTP 403)
     ├── NotFound              no such key, route or object (HTTP 404)
     ├── CompareFailed         a compare-and-set / transaction guard did not hold (HTTP 409)
+    ├── Compacted             a watch asked for history the node no longer keeps (HTTP 410)
     ├── LimitExceeded         a count limit of the cluster is reached: sessions, groups... (HTTP 429)
     ├── ConfigError           a config file is missing, malformed or inconsistent
     │   └── TlsError          the node's certificate is not trusted, or TLS cannot be agreed
@@ -67,6 +68,19 @@ class CompareFailed(ConsensusStoreError):
     code = "compare_failed"
 
 
+class Compacted(ConsensusStoreError):
+    """A watch's start is older than the history kept: re-read, then watch from
+    ``oldest_revision`` or later."""
+    http_status = 410
+    code = "compacted"
+
+    @property
+    def oldest_revision(self) -> int:
+        """The oldest revision a watch may start from now (the compacted floor + 1)."""
+        floor = self.details.get("floor")
+        return floor + 1 if isinstance(floor, int) else 0
+
+
 class LimitExceeded(ConsensusStoreError):
     """Not retryable as is: something must end first (a session, a member...)."""
     http_status = 429
@@ -103,6 +117,7 @@ _BY_CODE: dict[str, type[ConsensusStoreError]] = {
     for cls in (InvalidRequest, PayloadTooLarge, AuthError, Forbidden, NotFound, CompareFailed,
                 ConfigError, Unavailable, NotLeader, Timeout)
 }
+_BY_CODE[Compacted.code] = Compacted
 _BY_CODE[LimitExceeded.code] = LimitExceeded
 
 

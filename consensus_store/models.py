@@ -198,3 +198,28 @@ class Leader:
         if not body:
             return None
         return cls(body["member"], body["priority"], body.get("meta"), body["node"], body["token"])
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change seen by ``watch``: ``type`` "put" or "delete"; ``revision`` is the Raft index
+    of the entry that made it (the keys of one txn or batch share it); ``value`` is None for a
+    delete; ``prev_value`` is the value before (None if the watch did not ask, or the key was
+    new); ``version`` is the key's version after a put (0 after a delete)."""
+
+    type: str
+    key: str
+    value: Any
+    revision: int
+    version: int = 0
+    prev_value: Any = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "WatchEvent":
+        prev = body.get("prev_kv")
+        prev_value = prev.get("value") if isinstance(prev, dict) else None
+        if body["type"] == "put":
+            kv = body["kv"]
+            return cls("put", kv["key"], kv.get("value"), kv["mod_revision"], kv["version"],
+                       prev_value)
+        return cls("delete", body["key"], None, body["revision"], 0, prev_value)

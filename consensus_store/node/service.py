@@ -19,9 +19,10 @@ from consensus_store.node.auth import NODE_TOKEN_NAME, TokenStore
 from consensus_store.node.engine import Engine
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.reads import READS, ReadWait, read_wait
+from consensus_store.node.replica_status import replica_fields
 from consensus_store.node.status_report import StatusReport
 from consensus_store.node.session_keys import is_admin, key_for_open, presented_key, session_auth
-from consensus_store.node.watch import WatchHub
+from consensus_store.node.watch import WatchHub, without_prev
 from consensus_store.protocol import OPS, Kind
 from consensus_store.state import commands
 from consensus_store.state.digest import digest_of, parts_of
@@ -74,6 +75,7 @@ class KVService:
             "raft_address": str(self.config.raft_address),
             "api_address": str(self.config.api_address),
             **self.report.fields(),
+            **replica_fields(engine),
         }
 
     # ---- writes -------------------------------------------------------------------------------
@@ -203,8 +205,12 @@ class KVService:
         if (isinstance(wait, bool) or not isinstance(wait, (int, float))
                 or not 0 <= wait <= MAX_WATCH_WAIT_S):
             raise InvalidRequest(f"'wait' must be a number of seconds in [0, {MAX_WATCH_WAIT_S:g}]")
-        events = await self.watches.watch(prefix, after, float(wait))
-        return {"events": events, "latest": self.watches.latest, "floor": self.watches.floor}
+        with self.watches.attach():
+            events, through = await self.watches.watch_through(prefix, after, float(wait))
+        if body.get("prev_kv") is not True:
+            events = without_prev(events)
+        return {"events": events, "latest": self.watches.latest, "floor": self.watches.floor,
+                "through": through}
 
     # ---- any op, by its name in protocol.OPS ----------------------------------------------------
     def _handlers(self) -> dict[str, Handler]:

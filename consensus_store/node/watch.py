@@ -11,6 +11,13 @@ The history is a list of segments, each append-only and never changed once full;
 whole segment is dropped when a bound is passed.  A watcher takes the list (and the length of
 the last segment) under the lock, a copy of a few hundred references, and scans without it:
 apply, which appends under that lock, never waits for a scan.
+
+Waiting watchers are grouped by prefix: one applied entry is matched once per distinct prefix,
+not once per watcher (10,000 watchers on one prefix cost one match, then one wake each).  An
+answer never ends inside a revision (the events of one entry go out together), and says up to
+which revision it is complete (``through``), so a client's cursor moves past entries that did
+not concern it.  ``watcher_count`` counts the long-polls and streams attached now; past
+``max_watchers`` a new one gets 503 (the client tries another node).
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import bisect
 import threading
 from typing import Any, Callable
 
-from consensus_store.errors import ConsensusStoreError
+from consensus_store.errors import Compacted, Unavailable
 from consensus_store.state.keyspace import value_bytes
 
 MAX_BUFFERED_EVENTS = 100_000
@@ -28,11 +35,7 @@ MAX_EVENTS_PER_ANSWER = 1000
 SEGMENT_EVENTS = 1024
 SEGMENT_BYTES = 1024 * 1024
 EVENT_OVERHEAD_BYTES = 96     # the event's dicts and revision numbers
-
-
-class Compacted(ConsensusStoreError):
-    http_status = 410
-    code = "compacted"
+MAX_WATCHERS = 20_000         # long-polls and streams attached to one node at once
 
 
 class _Segment:
@@ -51,7 +54,7 @@ class WatchHub:
     woken after the tick (``post``: the loop's ``call_soon``), and only when some wait."""
 
     def __init__(self, post: Callable[..., Any], max_events: int = MAX_BUFFERED_EVENTS,
-                 max_bytes: int = MAX_BUFFERED_BYTES) -> None:
+                 max_bytes: int = MAX_BUFFERED_BYTES, max_watchers: int = MAX_WATCHERS) -> None:
         self._post = post
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
@@ -63,7 +66,21 @@ class WatchHub:
         self._segment_bytes = max(1, min(SEGMENT_BYTES, max_bytes // 8))
         self.floor = 0        # all changes with a revision above this are known
         self.latest = 0       # revision of the newest change seen
-        self._waiters: list[tuple[str, int, asyncio.Future]] = []
+        self._waiters: dict[str, set[asyncio.Future]] = {}   # by prefix
+        self.max_watchers = max_watchers
+        self._attached = 0
+
+    @property
+    def watcher_count(self) -> int:
+        """Long-polls and streams attached to this node now."""
+        return self._attached
+
+    def attach(self) -> "_Attached":
+        """Count one watcher while the ``with`` block runs; 503 past ``max_watchers``."""
+        if self._attached >= self.max_watchers:
+            raise Unavailable(f"this node already serves {self.max_watchers} watchers; "
+                              f"try another node")
+        return _Attached(self)
 
     @property
     def history(self) -> tuple[int, int]:
@@ -112,18 +129,14 @@ class WatchHub:
 
     # ---- loop -----------------------------------------------------------------------------------
     def _wake(self, concerns: Any) -> None:
+        """Wake the watchers of every prefix the events concern: one match per prefix."""
         with self._lock:
-            waiters, self._waiters = self._waiters, []
-        still_waiting = []
-        for prefix, after, future in waiters:
-            if future.done():
-                continue
-            if concerns(prefix):
-                future.set_result(None)
-            else:
-                still_waiting.append((prefix, after, future))
-        with self._lock:
-            self._waiters.extend(still_waiting)
+            prefixes = [prefix for prefix in self._waiters if concerns(prefix)]
+            woken = [self._waiters.pop(prefix) for prefix in prefixes]
+        for futures in woken:
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
 
     def _view(self) -> tuple[list[_Segment], int, int, int]:
         """What a scan reads: (segments, length of the last, floor, latest).  Call with the
@@ -133,6 +146,12 @@ class WatchHub:
 
     async def watch(self, prefix: str, after: int, timeout: float) -> list[dict[str, Any]]:
         """Changes under ``prefix`` with revision > ``after``; waits up to ``timeout`` for one."""
+        return (await self.watch_through(prefix, after, timeout))[0]
+
+    async def watch_through(self, prefix: str, after: int,
+                            timeout: float) -> tuple[list[dict[str, Any]], int]:
+        """(changes under ``prefix`` with revision > ``after``, the revision up to which that
+        answer is complete); waits up to ``timeout`` for a change."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         scanned = after      # no match up to this revision (scans do not start over)
@@ -142,25 +161,52 @@ class WatchHub:
             if scanned < floor:
                 raise Compacted(f"history before revision {floor} is gone; re-read and watch "
                                 f"from the revision of that read", floor=floor)
-            events = _scan(segments, last_length, prefix, scanned)
+            events, cut_at = _scan(segments, last_length, prefix, scanned)
             remaining = deadline - loop.time()
             if events or remaining <= 0:
-                return events
+                return events, (cut_at if cut_at is not None else max(scanned, latest))
             scanned = max(scanned, latest)
             with self._lock:   # nothing new since the scan: wait, registered in the same step
                 if self.latest != latest or self.floor != floor:
                     continue
                 future = loop.create_future()
-                self._waiters.append((prefix, after, future))
+                self._waiters.setdefault(prefix, set()).add(future)
             try:
                 await asyncio.wait_for(future, remaining)
             except asyncio.TimeoutError:
-                return []
+                return [], scanned
+            finally:
+                if not future.done():
+                    self._forget(prefix, future)
+
+    def _forget(self, prefix: str, future: asyncio.Future) -> None:
+        with self._lock:
+            futures = self._waiters.get(prefix)
+            if futures is not None:
+                futures.discard(future)
+                if not futures:
+                    del self._waiters[prefix]
+
+
+class _Attached:
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: WatchHub) -> None:
+        self.hub = hub
+        hub._attached += 1
+
+    def __enter__(self) -> "_Attached":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub._attached -= 1
 
 
 def _scan(segments: list[_Segment], last_length: int, prefix: str,
-          after: int) -> list[dict[str, Any]]:
-    """The first MAX_EVENTS_PER_ANSWER events under ``prefix`` with revision > ``after``."""
+          after: int) -> tuple[list[dict[str, Any]], int | None]:
+    """(the first MAX_EVENTS_PER_ANSWER events under ``prefix`` with revision > ``after``,
+    completed to the end of the last one's revision; that revision if the answer was cut
+    there, else None)."""
     # The first segment holding a revision above `after` (each segment's last revision).
     low, high = 0, len(segments)
     while low < high:
@@ -172,23 +218,40 @@ def _scan(segments: list[_Segment], last_length: int, prefix: str,
         else:
             low = middle + 1
     found: list[dict[str, Any]] = []
+    cut_at: int | None = None
     for position in range(low, len(segments)):
         segment = segments[position]
         length = last_length if position == len(segments) - 1 else len(segment.events)
         start = bisect.bisect_right(segment.revisions, after, 0, length)
-        for event in segment.events[start:length]:
+        revisions = segment.revisions
+        for offset in range(start, length):
+            if cut_at is not None and revisions[offset] != cut_at:
+                return found, cut_at
+            event = segment.events[offset]
             if _matches(event, prefix):
                 found.append(event)
-                if len(found) >= MAX_EVENTS_PER_ANSWER:
-                    return found
-    return found
+                if cut_at is None and len(found) >= MAX_EVENTS_PER_ANSWER:
+                    cut_at = revisions[offset]      # finish this revision, then stop
+    return found, cut_at
+
+
+def without_prev(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events as sent to a watcher that did not ask for previous values."""
+    return [{k: v for k, v in e.items() if k != "prev_kv"} if "prev_kv" in e else e
+            for e in events]
+
+
+def event_revision(event: dict[str, Any]) -> int:
+    return event["kv"]["mod_revision"] if event["type"] == "put" else event["revision"]
 
 
 def _event_bytes(event: dict[str, Any]) -> int:
+    prev = event.get("prev_kv")
+    size = EVENT_OVERHEAD_BYTES + (value_bytes(prev["value"]) if prev else 0)
     if event["type"] == "put":
         kv = event["kv"]
-        return len(kv["key"]) + value_bytes(kv["value"]) + EVENT_OVERHEAD_BYTES
-    return len(event["key"]) + EVENT_OVERHEAD_BYTES
+        return size + len(kv["key"]) + value_bytes(kv["value"])
+    return size + len(event["key"])
 
 
 def _matches(event: dict[str, Any], prefix: str) -> bool:

@@ -2,8 +2,9 @@
 
 A record is a list ``[value, create_revision, mod_revision, version]`` (revisions are Raft
 indexes, as in etcd); records are replaced, never mutated, so a reader holding one sees a
-consistent snapshot of that key.  ``events`` collects what the current apply changed, for
-watchers; it is transient (not part of snapshots or digests).
+consistent snapshot of that key.  ``events`` collects what the current apply changed (with
+the previous record, for watchers asking for it); it is transient (not part of snapshots or
+digests).
 
 Ranges are bounded while they are built (a count and a byte budget, ``RangeBudget``): a reply
 never holds more than the budget, and ``count`` (from two bisections, not a scan) says how many
@@ -93,7 +94,10 @@ class Keyspace:
         else:
             self.key_session[key] = session
         self.revision = index
-        self.events.append({"type": "put", "kv": kv_json(key, record)})
+        event = {"type": "put", "kv": kv_json(key, record)}
+        if prev is not None:     # for watchers asking for previous values
+            event["prev_kv"] = kv_json(key, prev)
+        self.events.append(event)
         for changed in self.trackers:
             changed.add(key)
         return record
@@ -103,7 +107,8 @@ class Keyspace:
         if prev is not None:
             self.key_session.pop(key, None)
             self.revision = index
-            self.events.append({"type": "delete", "key": key, "revision": index})
+            self.events.append({"type": "delete", "key": key, "revision": index,
+                                "prev_kv": kv_json(key, prev)})
             for changed in self.trackers:
                 changed.add(key)
         return prev
