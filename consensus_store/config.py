@@ -143,6 +143,11 @@ class NodeConfig:
     native_address: Address | None = None   # pipelined binary protocol; None: HTTP only
     durability: str = "fsync"                # on disk on a majority before ack; or "process"
     tls: TlsConfig | None = None
+    role: str = "voter"      # or "replica": non-voting, read-only (docs/replicas.md)
+
+    @property
+    def is_replica(self) -> bool:
+        return self.role == "replica"
 
     @property
     def scheme(self) -> str:
@@ -172,10 +177,11 @@ class NodeConfig:
 
 _TOP_KEYS = {"id", "raft_address", "api_address", "native_address", "data_dir", "peer_secret",
              "peer_secret_file", "tokens_file", "log_level", "durability", "peers", "raft",
-             "limits", "tls"}
+             "limits", "tls", "role"}
 _TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "ca_file"}
 _TOKEN_KEYS = {"name", "token", "role"}
 DURABILITY_MODES = ("process", "fsync")
+NODE_ROLES = ("voter", "replica")
 _PEER_KEYS = {"id", "raft_address", "api_address", "native_address"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -253,7 +259,12 @@ def parse_config(raw: dict[str, Any], path: Path) -> NodeConfig:
         log_level=top.str("log_level", "info"),
         native_address=top.optional_address("native_address"),
         durability=top.str("durability", "fsync"),
+        role=top.str("role", "voter"),
     )
+    if config.role not in NODE_ROLES:
+        raise top.fail("role", f"must be one of {', '.join(NODE_ROLES)}")
+    if config.is_replica and not config.peers:
+        raise top.fail("role", "a replica needs the cluster's voters as [[peers]]")
     if config.durability not in DURABILITY_MODES:
         raise top.fail("durability", f"must be one of {', '.join(DURABILITY_MODES)}")
     if config.log_level not in _LOG_LEVELS:

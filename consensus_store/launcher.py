@@ -122,6 +122,11 @@ class LocalCluster:
         return [n.endpoint for n in self.nodes.values()]
 
     @property
+    def voters(self) -> int:
+        """How many nodes vote (read replicas do not)."""
+        return sum(not n.config.is_replica for n in self.nodes.values())
+
+    @property
     def tls_options(self) -> dict[str, Any]:
         """What a client of this cluster needs for TLS (``Client.from_config``'s choice)."""
         if self.tls is None:
@@ -158,7 +163,7 @@ class LocalCluster:
                 leaders = {s.id for s in live if s.role is Role.LEADER} - set(exclude)
                 if len(leaders) == 1:
                     leader = leaders.pop()
-                    if sum(s.leader == leader for s in live) > len(self.nodes) // 2:
+                    if sum(s.leader == leader for s in live) > self.voters // 2:
                         return leader
                 time.sleep(0.1)
         raise Timeout(f"no leader within {timeout:g}s")
@@ -229,21 +234,26 @@ def write_tls_files(directory: Path, node_ids: list[str], client_certs: bool = F
 def write_cluster_configs(directory: Path, size: int = 3, secret: str | None = None,
                           raft_table: dict[str, float] | None = None,
                           durability: str = "fsync", tls: bool = False,
-                          client_certs: bool = False, host: str = "127.0.0.1") -> list[Path]:
-    """Write one config per node for a fresh loopback cluster on free ports.  ``tls``: the
+                          client_certs: bool = False, host: str = "127.0.0.1",
+                          replicas: int = 0) -> list[Path]:
+    """Write one config per node for a fresh loopback cluster on free ports, voters n1..nN
+    then ``replicas`` read replicas r1..rM (docs/replicas.md).  ``tls``: the
     client ports serve TLS with certificates of a throwaway CA (``write_tls_files``);
     ``client_certs``: and require client certificates it signed.  ``host``: what every address
     names (``localhost``, ``::1``: a bare IPv6 literal, written bracketed)."""
     directory.mkdir(parents=True, exist_ok=True)
     probe_host = "127.0.0.1" if host == "localhost" else host   # what localhost binds first
-    ports = free_ports(3 * size, probe_host)
+    ports = free_ports(3 * (size + replicas), probe_host)
     at = f"[{host}]" if ":" in host else host
-    nodes = [(f"n{i + 1}", *ports[3 * i:3 * i + 3]) for i in range(size)]
+    ids = [f"n{i + 1}" for i in range(size)] + [f"r{i + 1}" for i in range(replicas)]
+    everyone = [(node_id, *ports[3 * i:3 * i + 3]) for i, node_id in enumerate(ids)]
+    nodes = everyone[:size]                 # the voters: every config's [[peers]]
     credentials = write_credentials(directory, secret)
-    tls_tables = write_tls_files(directory, [n[0] for n in nodes], client_certs) if tls else {}
+    tls_tables = write_tls_files(directory, ids, client_certs) if tls else {}
     paths = []
-    for node_id, raft_port, api_port, native_port in nodes:
-        lines = [f'id = "{node_id}"', f'raft_address = "{at}:{raft_port}"',
+    for position, (node_id, raft_port, api_port, native_port) in enumerate(everyone):
+        role = ['role = "replica"'] if position >= size else []
+        lines = [f'id = "{node_id}"', *role, f'raft_address = "{at}:{raft_port}"',
                  f'api_address = "{at}:{api_port}"',
                  f'native_address = "{at}:{native_port}"', f'data_dir = "data/{node_id}"',
                  *credentials, f'durability = "{durability}"', ""]

@@ -9,20 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Callable, Iterator
+import os
+from typing import Any, Callable, Iterator, NamedTuple
 
 from consensus_store.config import NodeConfig
 from consensus_store.errors import Unavailable
 from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.failures import SUCCESS, error_for
 from consensus_store.node.engine.proposer import Proposer
+from consensus_store.node.engine.replica import connected_replicas, replica_lag
 from consensus_store.node.engine.runner import RaftRunner, RaftStatus
+from consensus_store.node.engine.storage import SNAPSHOT_NAME
 from consensus_store.state import StateMachine
 from consensus_store.state.chunked_copy import copy_in_chunks
 
 log = logging.getLogger("consensus_store.raft")
 
 EventsCallback = Callable[[int, list[dict[str, Any]]], None]
+
+
+class StorageStats(NamedTuple):
+    journal_bytes: int
+    snapshot_at: float | None     # wall-clock time the snapshot file was written (None: none)
 
 
 class Engine:
@@ -171,6 +179,25 @@ class Engine:
             log.warning("stopping without handing leadership over: %s", exc)
             return None
 
+    # ---- read replicas (replica.py) ---------------------------------------------------------------
+    @property
+    def is_replica(self) -> bool:
+        """This node is a read replica: it never votes, and the leader never waits for it."""
+        return self.config.is_replica
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """On the loop: the read replicas connected to this voter ({id, match_index, lag};
+        the last two only on the leader)."""
+        store = self.runner.store
+        if store is None or self.is_replica:
+            return []
+        return connected_replicas(store, store._SyncObj__transport)
+
+    def replica_lag(self) -> int | None:
+        """On a replica: entries the leader has committed that it has not applied yet."""
+        store = self.runner.store
+        return replica_lag(store) if store is not None and self.is_replica else None
+
     def node_id(self, raft_address: str) -> str:
         return self._node_by_raft_address.get(raft_address, raft_address)
 
@@ -183,6 +210,16 @@ class Engine:
     def durable_journal(self) -> DurableJournal | None:
         store = self.runner.store
         return store.durable_journal if store is not None else None
+
+    def storage_stats(self) -> StorageStats:
+        """The journal's bytes and the last snapshot's time (on the loop; one stat call)."""
+        store = self.runner.store
+        journal = store.journal if store is not None else None
+        try:
+            snapshot_at: float | None = os.stat(self.config.data_dir / SNAPSHOT_NAME).st_mtime
+        except OSError:
+            snapshot_at = None                 # none written yet
+        return StorageStats(journal.size_bytes if journal is not None else 0, snapshot_at)
 
     def _on_applied(self, index: int) -> None:
         self.proposer.on_applied(index)

@@ -50,6 +50,10 @@ log = logging.getLogger("consensus_store.raft.port")
 ACCEPT_BACKOFF_S = 0.2          # after accept() ran out of descriptors or memory
 ACCEPTS_PER_EVENT = 64          # one poll event accepts at most this many connections
 ACCEPT_BACKLOG = 128
+# A read replica (pysyncobj's read-only node) announces itself as "readonly:<its id>" rather
+# than pysyncobj's bare "readonly", so that the voters can name it in their status.
+REPLICA_PREFIX = "readonly:"
+MAX_REPLICA_NAME = 128
 # accept() failed for that one connection only: take the next.
 _ONE_CONNECTION_FAILED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
                                     errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH,
@@ -310,6 +314,8 @@ class SealedTransport(TCPTransport):
         self._handshake_deadlines: dict[SealedConnection, float] = {}   # accepted ones
         self._dial_deadlines: dict[SealedConnection, float] = {}        # dialed ones
         self._late = _Throttled()
+        self.replica_name: str | None = getattr(syncObj.conf, "replica_name", None)
+        self.replica_names: dict[Any, str] = {}       # voter side: read-only node -> its id
         super().__init__(syncObj, *args, **kwargs)
 
     def _createServer(self) -> None:
@@ -334,9 +340,22 @@ class SealedTransport(TCPTransport):
             SealedConnection.adopt(connection, self._frame_key, self.port_limits,
                                    self._check_peer_message)
 
+    def _sendSelfAddress(self, conn: TcpConnection) -> None:
+        if self._selfIsReadonlyNode and self.replica_name is not None:
+            conn.send(REPLICA_PREFIX + self.replica_name)
+        else:
+            super()._sendSelfAddress(conn)
+
     def _onIncomingMessageReceived(self, conn: TcpConnection, message: Any) -> None:
         phase = conn.phase if isinstance(conn, SealedConnection) else None
+        name = None
+        if (phase is Phase.IDENTITY and type(message) is str
+                and message.startswith(REPLICA_PREFIX)):
+            name = message[len(REPLICA_PREFIX):][:MAX_REPLICA_NAME].strip() or "?"
+            message = "readonly"
         super()._onIncomingMessageReceived(conn, message)
+        if name is not None and (node := self._connToNode(conn)) is not None:
+            self.replica_names[node] = name
         if phase is None or conn.state == CONNECTION_STATE.DISCONNECTED:
             return
         if phase is Phase.KEY:
@@ -348,6 +367,19 @@ class SealedTransport(TCPTransport):
         super()._onOutgoingMessageReceived(conn, message)
         if isinstance(conn, SealedConnection):
             conn.phase = Phase.RAFT
+
+    def _onDisconnected(self, conn: TcpConnection) -> None:
+        node = self._connToNode(conn)
+        super()._onDisconnected(conn)
+        if node is not None and node not in self._nodes:
+            # A read-only node comes back under a new local id: forget this one (pysyncobj
+            # keeps its connection in ``_connections`` for ever).
+            self._connections.pop(node, None)
+            self.replica_names.pop(node, None)
+            self.forget_node(node)
+
+    def forget_node(self, node: Any) -> None:
+        """A read-only node is gone for good: drop what is kept per node (replication.py)."""
 
     def _onOutgoingConnected(self, conn: TcpConnection) -> None:
         # Nothing is sent before the key exchange is over, so pysyncobj's timeout (checked on

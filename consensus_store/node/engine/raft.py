@@ -61,7 +61,7 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
     """The single translation from our config to pysyncobj's."""
     timing = config.raft
     data = config.data_dir
-    return SyncObjConf(
+    conf = SyncObjConf(
         autoTick=False,
         bindAddress=str(config.raft_address),       # pysyncobj would bind 0.0.0.0
         password=config.peer_secret,
@@ -90,12 +90,15 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
         bindRetryTime=0.2,
         maxBindRetries=10,
     )
+    # A read replica (self_address None) names itself to the voters (peer_connection.py).
+    conf.replica_name = config.id if config.is_replica else None
+    return conf
 
 
 class ReplicatedStore(SyncObj):
     """SyncObj with one replicated entry point; the state machine is the replicated state."""
 
-    def __init__(self, self_address: str, peer_addresses: list[str], conf: SyncObjConf,
+    def __init__(self, self_address: str | None, peer_addresses: list[str], conf: SyncObjConf,
                  poller: Poller, fsync: bool = False) -> None:
         # Attributes set before super().__init__ stay out of snapshots.
         self.state_lock = threading.Lock()

@@ -56,6 +56,10 @@ class GuardedTransport(SealedTransport):
         self.on_timeout_now: Callable[[Any, dict[str, Any]], None] | None = None
         self.after_message: Callable[[], None] | None = None
 
+    def forget_node(self, node: Any) -> None:
+        for per_node in (self._probe_floor, self._stale_resets, self.sent_seq, self.acked_seq):
+            per_node.pop(node, None)
+
     def send(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries":              # numbered for read_index.py

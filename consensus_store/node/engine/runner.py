@@ -88,7 +88,8 @@ class RaftRunner:
 
     # ---- lifecycle (any thread but the loop's) -----------------------------------------------
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
-        _check_bindable(self.config)
+        if not self.config.is_replica:       # a replica dials the voters and never listens
+            _check_bindable(self.config)
         try:
             prepare_data_dir(self.config.data_dir)     # 0700, its files 0600 (storage.py)
         except OSError as exc:
@@ -222,7 +223,9 @@ class RaftRunner:
         peers = [str(p.raft_address) for p in config.peers]
         poller = LoopPoller(loop, self._dispatch)
         try:
-            store = ReplicatedStore(str(config.raft_address), peers, syncobj_conf(config),
+            # pysyncobj's read-only node: SyncObj(None, voters) (docs/replicas.md)
+            self_address = None if config.is_replica else str(config.raft_address)
+            store = ReplicatedStore(self_address, peers, syncobj_conf(config),
                                     poller, fsync=config.durability == "fsync")
         except BaseException:
             poller.close()
