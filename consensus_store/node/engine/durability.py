@@ -13,6 +13,9 @@ the batch can count towards a commit:
 The term/vote file is synced before any vote leaves (MetaFile), a snapshot before it replaces
 the old one and so before the journal is cut behind it (storage.CheckedSerializer).
 
+Every journal fsync's duration goes to ``fsync_latency`` (for ``/metrics``), recorded on the
+loop.
+
 A failed fsync is fatal and never retried: after one the kernel may have dropped the dirty
 pages and marked them clean, so a later fsync can succeed without the data being on disk.
 """
@@ -25,6 +28,7 @@ import time
 from typing import Any, Callable
 
 from consensus_store.node.engine.journal import RecordJournal
+from consensus_store.node.engine.latency import FSYNC_BUCKETS_S, LatencyHistogram
 from consensus_store.node.engine.storage import StorageFailure, describe_os_error, fsync_fd
 
 FLUSH_TRIGGERS = frozenset({"next_node_idx"})   # messages that must not leave unsynced
@@ -53,6 +57,7 @@ class DurableJournal(RecordJournal):
         self._fd_lock = threading.RLock()     # the fd is not closed during a background fsync
         self._requests: queue.SimpleQueue[tuple[int, int, int] | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
+        self.fsync_latency = LatencyHistogram(FSYNC_BUCKETS_S)
         self.sync_if_dirty()
 
     @property
@@ -90,12 +95,15 @@ class DurableJournal(RecordJournal):
         self._check()
         if not self._dirty:
             return
+        started = time.monotonic()
         try:
             fsync_fd(self._fd, self.path)   # no retry: see the module docstring
         except StorageFailure as exc:
             self._fail(exc.message, exc)
         self._dirty = False
-        self._synced(self._last_index(), time.monotonic())
+        done_at = time.monotonic()
+        self.fsync_latency.observe(done_at - started)
+        self._synced(self._last_index(), done_at)
 
     # ---- in the background -----------------------------------------------------------------
     def sync_in_background(self) -> None:
@@ -118,23 +126,29 @@ class DurableJournal(RecordJournal):
         while (request := self._requests.get()) is not None:
             fd, index, generation = request
             error: OSError | None = None
+            seconds: float | None = None   # None: no fsync ran
             with self._fd_lock:
                 # Else the file was replaced (synced by its rewrite) or closed (stopping).
                 if fd >= 0 and fd == self._fd:
+                    started = time.monotonic()
                     try:
                         os.fsync(fd)
                     except OSError as exc:
                         error = exc
+                    seconds = time.monotonic() - started
             done_at = time.monotonic()
             try:
                 assert self.post_from_thread is not None
-                self.post_from_thread(self._background_done, index, generation, done_at, error)
+                self.post_from_thread(self._background_done, index, generation, done_at, error,
+                                      seconds)
             except RuntimeError:
                 return                     # the loop is closed: the node is stopping
 
     def _background_done(self, index: int, generation: int, done_at: float,
-                         error: OSError | None) -> None:
+                         error: OSError | None, seconds: float | None = None) -> None:
         self._in_flight = False
+        if seconds is not None:
+            self.fsync_latency.observe(seconds)
         if error is not None:
             self.failure = StorageFailure(f"fsync of {self.path} failed: "
                                           f"{describe_os_error(error)}")

@@ -1,0 +1,170 @@
+"""``GET /metrics`` on real nodes: Prometheus' own parser reads it, the request counters move
+with traffic (by op and status, on both client ports), Raft's gauges agree with
+``/v1/status``, and the route needs a client token (the read role is enough)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consensus_store.client import Client
+from consensus_store.errors import InvalidRequest
+from consensus_store.launcher import LocalCluster
+from consensus_store.testing.polling import wait_until
+
+from .support import ClusterPool, raw_post
+
+READ_TOKEN = "metrics-read-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def cluster(module_pool: ClusterPool) -> LocalCluster:
+    paths = module_pool.write_configs(3, name="metrics")
+    with open(paths[0].parent / "tokens.toml", "a") as tokens:
+        tokens.write(f'\n[[tokens]]\nname = "prometheus"\ntoken = "{READ_TOKEN}"\nrole = "read"\n')
+    return module_pool.launch(paths)
+
+
+def scrape(cluster: LocalCluster, node_id: str, token: str | None = None) -> dict[str, Any]:
+    """The node's samples by (name, sorted labels); the families' types by name."""
+    answer = httpx.get(cluster.nodes[node_id].endpoint + "/metrics", timeout=5.0,
+                       headers={"Authorization": f"Bearer {token or cluster.token}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples: dict[Any, float] = {}
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(answer.text):
+        types[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return {"samples": samples, "types": types}
+
+
+def value(scraped: dict[str, Any], name: str, **labels: str) -> float:
+    return scraped["samples"].get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_parse_and_describe_the_node(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    scraped = scrape(cluster, leader)
+    types = scraped["types"]
+    for gauge in ("raft_term", "raft_commit_index", "raft_applied_index", "raft_leader",
+                  "raft_log_entries", "raft_log_bytes", "sessions", "groups", "group_members",
+                  "names", "watchers"):
+        assert types.get(f"consensus_store_{gauge}") == "gauge", gauge
+    for counter in ("requests", "messages_sent", "messages_dropped"):
+        assert types.get(f"consensus_store_{counter}") == "counter", counter
+    assert types["consensus_store_request_duration_seconds"] == "histogram"
+    assert types["consensus_store_fsync_duration_seconds"] == "histogram"   # fsync: the default
+    assert value(scraped, "consensus_store_raft_leader") == 1.0
+    assert value(scraped, "consensus_store_node_info", id=leader) == 1.0
+    assert value(scraped, "consensus_store_raft_log_bytes") > 0
+    assert value(scraped, "consensus_store_fsync_duration_seconds_count") >= 1
+    follower = next(n for n in cluster.nodes if n != leader)
+    assert value(scrape(cluster, follower), "consensus_store_raft_leader") == 0.0
+
+
+def test_request_counters_move_with_traffic(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    before = scrape(cluster, leader)
+    puts, gets = 7, 5
+    http = cluster.nodes[leader].endpoint
+    with Client([http], token=cluster.token) as client:
+        for i in range(puts):
+            client.put(f"metrics/{i}", i)
+        for i in range(gets):
+            client.get(f"metrics/{i}", consistency="local")
+        with pytest.raises(InvalidRequest):
+            client.put("", 1)                                  # 400, never retried
+    native = str(cluster.nodes[leader].config.native_address)
+    with Client([f"tcp://{native}"], token=cluster.token) as client:
+        client.put("metrics/native", 1)
+    assert raw_post(cluster, leader, "/v1/groups/join",
+                    {"group": "no-such-group", "session": 1}).status_code in (403, 404)
+    unauthorized = httpx.post(http + "/v1/kv/get", json={"key": "a"}, timeout=5.0,
+                              headers={"Authorization": "Bearer wrong-token-wrong-token"})
+    assert unauthorized.status_code == 401
+    after = scrape(cluster, leader)
+
+    def moved(op: str, status: str) -> float:
+        return (value(after, "consensus_store_requests_total", op=op, status=status)
+                - value(before, "consensus_store_requests_total", op=op, status=status))
+
+    assert moved("put", "200") == puts + 1          # HTTP and native alike
+    assert moved("get", "200") == gets
+    assert moved("put", "400") == 1
+    assert moved("get", "401") == 1
+    assert moved("group_join", "403") + moved("group_join", "404") == 1
+    latency = after["samples"]
+    count = latency[("consensus_store_request_duration_seconds_count",
+                     (("op", "put"), ("status", "200")))]
+    inf = latency[("consensus_store_request_duration_seconds_bucket",
+                   (("le", "+Inf"), ("op", "put"), ("status", "200")))]
+    assert count == inf == value(after, "consensus_store_requests_total", op="put", status="200")
+    assert latency[("consensus_store_request_duration_seconds_sum",
+                    (("op", "put"), ("status", "200")))] > 0
+    assert (value(after, "consensus_store_fsync_duration_seconds_count")
+            > value(before, "consensus_store_fsync_duration_seconds_count"))
+
+
+def test_raft_gauges_match_status(cluster: LocalCluster) -> None:
+    """With no traffic, what /metrics says of Raft is what /v1/status says."""
+    cluster.wait_for_leader()
+    for node_id, node in cluster.nodes.items():
+        def agree() -> bool:
+            status = httpx.get(node.endpoint + "/v1/status", timeout=5.0,
+                               headers={"Authorization": f"Bearer {cluster.token}"}).json()
+            scraped = scrape(cluster, node_id)
+            again = httpx.get(node.endpoint + "/v1/status", timeout=5.0,
+                              headers={"Authorization": f"Bearer {cluster.token}"}).json()
+            if status["commit_index"] != again["commit_index"]:
+                return False          # something committed meanwhile (a heartbeat's notice)
+            return (value(scraped, "consensus_store_raft_term") == status["term"]
+                    and value(scraped, "consensus_store_raft_commit_index")
+                    == status["commit_index"]
+                    and value(scraped, "consensus_store_raft_applied_index")
+                    == status["header"]["applied_index"]
+                    and value(scraped, "consensus_store_raft_log_entries")
+                    == status["log_length"]
+                    and value(scraped, "consensus_store_raft_leader")
+                    == (status["role"] == "leader")
+                    and value(scraped, "consensus_store_revision") == status["revision"])
+        wait_until(agree, 15.0, what=f"/metrics and /v1/status agree on {node_id}")
+
+
+def test_coordination_gauges(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    before = scrape(cluster, leader)
+    with cluster.client() as client:
+        client.groups.create("metrics-group")
+        client.groups.join("metrics-group", "m1")
+        client.groups.join("metrics-group", "m2")
+        client.register_name("metrics-name")
+        after = scrape(cluster, leader)     # the client's session is open
+        assert (value(after, "consensus_store_sessions")
+                == value(before, "consensus_store_sessions") + 1)
+    assert value(after, "consensus_store_groups") == value(before, "consensus_store_groups") + 1
+    assert (value(after, "consensus_store_group_members")
+            == value(before, "consensus_store_group_members") + 2)
+    assert value(after, "consensus_store_names") == value(before, "consensus_store_names") + 1
+
+
+def test_metrics_needs_a_client_token(cluster: LocalCluster) -> None:
+    node = next(iter(cluster.nodes.values()))
+    url = node.endpoint + "/metrics"
+    missing = httpx.get(url, timeout=5.0)
+    assert missing.status_code == 401 and missing.json()["error"]
+    wrong = httpx.get(url, timeout=5.0, headers={"Authorization": "Bearer not-a-token-at-all"})
+    assert wrong.status_code == 401
+    posted = httpx.post(url, timeout=5.0, headers={"Authorization": f"Bearer {cluster.token}"})
+    assert posted.status_code == 405 and posted.headers["allow"] == "GET,HEAD"
+    scraped = scrape(cluster, node.id, token=READ_TOKEN)     # the read role is enough
+    assert scraped["types"]["consensus_store_raft_term"] == "gauge"
+
+
+def test_process_metrics(cluster: LocalCluster, tmp_path: Path) -> None:
+    scraped = scrape(cluster, next(iter(cluster.nodes)))
+    assert value(scraped, "consensus_store_process_resident_memory_bytes") > 0
