@@ -17,16 +17,22 @@ from typing import Any, Iterable
 
 from consensus_store.api.kv import AsyncKVApi
 from consensus_store.api.cluster import AsyncClusterAdminApi
+from consensus_store.api.membership import AsyncMembershipApi
+from consensus_store.api.monitors import AsyncMonitorApi
+from consensus_store.api.watching import AsyncWatchApi
 from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.endpoints import scheme_of, tls_context
 from consensus_store.client.settings import ClientSettings
+from consensus_store.client.snapshot_download import save_snapshot
 from consensus_store.client.transport import async_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.models import NodeStatus, Role
+from consensus_store.state.backup import BackupHeader
 
 
-class AsyncClient(AsyncKVApi, AsyncClusterAdminApi, ClientSettings):
+class AsyncClient(AsyncKVApi, AsyncClusterAdminApi, AsyncWatchApi, AsyncMonitorApi,
+                  AsyncMembershipApi, ClientSettings):
     """asyncio client of a consensus_store cluster (use it from one event loop at a time)."""
 
     def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
@@ -106,3 +112,14 @@ class AsyncClient(AsyncKVApi, AsyncClusterAdminApi, ClientSettings):
                     return status
             await asyncio.sleep(0.1)
         raise Timeout(f"no leader within {timeout:g}s")
+
+    async def snapshot_save(self, path: str | Path, *, consistency: str = "linearizable",
+                            timeout: float | None = None) -> BackupHeader:
+        """``Client.snapshot_save``: the download runs on a worker thread."""
+        loop = asyncio.get_running_loop()
+        endpoints = [self.preferred_endpoint,
+                     *(e for e in self.endpoints if e != self.preferred_endpoint)]
+        return await asyncio.to_thread(
+            save_snapshot, endpoints, self._token, self._ssl, Path(path),
+            consistency=consistency, timeout=timeout or self.timeout,
+            status_of=lambda e: asyncio.run_coroutine_threadsafe(self.status(e), loop).result())

@@ -10,17 +10,25 @@ from typing import Any, Iterable
 
 from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
 from consensus_store.api.cluster import ClusterAdminApi
+from consensus_store.api.membership import MembershipApi
+from consensus_store.api.messaging import MessagingApi
+from consensus_store.api.nodes import NodesApi
 from consensus_store.api.kv import KVApi
+from consensus_store.api.monitors import MonitorApi
+from consensus_store.api.watching import WatchApi
 from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.endpoints import scheme_of, tls_context
 from consensus_store.client.settings import ClientSettings
+from consensus_store.client.snapshot_download import save_snapshot
 from consensus_store.client.transport import sync_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.models import NodeStatus, Role
+from consensus_store.state.backup import BackupHeader
 
 
-class Client(KVApi, CoordinationApi, ClusterAdminApi, ClientSettings):
+class Client(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi,
+             WatchApi, MonitorApi, MembershipApi, ClientSettings):
     """Client of a consensus_store cluster; thread-safe (share one between threads).
 
     >>> client = Client(["tcp://127.0.0.1:7301"], token="...")   # or http://127.0.0.1:7201
@@ -127,3 +135,13 @@ class Client(KVApi, CoordinationApi, ClusterAdminApi, ClientSettings):
                     return status
             time.sleep(0.1)
         raise Timeout(f"no leader within {timeout:g}s")
+
+    def snapshot_save(self, path: str | Path, *, consistency: str = "linearizable",
+                      timeout: float | None = None) -> BackupHeader:
+        """Save the state of the node this client reaches (admin token) as a backup file,
+        consistent at one revision and checked (docs/backup.md); its header."""
+        endpoints = [self.preferred_endpoint,
+                     *(e for e in self.endpoints if e != self.preferred_endpoint)]
+        return save_snapshot(endpoints, self._token, self._ssl, Path(path),
+                             consistency=consistency, timeout=timeout or self.timeout,
+                             status_of=self.status)
