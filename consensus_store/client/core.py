@@ -38,7 +38,10 @@ from typing import Any, Iterable, NamedTuple
 
 from consensus_store.client.endpoints import normalize_endpoints
 from consensus_store.errors import ConsensusStoreError, Timeout, Unavailable, error_from_json
-from consensus_store.protocol import WRITE_OPS    # the op table's at-most-once column
+from consensus_store.protocol import READ_OPS, WRITE_OPS    # the op table's columns
+
+# Reads a read replica may answer (docs/replicas.md); the rest goes to the voters.
+REPLICA_LEVELS = ("local", "session")
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_SERVER_TIMEOUT_S = 300.0       # the node rejects a request "timeout" above this
@@ -79,6 +82,21 @@ class ClientCore:
         self._pending: set[int] = set()
         self.seen_index = 0
         self.preferred = 0
+        self.voters = len(self.endpoints)   # endpoints[voters:] are read replicas
+        self._next_replica = 0
+
+    def add_read_replicas(self, endpoints: Iterable[str]) -> None:
+        """Send ``local`` and ``session`` reads to these nodes (in turn), everything else to
+        the voters; a read a replica cannot answer goes on to the voters."""
+        with self._lock:
+            known = set(self.endpoints)
+            self.endpoints += [e for e in normalize_endpoints(endpoints) if e not in known]
+
+    def next_replica(self) -> int:
+        with self._lock:
+            count = len(self.endpoints) - self.voters
+            self._next_replica = (self._next_replica + 1) % count
+            return self.voters + self._next_replica
 
     def attempts(self, op: str, body: dict[str, Any], timeout: float | None) -> "Attempts":
         return Attempts(self, op, body, self.timeout if timeout is None else timeout)
@@ -115,14 +133,14 @@ class ClientCore:
     def rotate_from(self, failed_index: int) -> None:
         with self._lock:
             if self.preferred == failed_index:
-                self.preferred = (failed_index + 1) % len(self.endpoints)
+                self.preferred = (failed_index + 1) % self.voters
 
 
 class Attempts:
     """The retry plan of one request: which endpoint next, what to send, how long to back off."""
 
     __slots__ = ("core", "timeout", "deadline", "body", "tries", "last_error", "request_id",
-                 "session")
+                 "session", "replica_tries")
 
     def __init__(self, core: ClientCore, op: str, body: dict[str, Any], timeout: float) -> None:
         self.core = core
@@ -137,6 +155,10 @@ class Attempts:
                     "done_below": done_below}
         self.body = body
         self.session = body.get("consistency") == "session"
+        # How many read replicas this request may still try before the voters.
+        self.replica_tries = (len(core.endpoints) - core.voters
+                              if op in READ_OPS and body.get("consistency") in REPLICA_LEVELS
+                              else 0)
 
     def next(self) -> Attempt | None:
         """The next attempt, or None when out of time or tries (then raise ``give_up()``)."""
@@ -148,7 +170,11 @@ class Attempts:
         if self.session:
             body["min_index"] = self.core.seen_index
         body["timeout"] = min(MAX_SERVER_TIMEOUT_S, max(0.05, remaining))
-        index = self.core.preferred
+        if self.replica_tries > 0:
+            self.replica_tries -= 1
+            index = self.core.next_replica()
+        else:
+            index = self.core.preferred
         return Attempt(index, self.core.endpoints[index], body, remaining)
 
     def failed(self, attempt: Attempt, error: ConsensusStoreError) -> float:

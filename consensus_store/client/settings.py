@@ -50,9 +50,19 @@ class ClientSettings:
             if tls.client_ca_file is not None and "cert" not in options:
                 options["cert"], options["key"] = tls.cert_file, tls.key_file
         options.setdefault("token", config.admin_token)
-        client = cls(config_endpoints(config, protocol), **options)
+        endpoints = config_endpoints(config, protocol)
+        if config.is_replica:      # its own endpoint serves reads only (docs/replicas.md)
+            client = cls(endpoints[1:], **options)
+            client.use_read_replicas(endpoints[:1])
+        else:
+            client = cls(endpoints, **options)
         client._directory.learn_members(configured_members(config))
         return client
+
+    def use_read_replicas(self, endpoints: "list[str]") -> None:
+        """Spread ``local`` and ``session`` reads over these read replicas (in turn); writes
+        and every other call keep going to the endpoints the client was made with (voters)."""
+        self._core.add_read_replicas(endpoints)
 
     @property
     def members(self) -> list[ClusterMember]:
