@@ -164,6 +164,9 @@ OPS_LIST: tuple[Op, ...] = (
           {"to": _S, "timeout": Field.NUMBER}, ("leader", "term")),
     _get("sessions", "/v1/sessions", _ADMIN, ("sessions",)),
     _get("digest", "/v1/digest", _ADMIN, ("digest", "parts", "index")),
+    # a stream (a backup file, state/backup.py), not a JSON answer: node/snapshot_export.py
+    _post("snapshot", "/v1/snapshot", _N, _ADMIN,
+          {"consistency": _S, "timeout": Field.NUMBER}, ("backup",)),
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in OPS_LIST})

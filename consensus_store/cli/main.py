@@ -105,6 +105,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                "p pauses, tab moves the focus)")
     dashboard.add_argument("--once", action="store_true", help="print one frame and exit")
     _interval(dashboard)
+    from consensus_store.cli import snapshot
+    snapshot.add_arguments(client_command("snapshot", "save FILE: back up the state of the node "
+                                          "reached (admin token); restore FILE --config "
+                                          "NODE.toml: seed a new cluster's node from it"))
     return parser
 
 
@@ -165,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_up(args.config_dir, args.data_dir, nodes=args.nodes,
                           restart=not args.no_restart, base_port=args.base_port,
                           default_config_dir=_local_config_dir)
+        if args.command == "snapshot":
+            from consensus_store.cli.snapshot import run
+            return run(args, _make_client)
         return _run_client_command(args)
     except (ConfigError, InvalidRequest) as exc:
         print(f"consensus-store: error: {exc.message}", file=sys.stderr)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from consensus_store import fast_json
 from consensus_store.config import ClientToken
 from consensus_store.errors import (AuthError, ConsensusStoreError, Forbidden, InvalidRequest,
                                     NotFound, PayloadTooLarge)
+from consensus_store.node import snapshot_export
 from consensus_store.protocol import HEALTH_ROUTE, OP_BY_ROUTE, OPS_ALLOWED
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Answer:
     body: bytes                  # JSON
     allow: str | None = None     # a 405's methods (its Allow header)
     close: bool = False          # close the connection after it (the body was not all read)
+    stream: AsyncIterator[bytes] | None = None    # sent instead of ``body`` (the snapshot)
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -70,6 +72,9 @@ async def respond(service: "KVService", method: str, path: str,
         if op.name not in OPS_ALLOWED[caller.role]:
             raise Forbidden(forbidden_message(op.name, caller))
         body = decode_body(await read_body()) if op.has_body else {}
+        if op.name == "snapshot":       # a backup file, streamed (snapshot_export.py)
+            stream = await snapshot_export.open_stream(service, body)
+            return Answer(200, b"", stream=stream.chunks())
         return _answer(service, await service.call(op.name, body, caller))
     except (BodyTooLarge, BodyTimeout) as exc:
         return _answer(service, exc.to_json(), exc.http_status, close=True)

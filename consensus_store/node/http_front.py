@@ -24,6 +24,7 @@ from uvicorn.server import ServerState
 
 from consensus_store.node.api import BodyTooLarge, body_timeout, respond
 from consensus_store.node.http_guard import MAX_HEAD_BYTES, GuardedHttpTools
+from consensus_store.node.snapshot_export import send_stream
 
 if TYPE_CHECKING:
     from consensus_store.node.service import KVService
@@ -63,6 +64,9 @@ def asgi_app(service: "KVService") -> Callable[[dict[str, Any], Receive, Send], 
 
         answer = await respond(service, scope["method"], scope["path"], authorization,
                                read_body)
+        if answer.stream is not None:        # the snapshot (snapshot_export.py): chunked
+            await send_stream(send, answer.stream)
+            return
         headers = [_JSON, (b"content-length", b"%d" % len(answer.body))]
         if answer.allow is not None:
             headers.append((b"allow", answer.allow.encode()))

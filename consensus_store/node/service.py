@@ -19,6 +19,7 @@ from consensus_store.node.auth import NODE_TOKEN_NAME, TokenStore
 from consensus_store.node.engine import Engine
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.reads import READS, ReadWait, read_wait
+from consensus_store.node.snapshot_export import http_only
 from consensus_store.node.replica_status import replica_fields
 from consensus_store.node.status_report import StatusReport
 from consensus_store.node.session_keys import is_admin, key_for_open, presented_key, session_auth
@@ -228,6 +229,7 @@ class KVService:
             "session_keepalive": self.session_keepalive, "watch": self.watch, "status": status,
             "sessions": partial(now, self.sessions), "digest": partial(now, self.digest),
             "leader_transfer": self.leader_transfer,
+            "snapshot": http_only,        # streamed by api.py over HTTP only
         }
         handlers: dict[str, Handler] = {}
         for op in OPS.values():

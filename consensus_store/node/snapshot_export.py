@@ -72,12 +72,12 @@ async def http_only(body: dict[str, Any], timeout: float | None = None, *,
                          "(Client.snapshot_save, consensus-store snapshot save)")
 
 
-async def send_stream(send: Any, content_type: bytes, chunks: AsyncIterator[bytes]) -> None:
+async def send_stream(send: Any, chunks: AsyncIterator[bytes]) -> None:
     """An ASGI answer without a length (chunked), stopped if the client leaves (uvicorn's
     ``send`` then drops what it is given: encoding on would waste the copy's work)."""
     cycle = getattr(send, "__self__", None)
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", content_type)]})
+                "headers": [(b"content-type", CONTENT_TYPE)]})
     async for chunk in chunks:
         if getattr(cycle, "disconnected", False):
             return

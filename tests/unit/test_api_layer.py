@@ -27,7 +27,8 @@ from consensus_store.protocol import OPS
 
 PACKAGE_DIR = Path(consensus_store.__file__).parent
 # Answered by the node for operators and tests, not called through the API layer.
-NOT_API_OPS = {"status", "sessions", "digest", "leader_transfer"}   # the last: api/cluster.py
+NOT_API_OPS = {"status", "sessions", "digest", "leader_transfer",   # this one: api/cluster.py
+               "snapshot"}    # a stream: client/snapshot_download.py
 
 
 # ---- the import graph ------------------------------------------------------------------------
