@@ -80,6 +80,10 @@ _R, _RW, _ADMIN = Role.READ, Role.READWRITE, Role.ADMIN
 _W, _Q, _N = Kind.WRITE, Kind.READ, Kind.NODE
 _S, _K, _I, _J, _L = Field.STRING, Field.KEY, Field.INT, Field.JSON, Field.LIST
 _SESSION = {"session": _I, "session_key": _S}
+# A message's receiver (one of group+member, group alone, name, election) and its sender's
+# numbering (at most once, in order: node/messaging_inbox.py).
+_MESSAGE_TO = {"group": _S, "member": _S, "name": _S, "election": _S, "sender": _S, "seq": _I,
+               "consistency": _S, "min_index": _I}
 
 
 def _kv(name: str, kind: Kind, role: Role, fields: dict[str, Field], answer: tuple[str, ...],
@@ -163,6 +167,24 @@ OPS_LIST: tuple[Op, ...] = (
     _post("leader_transfer", "/v1/leader/transfer", _N, _ADMIN,
           {"to": _S, "timeout": Field.NUMBER}, ("leader", "term")),
     _get("sessions", "/v1/sessions", _ADMIN, ("sessions",)),
+    # ---- messaging outside the log (node/messaging.py) and the leader's view of the nodes -------
+    *(_post(name, path, _N, role, fields, answer) for name, path, role, fields, answer in (
+        ("message_send", "/v1/messages/send", _RW, _MESSAGE_TO | {"message": _J},
+         ("delivered",)),
+        ("message_broadcast", "/v1/messages/broadcast", _RW, _MESSAGE_TO | {"message": _J},
+         ("delivered", "undelivered")),
+        ("message_call", "/v1/messages/call", _RW,
+         _MESSAGE_TO | {"request": _J, "wait": Field.NUMBER},
+         ("replies", "bad_members", "no_reply")),
+        ("message_reply", "/v1/messages/reply", _RW,
+         {"call": _S, "value": _J, "session": _I, "session_key": _S}, ("delivered",)),
+        ("inbox_poll", "/v1/inbox/poll", _RW,
+         {"session": _I, "session_key": _S, "wait": Field.NUMBER, "max": _I}, ("messages",)),
+        ("message_forward", "/v1/messages/forward", _ADMIN,
+         {"kind": _S, "session": _I, "envelope": _J, "call": _S, "value": _J},
+         ("delivered",)),
+    )),
+    _get("nodes", "/v1/nodes", _R, ("nodes", "leader", "term")),
     _get("digest", "/v1/digest", _ADMIN, ("digest", "parts", "index")),
     # a stream (a backup file, state/backup.py), not a JSON answer: node/snapshot_export.py
     _post("snapshot", "/v1/snapshot", _N, _ADMIN,

@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from consensus_store.api.requester import Requester, level_of
+from consensus_store.api.messaging import call_one
 from consensus_store.api.session import Session
 from consensus_store.api.watching import wait_for_change
 from consensus_store.errors import Timeout
@@ -101,3 +102,9 @@ class Election:
             if self.session is not None:
                 body.update(self.session.auth)    # the candidacy is the session's
             self._api.request("election_resign", body, None)
+
+    def call_leader(self, request: Any, timeout: float = 5.0) -> Any:
+        """Call the current leader (its client answers with ``msg.reply``); NotFound when
+        there is none or it reads no inbox, Timeout when it does not reply in time."""
+        return call_one(self._api, {"election": self.name}, f"the leader of {self.name!r}",
+                        request, timeout)

@@ -23,11 +23,14 @@ from consensus_store.errors import ConfigError, Timeout, Unavailable
 from consensus_store.event_loop import new_event_loop
 from consensus_store.api import CoordinationApi, KVApi
 from consensus_store.api.cluster import ClusterAdminApi
+from consensus_store.api.messaging import MessagingApi
+from consensus_store.api.nodes import NodesApi
 from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
                                                raise_fd_limit)
 from consensus_store.node.http_front import HttpFront
 from consensus_store.node.leases import LeaseKeeper
+from consensus_store.node.messaging import MessageHub
 from consensus_store.node.native import NativeServer
 from consensus_store.node.engine import Engine
 from consensus_store.node.service import KVService
@@ -56,7 +59,7 @@ class _ListenError(Exception):
         self.key, self.address, self.reason = key, address, error.strerror or str(error)
 
 
-class Node(KVApi, CoordinationApi, ClusterAdminApi):
+class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi):
     """One cluster member running in this process.
 
     >>> node = Node.from_config("cluster_configs/local/node1.toml")   # started
@@ -80,6 +83,7 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi):
         self._leases = LeaseKeeper(self._engine, api_by_node,
                                    node_api_token(config.peer_secret), ssl_context=ssl_peers)
         self._service = KVService(config, self._engine, self._watches, self._leases)
+        self._service.messaging = MessageHub(config, self._engine, ssl_peers)
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"api-{config.id}", daemon=True)
         self._http: HttpFront | None = None
@@ -172,6 +176,7 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi):
         if self._http is not None and self._loop.is_running():
             try:
                 self._call(self._leases.stop(), timeout=5)
+                self._call(self._service.messaging.stop(), timeout=5)
                 if self._native is not None:
                     self._call(self._native.close(), timeout=5)
                 if self._http_port is not None:

@@ -21,6 +21,8 @@ import consensus_store
 from consensus_store import api
 from consensus_store.api import (AsyncKVApi, AsyncRequester, CoordinationApi, KVApi, Requester,
                                  Session)
+from consensus_store.api.messaging import MessagingApi
+from consensus_store.api.nodes import NodesApi
 from consensus_store.errors import CompareFailed
 from consensus_store.models import KeyValue, Leader, Member
 from consensus_store.protocol import OPS
@@ -29,6 +31,8 @@ PACKAGE_DIR = Path(consensus_store.__file__).parent
 # Answered by the node for operators and tests, not called through the API layer.
 NOT_API_OPS = {"status", "sessions", "digest", "leader_transfer",   # this one: api/cluster.py
                "snapshot"}    # a stream: client/snapshot_download.py
+
+NOT_API_OPS |= {"message_forward"}    # node to node only (node/messaging.py)
 
 
 # ---- the import graph ------------------------------------------------------------------------
@@ -168,6 +172,14 @@ ANSWERS: dict[str, dict[str, Any]] = {
     "elections_leader": {"leader": LEADER, "candidates": [{"member": "m1"}], "header": HEADER},
     "election_resign": {"resigned": True}, "watch": {"events": []},
 }
+_ENVELOPE = {"from": "c", "seq": 1, "to": {"name": "n"}, "message": 1, "call": "x@n1"}
+_CALLED = {"replies": {"m1": 2}, "bad_members": [], "no_reply": []}
+ANSWERS.update({
+    "message_send": {"delivered": True}, "message_reply": {"delivered": True},
+    "message_broadcast": {"delivered": ["m1"], "undelivered": []}, "message_call": _CALLED,
+    "inbox_poll": {"messages": [_ENVELOPE]},
+    "nodes": {"nodes": [{"id": "n1", "api_address": "a", "up": True, "leader": True}]},
+})
 
 
 class Recorder:
@@ -252,6 +264,12 @@ def test_every_call_and_recipe_sends_ops_and_fields_the_op_table_declares(
     next(changes)
     next(changes)                      # one wait for a change: a "watch"
     election.resign()
+    assert groups.send("g", "m1", 1) and groups.broadcast("g", 1).delivered == ["m1"]
+    assert groups.multi_call("g", 1).replies == {"m1": 2} and election.call_leader(1) == 2
+    assert MessagingApi.call_name(calls, "n", 1) == 2 and MessagingApi.send_name(calls, "n", 1)
+    message = next(MessagingApi.inbox(calls))
+    assert message.message == 1 and message.reply(3) is True
+    assert NodesApi.nodes(calls)[0].up
     with calls.session(ttl=0.3) as session:       # keepalives every 0.1 s
         assert session.id == 1
         assert wait_for(lambda: "session_keepalive" in recorder.sent_ops())

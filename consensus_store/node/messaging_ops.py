@@ -1,0 +1,83 @@
+"""The service's handlers of the messaging ops (``protocol.OPS``: message_*, inbox_poll) and of
+``nodes`` (every configured node, up or down as the leader sees its peers).
+
+``handlers(service)`` is called from ``KVService._handlers``; each handler finds the node's
+``MessageHub`` (``service.messaging``, set by ``server.Node``) when it runs.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from consensus_store.config import ClientToken
+from consensus_store.errors import NotLeader, Unavailable
+
+if TYPE_CHECKING:
+    from consensus_store.node.messaging import MessageHub
+    from consensus_store.node.service import KVService
+
+Handler = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def handlers(service: "KVService") -> dict[str, Handler]:
+    def hub() -> "MessageHub":
+        messages = getattr(service, "messaging", None)
+        if messages is None:
+            raise Unavailable("messaging is not running on this node")
+        return messages
+
+    async def settled(body: dict[str, Any]) -> None:
+        # Receivers are read from this replica: let it catch up with what the client has seen
+        # (a member that just joined through another node is found).
+        await service.settle_read({"consistency": "session", "min_index": body.get("min_index",
+                                                                                    0)})
+
+    async def send(body: dict[str, Any], timeout: float | None = None, *,
+                   caller: ClientToken | None = None) -> dict[str, Any]:
+        await settled(body)
+        return await hub().send(body, many=False)
+
+    async def broadcast(body: dict[str, Any], timeout: float | None = None, *,
+                        caller: ClientToken | None = None) -> dict[str, Any]:
+        await settled(body)
+        return await hub().send(body, many=True)
+
+    async def call(body: dict[str, Any], timeout: float | None = None, *,
+                   caller: ClientToken | None = None) -> dict[str, Any]:
+        await settled(body)
+        return await hub().call(body)
+
+    async def reply(body: dict[str, Any], timeout: float | None = None, *,
+                    caller: ClientToken | None = None) -> dict[str, Any]:
+        return await hub().reply(body, caller)
+
+    async def poll(body: dict[str, Any], timeout: float | None = None, *,
+                   caller: ClientToken | None = None) -> dict[str, Any]:
+        return await hub().poll(body, caller)
+
+    async def forward(body: dict[str, Any], timeout: float | None = None, *,
+                      caller: ClientToken | None = None) -> dict[str, Any]:
+        return await hub().forwarded(body, caller)
+
+    async def nodes(body: dict[str, Any], timeout: float | None = None, *,
+                    caller: ClientToken | None = None) -> dict[str, Any]:
+        return await nodes_view(service)
+
+    return {"message_send": send, "message_broadcast": broadcast, "message_call": call,
+            "message_reply": reply, "inbox_poll": poll, "message_forward": forward,
+            "nodes": nodes}
+
+
+async def nodes_view(service: "KVService") -> dict[str, Any]:
+    """Every configured node with ``up`` as this node, the leader, sees it (NotLeader on any
+    other node: the client asks the next one)."""
+    engine, config = service.engine, service.config
+    if not engine.started or not engine.is_leader():
+        raise NotLeader("nodes are answered by the leader", leader=engine.leader_id())
+    raft = await engine.status()
+    connected = {engine.node_id(address) for address in raft.connected_peers}
+    rows = [{"id": config.id, "api_address": str(config.api_address), "up": True,
+             "leader": True}]
+    for peer in config.peers:
+        rows.append({"id": peer.id, "api_address": str(peer.api_address),
+                     "up": peer.id in connected, "leader": False})
+    return {"nodes": rows, "leader": config.id, "term": raft.term}
