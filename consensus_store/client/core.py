@@ -83,7 +83,7 @@ class ClientCore:
         self.seen_index = 0
         self.preferred = 0
         self.voters = len(self.endpoints)   # endpoints[voters:] are read replicas
-        self._next_replica = 0
+        self._next_replica = -1             # the last replica a read went to
 
     def add_read_replicas(self, endpoints: Iterable[str]) -> None:
         """Send ``local`` and ``session`` reads to these nodes (in turn), everything else to
