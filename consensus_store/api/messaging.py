@@ -173,7 +173,7 @@ def nodes_from(result: JsonObject) -> list[NodeInfo]:
 def node_events(before: dict[str, bool], now: dict[str, bool]) -> list[NodeEvent]:
     events = []
     for node, up in now.items():
-        if before.get(node) != up and (node in before or not up):
+        if before.get(node, False) != up:
             events.append(NodeEvent("nodeup" if up else "nodedown", node))
     return events
 

@@ -3,7 +3,8 @@ cluster's leader sees its peers (op ``nodes``, answered by the leader; a followe
 NotLeader and the client asks the next node).
 
 ``monitor_nodes`` polls that view every ``interval`` seconds and yields ``nodeup`` /
-``nodedown`` events (as ``:net_kernel.monitor_nodes``): changes only, none for the first view.
+``nodedown`` events (as ``:net_kernel.monitor_nodes``): changes only, unless ``initial`` asks
+for a ``nodeup`` of each node up in the first view.
 While no leader answers (an election, a lost majority) it yields nothing and keeps polling.
 """
 from __future__ import annotations
@@ -27,12 +28,12 @@ class NodesApi:
     def nodes(self, *, timeout: float = NODES_TIMEOUT_S) -> list[NodeInfo]:
         return nodes_from(self.request("nodes", {}, timeout))
 
-    def monitor_nodes(self, *, interval: float = MONITOR_INTERVAL_S,
+    def monitor_nodes(self, *, interval: float = MONITOR_INTERVAL_S, initial: bool = False,
                       timeout: float | None = None) -> Iterator[NodeEvent]:
         """nodeup / nodedown events as they happen (until ``timeout`` seconds, None: for
         ever; ``close()`` the iterator to stop)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        before: dict[str, bool] | None = None
+        before: dict[str, bool] | None = {} if initial else None
         while deadline is None or time.monotonic() < deadline:
             try:
                 now = {n.id: n.up for n in self.nodes(timeout=max(interval, 1.0))}
@@ -53,12 +54,12 @@ class AsyncNodesApi:
     async def nodes(self, *, timeout: float = NODES_TIMEOUT_S) -> list[NodeInfo]:
         return nodes_from(await self.request("nodes", {}, timeout))
 
-    async def monitor_nodes(self, *, interval: float = MONITOR_INTERVAL_S,
+    async def monitor_nodes(self, *, interval: float = MONITOR_INTERVAL_S, initial: bool = False,
                             timeout: float | None = None) -> AsyncIterator[NodeEvent]:
         """As ``NodesApi.monitor_nodes``: ``async for event in client.monitor_nodes()``."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        before: dict[str, bool] | None = None
+        before: dict[str, bool] | None = {} if initial else None
         while deadline is None or loop.time() < deadline:
             try:
                 now = {n.id: n.up for n in await self.nodes(timeout=max(interval, 1.0))}

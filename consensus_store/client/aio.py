@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from consensus_store.api.kv import AsyncKVApi
+from consensus_store.api.messaging_async import AsyncMessagingApi
+from consensus_store.api.nodes import AsyncNodesApi
 from consensus_store.api.cluster import AsyncClusterAdminApi
 from consensus_store.api.membership import AsyncMembershipApi
 from consensus_store.api.monitors import AsyncMonitorApi
@@ -31,7 +33,8 @@ from consensus_store.models import NodeStatus, Role
 from consensus_store.state.backup import BackupHeader
 
 
-class AsyncClient(AsyncKVApi, AsyncClusterAdminApi, AsyncWatchApi, AsyncMonitorApi,
+class AsyncClient(AsyncKVApi, AsyncMessagingApi, AsyncNodesApi,
+                  AsyncClusterAdminApi, AsyncWatchApi, AsyncMonitorApi,
                   AsyncMembershipApi, ClientSettings):
     """asyncio client of a consensus_store cluster (use it from one event loop at a time)."""
 
