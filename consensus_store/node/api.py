@@ -43,6 +43,7 @@ class Answer:
     allow: str | None = None     # a 405's methods (its Allow header)
     close: bool = False          # close the connection after it (the body was not all read)
     stream: AsyncIterator[bytes] | None = None    # sent instead of ``body`` (the snapshot)
+    content_type: bytes = b"application/json"     # /metrics: Prometheus' text format
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -115,6 +116,9 @@ def _check_token(service: "KVService", authorization: str | bytes | None) -> Cli
     if caller is None:
         raise AuthError("missing or wrong client token (Authorization: Bearer <token>)")
     return caller
+
+
+check_token = _check_token     # the caller of a request: for routes outside the op table
 
 
 def forbidden_message(op: str | None, caller: ClientToken) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import uvicorn
@@ -24,6 +25,7 @@ from uvicorn.server import ServerState
 
 from consensus_store.node.api import BodyTooLarge, body_timeout, respond
 from consensus_store.node.http_guard import MAX_HEAD_BYTES, GuardedHttpTools
+from consensus_store.node.metrics import METRICS_PATH, metrics_answer, metrics_for
 from consensus_store.node.snapshot_export import send_stream
 
 if TYPE_CHECKING:
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-_JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
 LINGER_S = 2.0      # how long a refused body is read and dropped before the connection closes
 
@@ -40,6 +41,7 @@ def asgi_app(service: "KVService") -> Callable[[dict[str, Any], Receive, Send], 
     """The raw ASGI app answering every op of the table (HTTP only: no lifespan, no
     websockets)."""
     limits = service.config.limits
+    requests = metrics_for(service).requests
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,12 +64,19 @@ def asgi_app(service: "KVService") -> Callable[[dict[str, Any], Receive, Send], 
             except TimeoutError:
                 raise body_timeout(limits.body_timeout_s) from None
 
-        answer = await respond(service, scope["method"], scope["path"], authorization,
-                               read_body)
+        if scope["path"] == METRICS_PATH:
+            answer = await metrics_answer(service, scope["method"], authorization)
+        else:
+            started = perf_counter()
+            answer = await respond(service, scope["method"], scope["path"], authorization,
+                                   read_body)
+            requests.observe_route(scope["method"], scope["path"], answer.status,
+                                   perf_counter() - started)
         if answer.stream is not None:        # the snapshot (snapshot_export.py): chunked
             await send_stream(send, answer.stream)
             return
-        headers = [_JSON, (b"content-length", b"%d" % len(answer.body))]
+        headers = [(b"content-type", answer.content_type),
+                   (b"content-length", b"%d" % len(answer.body))]
         if answer.allow is not None:
             headers.append((b"allow", answer.allow.encode()))
         if answer.close:

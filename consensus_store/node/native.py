@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any, Coroutine
 
 from consensus_store.config import ClientToken
@@ -32,6 +33,7 @@ from consensus_store.errors import (AuthError, ConsensusStoreError, Forbidden, I
                                     PayloadTooLarge)
 from consensus_store.node.api import forbidden_message
 from consensus_store.node.client_ports import ClientPort, ConnectionGate
+from consensus_store.node.metrics import metrics_for
 from consensus_store.node.reads import ReadWait, read_wait
 from consensus_store.node.service import KVService
 from consensus_store.node.validate import request_timeout
@@ -108,6 +110,8 @@ class _Connection(asyncio.Protocol):
         self._write_paused = False      # the peer does not read its answers fast enough
         self._reading = True
         self._auth_timer: asyncio.TimerHandle | None = None
+        self._timing: dict[int, tuple[str, float]] = {}   # request id -> op, arrival (metrics)
+        self._requests = metrics_for(self.service).requests
 
     # ---- transport events -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,6 +185,7 @@ class _Connection(asyncio.Protocol):
             return
         if type(op) is not str or op not in self.allowed:   # deny by default
             return self._refuse(request_id, op)
+        self._timing[request_id] = (op, perf_counter())
         try:
             spec = OPS[op]
             if spec.kind is Kind.READ:
@@ -208,6 +213,7 @@ class _Connection(asyncio.Protocol):
         does not list); 400 for an op this server does not have."""
         if isinstance(op, str) and op in self.server.ops and self.caller is not None:
             error: ConsensusStoreError = Forbidden(forbidden_message(op, self.caller))
+            self._timing[request_id] = (op, perf_counter())
         else:
             error = InvalidRequest(f"unknown op {op!r:.40}; ops: {', '.join(self.server.ops)}")
         self._reply(request_id, error.http_status, error.to_json())
@@ -355,6 +361,9 @@ class _Connection(asyncio.Protocol):
 
     # ---- answers ------------------------------------------------------------------------------
     def _reply(self, request_id: int | None, status: int, body: dict[str, Any]) -> None:
+        timing = self._timing.pop(request_id, None) if request_id is not None else None
+        if timing is not None:
+            self._requests.observe(timing[0], status, perf_counter() - timing[1])
         if self.closed:
             return
         body["header"] = self.service.header()
