@@ -61,8 +61,11 @@ def restore_data_dir(backup_path: Path, config: NodeConfig,
     index = max(header.applied_index, MIN_INDEX)
     state["applied_index"] = index
     previous, last = (NO_OP, index - 1, FIRST_TERM), (NO_OP, index, FIRST_TERM)
-    cluster = {TCPNode(str(config.raft_address)),
-               *(TCPNode(str(peer.raft_address)) for peer in config.peers)}
+    # the voters, as a fresh node of this config starts with (a read replica is none of them)
+    voters = [str(peer.raft_address) for peer in config.peers]
+    if not config.is_replica:
+        voters.append(str(config.raft_address))
+    cluster = {TCPNode(address) for address in voters}
     # pysyncobj's snapshot tuple: (its own replicated attributes, last entry, the one before,
     # the cluster); our only replicated attribute is the machine (raft.py).
     snapshot = ({"machine": PlainMachine(state)}, last, previous, cluster)
