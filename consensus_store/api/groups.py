@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 from consensus_store.api.requester import Requester, level_of
 from consensus_store.api.messaging import Broadcast, MultiCall, broadcast, multi_call, send
-from consensus_store.api.messaging import Broadcast, MultiCall, broadcast, multi_call, send
 from consensus_store.api.session import Session
 from consensus_store.models import Member
 
@@ -80,21 +79,6 @@ class Groups:
     def route(self, group: str, key: str, *, timeout: float | None = None) -> Member | None:
         """The member responsible for ``key``: rendezvous (highest random weight) hashing."""
         return rendezvous(self.members(group, timeout=timeout), key)
-
-    # ---- messages to members, outside the log (api/messaging.py, docs/messaging.md) -------------
-    def send(self, group: str, member: str | Member, message: Any, *,
-             timeout: float | None = None) -> bool:
-        """Deliver ``message`` to one member's inbox (True once it took it)."""
-        member_id = member.id if isinstance(member, Member) else member
-        return send(self._api, {"group": group, "member": member_id}, message, timeout)
-
-    def broadcast(self, group: str, message: Any, *, timeout: float | None = None) -> Broadcast:
-        """Deliver ``message`` to every member whose client reads its inbox."""
-        return broadcast(self._api, group, message, timeout)
-
-    def multi_call(self, group: str, request: Any, timeout: float = 5.0) -> MultiCall:
-        """pg2's multi_call: every member's reply within ``timeout``, and who did not answer."""
-        return multi_call(self._api, {"group": group}, request, timeout)
 
     # ---- messages to members, outside the log (api/messaging.py, docs/messaging.md) -------------
     def send(self, group: str, member: str | Member, message: Any, *,

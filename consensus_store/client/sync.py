@@ -10,8 +10,6 @@ from typing import Any, Iterable
 
 from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
 from consensus_store.api.cluster import ClusterAdminApi
-from consensus_store.api.messaging import MessagingApi
-from consensus_store.api.nodes import NodesApi
 from consensus_store.api.membership import MembershipApi
 from consensus_store.api.messaging import MessagingApi
 from consensus_store.api.nodes import NodesApi
@@ -30,7 +28,6 @@ from consensus_store.state.backup import BackupHeader
 
 
 class Client(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi,
-             MessagingApi, NodesApi,
              WatchApi, MonitorApi, MembershipApi, ClientSettings):
     """Client of a consensus_store cluster; thread-safe (share one between threads).
 
