@@ -1,5 +1,5 @@
 """Calls that operate the cluster itself (admin role), shared by ``Client``, ``AsyncClient`` and
-the embedded ``Node``: ``transfer_leadership``.
+the embedded ``Node``: ``transfer_leadership``, ``sessions`` (every open session).
 
 Imports ``errors`` and ``requester`` only (see the package docstring).
 """
@@ -11,6 +11,7 @@ from consensus_store.api.requester import JsonObject
 from consensus_store.errors import InvalidRequest
 
 TRANSFER_OP = "leader_transfer"
+SESSIONS_OP = "sessions"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class ClusterAdminApi:
 
     transfer_leadership.__doc__ = _TRANSFER_DOC
 
+    def sessions(self, *, timeout: float | None = None) -> list[JsonObject]:
+        """Every open session: id, ttl, node, keys (how many it owns).  Admin role."""
+        return self.request(SESSIONS_OP, {}, timeout)["sessions"]
+
 
 class AsyncClusterAdminApi:
     """``ClusterAdminApi`` for asyncio (``AsyncRequester``)."""
@@ -69,6 +74,10 @@ class AsyncClusterAdminApi:
         return parse_transfer(await self.request(TRANSFER_OP, transfer_body(to), timeout))
 
     transfer_leadership.__doc__ = _TRANSFER_DOC
+
+    async def sessions(self, *, timeout: float | None = None) -> list[JsonObject]:
+        """Every open session: id, ttl, node, keys (how many it owns).  Admin role."""
+        return (await self.request(SESSIONS_OP, {}, timeout))["sessions"]
 
 
 __all__ = ["AsyncClusterAdminApi", "ClusterAdminApi", "LeaderTransfer",

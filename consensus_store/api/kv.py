@@ -31,8 +31,17 @@ class Call(NamedTuple):
 
 
 # ---- request building (pure) -------------------------------------------------------------------
-def put_call(key: str, value: Any) -> Call:
-    return Call("put", {"key": key, "value": value}, parse_kv)
+def put_call(key: str, value: Any, session: Any = None) -> Call:
+    """``session``: a ``Session`` (sync or async: anything with its ``auth`` fields) that
+    will own the key, deleted when the session ends or expires (etcd's lease, ZooKeeper's
+    ephemeral node); None: the key stays."""
+    body: dict[str, Any] = {"key": key, "value": value}
+    if session is not None:
+        auth = getattr(session, "auth", None)
+        if not isinstance(auth, dict):
+            raise InvalidRequest("session must be a Session (client.session()) or None")
+        body.update(auth)
+    return Call("put", body, parse_kv)
 
 
 def get_call(key: str, level: str) -> Call:
@@ -127,9 +136,11 @@ class KVApi:
     def _kv_call(self, call: Call, timeout: float | None) -> Any:
         return call.parse(self.request(call.op, call.body, timeout))
 
-    def put(self, key: str, value: Any, *, timeout: float | None = None) -> KeyValue:
-        """Set ``key`` to ``value`` (any JSON value); returns the new record."""
-        return self._kv_call(put_call(key, value), timeout)
+    def put(self, key: str, value: Any, *, session: Any = None,
+            timeout: float | None = None) -> KeyValue:
+        """Set ``key`` to ``value`` (any JSON value); returns the new record.  With
+        ``session`` the key is ephemeral: it goes when that session ends or expires."""
+        return self._kv_call(put_call(key, value, session), timeout)
 
     def get(self, key: str, *, consistency: Consistency | str | None = None,
             timeout: float | None = None) -> KeyValue | None:
@@ -185,9 +196,11 @@ class AsyncKVApi:
     async def _kv_call(self, call: Call, timeout: float | None) -> Any:
         return call.parse(await self.request(call.op, call.body, timeout))
 
-    async def put(self, key: str, value: Any, *, timeout: float | None = None) -> KeyValue:
-        """Set ``key`` to ``value`` (any JSON value); returns the new record."""
-        return await self._kv_call(put_call(key, value), timeout)
+    async def put(self, key: str, value: Any, *, session: Any = None,
+                  timeout: float | None = None) -> KeyValue:
+        """Set ``key`` to ``value`` (any JSON value); returns the new record.  With
+        ``session`` the key is ephemeral: it goes when that session ends or expires."""
+        return await self._kv_call(put_call(key, value, session), timeout)
 
     async def get(self, key: str, *, consistency: Consistency | str | None = None,
                   timeout: float | None = None) -> KeyValue | None:

@@ -88,6 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     members.add_argument("group")
     client_command("names", "list registered names")
     client_command("locks", "list locks with holder, fencing token and waiters")
+    client_command("sessions", "list open sessions: id, TTL, node, keys owned (admin token)")
     leader = client_command("leader", "show an election's leader and candidates; 'leader "
                             "transfer [ID]' moves Raft leadership to voter ID (default: the "
                             "most caught-up one; admin token)")
@@ -316,11 +317,22 @@ def _leader(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     return state, views.election_table(state)
 
 
+def _sessions(client: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from rich.table import Table
+    sessions = client.sessions(timeout=args.timeout)
+    table = Table(title="sessions")
+    for column in ("session", "ttl s", "node", "keys"):
+        table.add_column(column)
+    for s in sessions:
+        table.add_row(str(s["id"]), f"{s['ttl']:g}", s["node"], str(s["keys"]))
+    return sessions, table
+
+
 # ``leader NAME`` shows an election; ``leader transfer [ID]`` moves Raft leadership (the word
 # is taken: an election named "transfer" is shown by the dashboard, not by this command).
 LEADER_TRANSFER = "transfer"
 COORDINATION_COMMANDS = {"groups": _groups, "members": _members, "names": _names,
-                         "locks": _locks, "leader": _leader}
+                         "locks": _locks, "leader": _leader, "sessions": _sessions}
 
 
 def _emit(args: argparse.Namespace, body: dict[str, Any], text: str) -> None:
