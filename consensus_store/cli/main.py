@@ -46,6 +46,9 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, choices=(1, 3, 5),
                     help="run an N-node cluster from configs generated in the data dir "
                          "(fresh peer secret and admin token) instead of --config-dir")
+    up.add_argument("--replicas", type=int, default=0, metavar="M",
+                    help="with --nodes: also run M read replicas (non-voting, serve local and "
+                         "session reads; default 0)")
     up.add_argument("--no-restart", action="store_true",
                     help="leave a node that exits down (default: restart it with back-off)")
     up.add_argument("--base-port", type=int, default=7101,
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from consensus_store.cli.up import run_up
             return run_up(args.config_dir, args.data_dir, nodes=args.nodes,
                           restart=not args.no_restart, base_port=args.base_port,
-                          default_config_dir=_local_config_dir)
+                          default_config_dir=_local_config_dir, replicas=args.replicas)
         if args.command == "snapshot":
             from consensus_store.cli.snapshot import run
             return run(args, _make_client)

@@ -20,25 +20,33 @@ from consensus_store.errors import ConfigError
 from consensus_store.launcher import LocalCluster
 
 CLUSTER_SIZES = (1, 3, 5)
+MAX_REPLICAS = 5                  # read replicas beside the voters (docs/replicas.md)
 DEFAULT_BASE_PORT = 7101          # raft 7101.., HTTP 7201.., native 7301.. as in cluster_configs/local
 CHECK_INTERVAL_S = 0.5
 
 
 def run_up(config_dir: Path | None, data_dir: Path | None, *, nodes: int | None = None,
            restart: bool = True, base_port: int = DEFAULT_BASE_PORT,
-           default_config_dir: Callable[[], Path] | None = None) -> int:
-    """``nodes``: run a cluster of that size from configs generated under the data dir;
-    otherwise the configs in ``config_dir`` (or ``default_config_dir()``)."""
+           default_config_dir: Callable[[], Path] | None = None, replicas: int = 0) -> int:
+    """``nodes``: run a cluster of that size (and ``replicas`` read replicas) from configs
+    generated under the data dir; otherwise the configs in ``config_dir`` (or
+    ``default_config_dir()``)."""
     console = Console(stderr=False)
+    if replicas and nodes is None:
+        raise ConfigError("--replicas: needs --nodes (or write replica configs into "
+                          "--config-dir yourself: docs/replicas.md)")
     if nodes is not None:
         data_root = (data_dir or Path(f"~/.local/share/consensus-store/up-{nodes}")).expanduser()
         config_dir = generated_configs(data_root.resolve(), nodes, base_port)
+        paths = [config_dir / f"node{i + 1}.toml" for i in range(nodes)]
+        paths += replica_configs(config_dir, data_root.resolve(), nodes, replicas, base_port)
         data_dir = None                   # the generated configs name their data dirs
-    elif config_dir is None:
-        if default_config_dir is None:
-            raise ConfigError("up: no --config-dir given")
-        config_dir = default_config_dir()
-    paths = node_config_paths(config_dir)
+    else:
+        if config_dir is None:
+            if default_config_dir is None:
+                raise ConfigError("up: no --config-dir given")
+            config_dir = default_config_dir()
+        paths = node_config_paths(config_dir)
     if not paths:
         raise ConfigError(f"{config_dir}: no *.toml node configs")
     for name in ("peer_secret", "tokens.toml"):   # git checks files out 0644
@@ -46,7 +54,8 @@ def run_up(config_dir: Path | None, data_dir: Path | None, *, nodes: int | None 
             (config_dir / name).chmod(0o600)
     configs = [load_config(p) for p in paths]
     for config in configs:
-        for address in (config.raft_address, config.api_address, config.native_address):
+        raft = () if config.is_replica else (config.raft_address,)   # a replica never listens
+        for address in (*raft, config.api_address, config.native_address):
             if address is not None:
                 _require_free(config.path, address.host, address.port)
     cluster = LocalCluster(paths, data_root=data_dir.resolve() if data_dir else None)
@@ -105,6 +114,39 @@ def generated_configs(data_root: Path, size: int, base_port: int) -> Path:
     return directory
 
 
+def replica_configs(directory: Path, data_root: Path, size: int, count: int,
+                    base_port: int) -> list[Path]:
+    """``directory/replica1.toml`` … : read replicas of the ``size`` voters that
+    ``generated_configs`` wrote there, on the ports after theirs; written once, then reused."""
+    if not 0 <= count <= MAX_REPLICAS:
+        raise ConfigError(f"--replicas: {count}: must be between 0 and {MAX_REPLICAS}")
+    if base_port + size + count + 200 > 65535:
+        raise ConfigError(f"--base-port: {base_port}: no room for {count} replicas")
+    voters = [load_config(directory / f"node{i + 1}.toml") for i in range(size)]
+    paths = []
+    for k in range(count):
+        path, i = directory / f"replica{k + 1}.toml", size + k
+        paths.append(path)
+        if path.is_file():
+            continue
+        lines = [f"# Read replica {k + 1} of the {size}-node local cluster, written by "
+                 f"`consensus-store up --replicas`: it never votes (docs/replicas.md).",
+                 f'id = "replica{k + 1}"', 'role = "replica"',
+                 f'raft_address = "127.0.0.1:{base_port + i}"     # its name; it never listens',
+                 f'api_address = "127.0.0.1:{base_port + 100 + i}"',
+                 f'native_address = "127.0.0.1:{base_port + 200 + i}"',
+                 f'data_dir = "{data_root / f"replica{k + 1}"}"',
+                 'peer_secret_file = "peer_secret"', 'tokens_file = "tokens.toml"', ""]
+        for voter in voters:
+            lines += ["[[peers]]", f'id = "{voter.id}"', f'raft_address = "{voter.raft_address}"',
+                      f'api_address = "{voter.api_address}"',
+                      f'native_address = "{voter.native_address}"', ""]
+        lines += ["[raft]", "heartbeat_interval_s = 0.1", "election_timeout_min_s = 0.5",
+                  "election_timeout_max_s = 1.2"]
+        path.write_text("\n".join(lines) + "\n")
+    return paths
+
+
 def _write_private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
@@ -142,9 +184,13 @@ def _require_free(config_path: Path, host: str, port: int) -> None:
 
 def _print_usage(console: Console, cluster: LocalCluster, config: Path, leader: str,
                  restart: bool) -> None:
-    console.print(f"[bold green]cluster up[/]: {len(cluster.nodes)} nodes, leader {leader}")
+    replicas = sum(node.config.is_replica for node in cluster.nodes.values())
+    also = f" and {replicas} read replicas" if replicas else ""
+    console.print(f"[bold green]cluster up[/]: {len(cluster.nodes) - replicas} nodes{also}, "
+                  f"leader {leader}")
     for node in cluster.nodes.values():
-        console.print(f"  {node.id}: {node.endpoint}  raft {node.config.raft_address}  "
+        raft = "read replica" if node.config.is_replica else f"raft {node.config.raft_address}"
+        console.print(f"  {node.id}: {node.endpoint}  {raft}  "
                       f"data {node.data_dir}  log {node.log_path}", soft_wrap=True)
     first = next(iter(cluster.nodes.values()))
     configs_tokens, token = first.config.tokens_file, first.config.admin_token

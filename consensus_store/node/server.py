@@ -116,8 +116,10 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi):
             raise ConfigError(f"{self.config.path}: {exc.key}: cannot listen on {exc.address}: "
                               f"{exc.reason}") from None
         self._started = True
-        log.info("node %s: raft on %s, API on %s://%s", self.config.id,
-                 self.config.raft_address, self.config.scheme, self.config.api_address)
+        raft = (f"read replica of {', '.join(p.id for p in self.config.peers)}"
+                if self.config.is_replica else f"raft on {self.config.raft_address}")
+        log.info("node %s: %s, API on %s://%s", self.config.id, raft, self.config.scheme,
+                 self.config.api_address)
 
     async def _serve_api(self) -> None:
         config, address = self.config, self.config.api_address

@@ -1,5 +1,6 @@
 """Read replicas (docs/replicas.md) with real processes: 3 voters, 2 replicas (r1, r2) and r3, a
-replica whose peer secret is wrong.
+replica whose peer secret is wrong.  Every node snapshots every few dozen entries, so a
+replica's restart goes through its own snapshot and its catching up through the leader's.
 
 The tests share one cluster and run in file order: the last one kills two voters.
 """
@@ -14,6 +15,7 @@ import pytest
 from consensus_store.client import Client
 from consensus_store.errors import ConsensusStoreError
 from consensus_store.launcher import LocalCluster, write_cluster_configs
+from consensus_store.node.engine.storage import SNAPSHOT_NAME
 from consensus_store.testing.cluster import node_state
 
 from .support import ClusterPool, raw_post, statuses, wait_until
@@ -21,12 +23,15 @@ from .support import ClusterPool, raw_post, statuses, wait_until
 VOTERS = ("n1", "n2", "n3")
 REPLICAS = ("r1", "r2")
 OUTSIDER = "r3"          # a replica configured with a wrong peer secret
+COMPACTION = {"log_compaction_min_entries": 40, "log_compaction_min_time_s": 0.2}
 
 
 @pytest.fixture(scope="module")
 def cluster(module_pool: ClusterPool) -> Iterator[LocalCluster]:
     directory = module_pool.root / "replicas" / "configs"
-    paths = write_cluster_configs(directory, 3, replicas=3, durability="process")
+    # Frequent snapshots: a replica snapshots too, and one that was down gets the leader's.
+    paths = write_cluster_configs(directory, 3, replicas=3, durability="process",
+                                  raft_table=COMPACTION)
     wrong = directory / "wrong_secret"
     descriptor = os.open(wrong, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
@@ -138,6 +143,9 @@ def test_status_shows_replicas_not_voting_with_their_lag(cluster: LocalCluster) 
     for replica in REPLICAS:
         assert isinstance(on_leader[replica]["lag"], int) and on_leader[replica]["lag"] >= 0
         assert on_leader[replica]["match_index"] > 0
+        assert on_leader[replica]["endpoint"] == endpoint(cluster, replica)
+        assert on_leader[replica]["native_address"] == str(
+            cluster.nodes[replica].config.native_address)
         assert isinstance(raw[replica]["lag"], int) and raw[replica]["lag"] >= 0
         assert raw[replica]["replicas"] == []
 
@@ -177,6 +185,9 @@ def test_killed_replica_restarts_and_catches_up(cluster: LocalCluster) -> None:
                what="the restarted replica holds every write made while it was down")
     wait_until(lambda: "r1" in [r["id"] for r in raw_status(cluster, leader)["replicas"]], 10.0,
                what="the leader lists the restarted replica again")
+    # It snapshots like any node (pysyncobj's read-only node writes its own).
+    wait_until(lambda: (cluster.nodes["r1"].data_dir / SNAPSHOT_NAME).is_file(), 10.0,
+               what="the replica wrote a snapshot")
 
 
 def test_replicas_never_count_for_quorum(cluster: LocalCluster) -> None:

@@ -50,10 +50,12 @@ log = logging.getLogger("consensus_store.raft.port")
 ACCEPT_BACKOFF_S = 0.2          # after accept() ran out of descriptors or memory
 ACCEPTS_PER_EVENT = 64          # one poll event accepts at most this many connections
 ACCEPT_BACKLOG = 128
-# A read replica (pysyncobj's read-only node) announces itself as "readonly:<its id>" rather
-# than pysyncobj's bare "readonly", so that the voters can name it in their status.
+# A read replica (pysyncobj's read-only node) announces itself as
+# "readonly:<id> <api endpoint> <native address or ->" rather than pysyncobj's bare "readonly",
+# so that the voters can name it, and say where clients reach it, in their status.
 REPLICA_PREFIX = "readonly:"
-MAX_REPLICA_NAME = 128
+MAX_REPLICA_ANNOUNCEMENT = 512
+REPLICA_FIELDS = ("id", "endpoint", "native_address")
 # accept() failed for that one connection only: take the next.
 _ONE_CONNECTION_FAILED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
                                     errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH,
@@ -216,6 +218,14 @@ class SealedConnection(TcpConnection):
             return False
 
 
+def announced(text: str) -> dict[str, str | None]:
+    """What a replica's announcement says (missing or "-" fields are None)."""
+    words = text[:MAX_REPLICA_ANNOUNCEMENT].split()
+    values = [w if w != "-" else None for w in words[:len(REPLICA_FIELDS)]]
+    values += [None] * (len(REPLICA_FIELDS) - len(values))
+    return dict(zip(REPLICA_FIELDS, values))
+
+
 class RaftListener(TcpServer):
     """pysyncobj's TcpServer, but an accept error never closes the port: out of descriptors
     or memory, it stops accepting for ``ACCEPT_BACKOFF_S`` (the waiting connections stay in
@@ -314,8 +324,10 @@ class SealedTransport(TCPTransport):
         self._handshake_deadlines: dict[SealedConnection, float] = {}   # accepted ones
         self._dial_deadlines: dict[SealedConnection, float] = {}        # dialed ones
         self._late = _Throttled()
-        self.replica_name: str | None = getattr(syncObj.conf, "replica_name", None)
-        self.replica_names: dict[Any, str] = {}       # voter side: read-only node -> its id
+        self.replica_announcement: str | None = getattr(syncObj.conf, "replica_announcement",
+                                                          None)
+        # voter side: read-only node -> what it announced (REPLICA_FIELDS)
+        self.replicas_announced: dict[Any, dict[str, str | None]] = {}
         super().__init__(syncObj, *args, **kwargs)
 
     def _createServer(self) -> None:
@@ -341,8 +353,8 @@ class SealedTransport(TCPTransport):
                                    self._check_peer_message)
 
     def _sendSelfAddress(self, conn: TcpConnection) -> None:
-        if self._selfIsReadonlyNode and self.replica_name is not None:
-            conn.send(REPLICA_PREFIX + self.replica_name)
+        if self._selfIsReadonlyNode and self.replica_announcement is not None:
+            conn.send(REPLICA_PREFIX + self.replica_announcement)
         else:
             super()._sendSelfAddress(conn)
 
@@ -351,11 +363,11 @@ class SealedTransport(TCPTransport):
         name = None
         if (phase is Phase.IDENTITY and type(message) is str
                 and message.startswith(REPLICA_PREFIX)):
-            name = message[len(REPLICA_PREFIX):][:MAX_REPLICA_NAME].strip() or "?"
+            name = announced(message[len(REPLICA_PREFIX):])
             message = "readonly"
         super()._onIncomingMessageReceived(conn, message)
         if name is not None and (node := self._connToNode(conn)) is not None:
-            self.replica_names[node] = name
+            self.replicas_announced[node] = name
         if phase is None or conn.state == CONNECTION_STATE.DISCONNECTED:
             return
         if phase is Phase.KEY:
@@ -375,7 +387,7 @@ class SealedTransport(TCPTransport):
             # A read-only node comes back under a new local id: forget this one (pysyncobj
             # keeps its connection in ``_connections`` for ever).
             self._connections.pop(node, None)
-            self.replica_names.pop(node, None)
+            self.replicas_announced.pop(node, None)
             self.forget_node(node)
 
     def forget_node(self, node: Any) -> None:

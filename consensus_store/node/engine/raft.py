@@ -90,8 +90,12 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
         bindRetryTime=0.2,
         maxBindRetries=10,
     )
-    # A read replica (self_address None) names itself to the voters (peer_connection.py).
-    conf.replica_name = config.id if config.is_replica else None
+    # A read replica (self_address None) names itself to the voters, with where clients reach
+    # it (peer_connection.py, REPLICA_PREFIX).
+    native = config.native_address
+    conf.replica_announcement = (f"{config.id} {config.scheme}://{config.api_address} "
+                                 f"{native if native is not None else '-'}"
+                                 if config.is_replica else None)
     return conf
 
 

@@ -16,19 +16,23 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 
 
 def connected_replicas(store: Any, transport: Any) -> list[dict[str, Any]]:
-    """The replicas connected to this voter, by id.  On the leader each has the index it has
+    """The replicas connected to this voter, by id, with the API endpoint and native address
+    each announced (None if none).  On the leader each has the index it has
     acknowledged (``match_index``) and ``lag``, the leader's commit index minus that index;
     elsewhere both are None (only the leader tracks them)."""
     leading = store._isLeader()
     commit, match = store.raftCommitIndex, store._SyncObj__raftMatchIndex
-    names: dict[Any, str] = getattr(transport, "replica_names", {})
+    announced: dict[Any, dict[str, str | None]] = getattr(transport, "replicas_announced", {})
     found = []
     for node in store.readonlyNodes:
         connection = transport._connections.get(node)
         if connection is None or connection.state != CONNECTION_STATE.CONNECTED:
             continue
         acked = match.get(node) if leading else None
-        found.append({"id": names.get(node, f"readonly-{node.id}"), "match_index": acked,
+        said = announced.get(node, {})
+        found.append({"id": said.get("id") or f"readonly-{node.id}",
+                      "endpoint": said.get("endpoint"),
+                      "native_address": said.get("native_address"), "match_index": acked,
                       "lag": max(0, commit - acked) if acked is not None else None})
     return sorted(found, key=lambda replica: replica["id"])
 
