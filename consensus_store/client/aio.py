@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from consensus_store.api.aio_coordination import AsyncCoordinationApi
+from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S
 from consensus_store.api.kv import AsyncKVApi
 from consensus_store.api.messaging_async import AsyncMessagingApi
 from consensus_store.api.nodes import AsyncNodesApi
@@ -34,15 +36,17 @@ from consensus_store.state.backup import BackupHeader
 
 
 class AsyncClient(AsyncKVApi, AsyncMessagingApi, AsyncNodesApi,
-                  AsyncClusterAdminApi, AsyncWatchApi, AsyncMonitorApi,
+                  AsyncCoordinationApi, AsyncClusterAdminApi, AsyncWatchApi, AsyncMonitorApi,
                   AsyncMembershipApi, ClientSettings):
     """asyncio client of a consensus_store cluster (use it from one event loop at a time)."""
 
     def __init__(self, endpoints: Iterable[str], token: str | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(),
-                 client_id: str | None = None, cacert: str | Path | None = None,
+                 client_id: str | None = None, session_ttl: float = DEFAULT_SESSION_TTL_S,
+                 cacert: str | Path | None = None,
                  cert: str | Path | None = None, key: str | Path | None = None) -> None:
         """``cacert``, ``cert``, ``key``: TLS, as for ``Client``."""
+        self._init_coordination(session_ttl)
         self._core = ClientCore(endpoints, timeout=timeout, retry=retry, client_id=client_id)
         self._directory = NodeDirectory()
         self._token = token
@@ -52,6 +56,8 @@ class AsyncClient(AsyncKVApi, AsyncMessagingApi, AsyncNodesApi,
             self._transport(endpoint)
 
     async def aclose(self) -> None:
+        """Close this client's session (releasing what it owns) and its connections."""
+        await self.close_session()
         transports, self._transports = list(self._transports.values()), {}
         for transport in transports:
             await transport.aclose()
