@@ -34,6 +34,7 @@ from consensus_store.node.messaging import MessageHub
 from consensus_store.node.native import NativeServer
 from consensus_store.node.engine import Engine
 from consensus_store.node.service import KVService
+from consensus_store.node.snapshot_export import save_to_file
 from consensus_store.node.watch import WatchHub
 from consensus_store.tls import client_context, server_context
 
@@ -249,6 +250,14 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi):
         if not self._engine.started:
             raise Unavailable("node is not running")
         return self._service.digest()["digest"]
+
+    def snapshot_save(self, path: str | Path, *, consistency: str = "linearizable",
+                      timeout: float | None = None) -> Any:
+        """This node's state as a backup file, like ``Client.snapshot_save`` (docs/backup.md)."""
+        if not self._started:
+            raise Unavailable("node is not running")
+        return save_to_file(self._service, Path(path), consistency,
+                            timeout or self.config.limits.request_timeout_s, self._call)
 
 
 def _tls_contexts(config: NodeConfig) -> tuple[Any, Any]:

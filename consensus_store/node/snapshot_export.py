@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Coroutine, Iterator
 
 from consensus_store.config import ClientToken
 from consensus_store.errors import InvalidRequest
 from consensus_store.node import validate
+from consensus_store.node.engine.storage import fsync_directory_of, fsync_fd, open_private
 from consensus_store.state import backup
 
 if TYPE_CHECKING:
@@ -83,3 +86,30 @@ async def send_stream(send: Any, chunks: AsyncIterator[bytes]) -> None:
             return
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+def save_to_file(service: "KVService", path: Path, consistency: str, timeout: float,
+                 run: Callable[[Coroutine[Any, Any, SnapshotStream], float], SnapshotStream]
+                 ) -> backup.BackupHeader:
+    """The embedded Node's save: the copy on the node's loop (``run``), the encoding and the
+    writing in the caller's thread; ``path`` appears whole or not at all."""
+    stream = run(open_stream(service, {"consistency": consistency, "timeout": timeout}),
+                 timeout + 60.0)
+    partial = str(path) + ".part"
+    fd = open_private(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            for piece in stream.pieces:
+                out.write(piece)
+        fsync_fd(fd, partial)
+        os.replace(partial, path)
+    except BaseException:
+        try:
+            os.unlink(partial)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+    fsync_directory_of(str(path))
+    return stream.header

@@ -291,3 +291,38 @@ def test_refusals(module_pool: ClusterPool, tmp_path: Path) -> None:
     bad = httpx.post(endpoint + "/v1/snapshot", json={"consistency": "eventual"},
                      headers={"Authorization": f"Bearer {cluster.token}"}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
+
+
+def test_embedded_node_and_tls(cluster_pool: ClusterPool, tmp_path: Path) -> None:
+    """``Node.snapshot_save`` of a single-node embedded cluster; ``Client.snapshot_save`` over
+    https with client certificates (``Client.from_config``: native tls:// endpoints)."""
+    from consensus_store.config import load_config
+    from consensus_store.launcher import write_cluster_configs
+    from consensus_store.node import Node
+    from consensus_store.state import StateMachine
+    from consensus_store.state.digest import digest_of, parts_of
+
+    single = cluster_pool.write_configs(1, name="single")
+    node = Node(load_config(single[0]))
+    try:
+        node.start()
+        wait_until(lambda: node.status()["role"] == "leader", 20.0, what="a leader")
+        for i in range(30):
+            node.put(f"emb/{i}", i)
+        header = node.snapshot_save(tmp_path / "embedded.csb")
+        _, state = read_file(tmp_path / "embedded.csb")
+        machine = StateMachine()
+        machine.__setstate__(state)
+        assert digest_of(parts_of(machine.plain_state())) == node.digest()
+        assert header.keys == 30 and header.node == "n1"
+    finally:
+        node.stop()
+
+    paths = write_cluster_configs(tmp_path / "tls", 3, tls=True, client_certs=True)
+    with LocalCluster(paths, data_root=tmp_path / "tls" / "data") as cluster:
+        cluster.wait_for_leader(timeout=30.0)
+        with Client.from_config(paths[1]) as client:
+            assert client.endpoints[0].startswith("tls://")
+            client.put("secure", 1)
+            header = client.snapshot_save(tmp_path / "tls.csb")
+        assert header.keys == 1 and read_file(tmp_path / "tls.csb")[0] == header
