@@ -167,6 +167,13 @@ OPS_LIST: tuple[Op, ...] = (
     _post("leader_transfer", "/v1/leader/transfer", _N, _ADMIN,
           {"to": _S, "timeout": Field.NUMBER}, ("leader", "term")),
     _get("sessions", "/v1/sessions", _ADMIN, ("sessions",)),
+    # ---- cluster membership (node/engine/membership.py; docs/membership.md) ---------------------
+    _get("member_list", "/v1/members", _R, ("members", "leader")),
+    _post("member_add", "/v1/members/add", _N, _ADMIN,
+          {"member": _S, "raft_address": _S, "api_address": _S, "native_address": _S,
+           "timeout": Field.NUMBER}, ("member", "members")),
+    _post("member_remove", "/v1/members/remove", _N, _ADMIN,
+          {"member": _S, "timeout": Field.NUMBER}, ("removed", "members")),
     # ---- messaging outside the log (node/messaging.py) and the leader's view of the nodes -------
     *(_post(name, path, _N, role, fields, answer) for name, path, role, fields, answer in (
         ("message_send", "/v1/messages/send", _RW, _MESSAGE_TO | {"message": _J},

@@ -89,6 +89,8 @@ def _build_parser() -> argparse.ArgumentParser:
     client_command("groups", "list process groups")
     members = client_command("members", "list a group's members")
     members.add_argument("group")
+    from consensus_store.cli import member
+    member.add_parser(client_command)     # the cluster's own members (cli/member.py)
     client_command("names", "list registered names")
     client_command("locks", "list locks with holder, fencing token and waiters")
     client_command("sessions", "list open sessions: id, TTL, node, keys owned (admin token)")
@@ -262,6 +264,9 @@ def _run_client_command(args: argparse.Namespace) -> int:
             else:
                 console.print(views.kv_table(result.kvs))
                 console.print(f"{len(result.kvs)} of {result.count} keys")
+        elif args.command == "member":
+            from consensus_store.cli.member import run_member
+            run_member(client, args, console)
         elif args.command in COORDINATION_COMMANDS:
             body, render = COORDINATION_COMMANDS[args.command](client, args)
             print(json.dumps(body)) if args.json else console.print(render)

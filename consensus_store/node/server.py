@@ -23,6 +23,7 @@ from consensus_store.errors import ConfigError, Timeout, Unavailable
 from consensus_store.event_loop import new_event_loop
 from consensus_store.api import CoordinationApi, KVApi
 from consensus_store.api.cluster import ClusterAdminApi
+from consensus_store.api.membership import MembershipApi
 from consensus_store.api.messaging import MessagingApi
 from consensus_store.api.nodes import NodesApi
 from consensus_store.models import Consistency, KeyValue
@@ -60,7 +61,7 @@ class _ListenError(Exception):
         self.key, self.address, self.reason = key, address, error.strerror or str(error)
 
 
-class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi):
+class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, MembershipApi):
     """One cluster member running in this process.
 
     >>> node = Node.from_config("cluster_configs/local/node1.toml")   # started

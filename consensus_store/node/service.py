@@ -18,6 +18,7 @@ from consensus_store.node import validate
 from consensus_store.node.auth import NODE_TOKEN_NAME, TokenStore
 from consensus_store.node.engine import Engine
 from consensus_store.node.leases import LeaseKeeper
+from consensus_store.node import membership_ops
 from consensus_store.node import messaging_ops
 from consensus_store.node.reads import READS, ReadWait, read_wait
 from consensus_store.node.snapshot_export import http_only
@@ -50,7 +51,7 @@ class KVService:
         self.watches = watches
         self.leases = leases
         self.tokens = TokenStore(config)
-        self.report = StatusReport(config)     # members, uptime, request counters
+        self.report = StatusReport(config, members=engine.membership.table)   # live members
         self.handlers = self._handlers()
 
     # ---- metadata ---------------------------------------------------------------------------
@@ -230,6 +231,7 @@ class KVService:
             "session_keepalive": self.session_keepalive, "watch": self.watch, "status": status,
             "sessions": partial(now, self.sessions), "digest": partial(now, self.digest),
             "leader_transfer": self.leader_transfer,
+            **membership_ops.handlers(self),
             **messaging_ops.handlers(self),
             "snapshot": http_only,        # streamed by api.py over HTTP only
         }

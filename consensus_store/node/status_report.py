@@ -4,9 +4,9 @@
 client can name a node it cannot reach by its configured id, show every node's addresses and
 whether it votes, and turn the request counters of two polls into writes/s and reads/s.
 
-The members come from this node's config (the live membership replaces them once membership
-changes exist).  ``membership`` is ``"voter"`` for every configured node today; a read replica
-will say ``"replica"``.  Counters count requests this node took, since it started: ``writes``
+The members are the live membership (engine/membership.py: the last applied member change's
+table, else this node's config).  ``membership`` is ``"voter"`` or ``"replica"``.  Counters
+count requests this node took, since it started: ``writes``
 once a write passed validation, ``reads`` once a read may be served (after its wait).
 """
 from __future__ import annotations
@@ -39,15 +39,17 @@ def configured_members(config: NodeConfig) -> list[dict[str, Any]]:
 class StatusReport:
     """Counters and the static part of one node's status; called on the node's loop only."""
 
-    __slots__ = ("config", "_clock", "started", "writes", "reads", "_members")
+    __slots__ = ("config", "_clock", "started", "writes", "reads", "_members", "_live")
 
-    def __init__(self, config: NodeConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: NodeConfig, clock: Callable[[], float] = time.monotonic, *,
+                 members: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.config = config
         self._clock = clock
         self.started = clock()
         self.writes = 0
         self.reads = 0
         self._members = configured_members(config)
+        self._live = members        # the live member table, when the node has one
 
     def count_write(self) -> None:
         self.writes += 1
@@ -61,7 +63,7 @@ class StatusReport:
         return {
             "native_address": str(native) if native is not None else None,
             "membership": VOTER,
-            "members": [dict(m) for m in self._members],
+            "members": [dict(m) for m in (self._live() if self._live else self._members)],
             "uptime_s": round(self._clock() - self.started, 3),
             "requests": {"writes": self.writes, "reads": self.reads},
         }

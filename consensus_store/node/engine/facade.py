@@ -16,6 +16,7 @@ from consensus_store.config import NodeConfig
 from consensus_store.errors import Unavailable
 from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.failures import SUCCESS, error_for
+from consensus_store.node.engine.membership import MembershipChanges
 from consensus_store.node.engine.proposer import Proposer
 from consensus_store.node.engine.replica import connected_replicas, replica_lag
 from consensus_store.node.engine.runner import RaftRunner, RaftStatus
@@ -49,12 +50,16 @@ class Engine:
         self.proposer = Proposer(self.runner, loop)
         self._node_by_raft_address = {str(config.raft_address): config.id}
         self._node_by_raft_address.update({str(p.raft_address): p.id for p in config.peers})
+        # member list/add/remove and the live member table (membership.py; on the loop)
+        self.membership = MembershipChanges(config, lambda: self.runner.store,
+                                            self.runner.request_tick)
 
     # ---- lifecycle (any thread but the loop's; the loop must be running) ---------------------
     def start(self) -> None:
         """Open the data dir and the raft port.  StorageCorrupt for damaged files, ConfigError
         for anything else that stops it (a port in use, a data dir that cannot be made)."""
         self.runner.start()
+        self.runner.call_on_loop(self.membership.report_mismatch)   # one line if they differ
 
     def stop(self) -> None:
         """Stop ticking, close the raft port and the journal.  Idempotent."""
@@ -149,7 +154,10 @@ class Engine:
     def leader_id(self) -> str | None:
         """The id of the node this one believes leads, or None."""
         address = self.runner.leader_address()
-        return self._node_by_raft_address.get(address) if address is not None else None
+        if address is None:
+            return None
+        node_id = self.node_id(address)
+        return node_id if node_id != address else None
 
     # ---- leadership transfer (transfer.py) -------------------------------------------------------
     async def transfer_leadership(self, to: str | None, timeout: float) -> dict[str, Any]:
@@ -199,7 +207,11 @@ class Engine:
         return replica_lag(store) if store is not None and self.is_replica else None
 
     def node_id(self, raft_address: str) -> str:
-        return self._node_by_raft_address.get(raft_address, raft_address)
+        known = self._node_by_raft_address.get(raft_address)
+        if known is None:      # a member added since start (membership.py)
+            known = next((m["id"] for m in self.membership.table()
+                          if m["raft_address"] == raft_address), raft_address)
+        return known
 
     async def status(self) -> RaftStatus:
         """Raft's view of this node (role, term, indexes, leader, connected peers)."""

@@ -22,7 +22,8 @@ the node: pysyncobj re-applies a failed entry forever) reaches the log.  A comma
   is pickled as ``_codecs.encode(str, "latin1")`` (``__builtin__.bytes()`` when empty);
 - NO_OP: the type byte alone;
 - VERSION: an int (``set_version``);
-- MEMBERSHIP: refused (no dynamic membership here, and it pickles a Node object).
+- MEMBERSHIP: only ``[kind, address, address, table]`` of plain strings, as membership.py
+  writes it (pysyncobj's own form pickles a Node object: refused).
 
 Not covered: a snapshot a leader sends (``serialized`` pieces) is unpickled by the storage
 code when it is installed; it is only ever taken from a peer that authenticated.  And a peer
@@ -113,6 +114,10 @@ def check_command(command: Any, method_ids: Container[int]) -> None:
                 and call[0] in method_ids and isinstance(call[1], tuple)
                 and all(isinstance(arg, bytes) for arg in call[1])):
             raise UnsafeCommand("a log command is not (method id, (bytes, ...))")
+    elif kind == MEMBERSHIP:
+        from consensus_store.node.engine.membership import is_valid_change
+        if not is_valid_change(_unpickle(command)):
+            raise UnsafeCommand("a membership command is not [kind, address, address, table]")
     elif kind == VERSION:
         if type(_unpickle(command)) is not int:
             raise UnsafeCommand("a version command is not an int")

@@ -28,6 +28,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.poller import Poller
 
 from consensus_store.config import NodeConfig
+from consensus_store.node.engine import membership
 from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.journal import MAGIC as JOURNAL_MAGIC
 from consensus_store.node.engine.journal import RecordJournal
@@ -89,6 +90,7 @@ def syncobj_conf(config: NodeConfig) -> SyncObjConf:
         recvBufferSize=2 ** 18,
         bindRetryTime=0.2,
         maxBindRetries=10,
+        dynamicMembershipChange=True,    # member add/remove (membership.py)
     )
     # A read replica (self_address None) names itself to the voters, with where clients reach
     # it (peer_connection.py, REPLICA_PREFIX).
@@ -116,6 +118,7 @@ class ReplicatedStore(SyncObj):
         self.writes_held = False        # a leadership transfer holds new commands (transfer.py)
         super().__init__(self_address, peer_addresses, conf, transportClass=GuardedTransport)
         self.machine = StateMachine()
+        self.members: list[dict[str, Any]] | None = None   # live member table (membership.py)
         try:
             self._open_storage(os.path.dirname(conf.fullDumpFile), fsync)
         except BaseException:
@@ -215,6 +218,14 @@ class ReplicatedStore(SyncObj):
                 return index
         return floor
 
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
+        """A membership entry also carries the member table after it (membership.py)."""
+        request = membership.decode_change(command)
+        if request is not None and membership.table_after(request) is not None:
+            with self.state_lock:      # snapshot_copy reads it under the lock
+                self.members = membership.table_after(request)
+        return SyncObj._SyncObj__doApplyCommand(self, command)  # type: ignore[attr-defined]
+
     def snapshot_running(self) -> bool:
         return self._SyncObj__serializer.running
 
@@ -229,6 +240,9 @@ class ReplicatedStore(SyncObj):
             # Entries applied meanwhile are in the copy: it ends at ``copied``.
             with self.state_lock:
                 entries = self._SyncObj__getEntries(copied - 1, 2)
+                # membership changes applied meanwhile belong in it too (membership.py)
+                self_data = {**self_data, "members": self.members}
+                cluster = self._SyncObj__otherNodes | {self.selfNode}
             if len(entries) != 2 or entries[1][1] != copied:
                 raise RuntimeError(f"entries {copied - 1}..{copied} are not in the journal")
             previous, last = entries

@@ -1,0 +1,52 @@
+"""The service's handlers of the membership ops (``protocol.OPS``: member_list, member_add,
+member_remove); the rules and the log entries are the engine's (engine/membership.py).
+
+``handlers(service)`` is called from ``KVService._handlers``.  ``member_list`` is answered by
+any node from its own view; a change is made by the leader (NotLeader elsewhere: the client
+asks another node).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from consensus_store.config import ClientToken
+from consensus_store.errors import Unavailable
+from consensus_store.node import validate
+
+if TYPE_CHECKING:
+    from consensus_store.node.engine import Engine
+    from consensus_store.node.service import KVService
+
+Handler = Callable[..., Awaitable[dict[str, Any]]]
+# The member's id travels as "member": the native protocol's frames use "id" themselves.
+ADDRESS_FIELDS = ("raft_address", "api_address", "native_address")
+
+
+def handlers(service: "KVService") -> dict[str, Handler]:
+    def started() -> "Engine":
+        engine = service.engine
+        if not engine.started:
+            raise Unavailable("node is not running")
+        return engine
+
+    def seconds(body: dict[str, Any], timeout: float | None) -> float:
+        return service.timeout_s(validate.request_timeout(body) if timeout is None else timeout)
+
+    async def member_list(body: dict[str, Any], timeout: float | None = None, *,
+                          caller: ClientToken | None = None) -> dict[str, Any]:
+        engine = started()
+        return {"members": engine.membership.report(), "leader": engine.leader_id()}
+
+    async def member_add(body: dict[str, Any], timeout: float | None = None, *,
+                         caller: ClientToken | None = None) -> dict[str, Any]:
+        engine = started()
+        fields = {"id": body.get("member"), **{name: body.get(name) for name in ADDRESS_FIELDS}}
+        return await engine.membership.add(fields, seconds(body, timeout))
+
+    async def member_remove(body: dict[str, Any], timeout: float | None = None, *,
+                            caller: ClientToken | None = None) -> dict[str, Any]:
+        engine = started()
+        return await engine.membership.remove(body.get("member"), seconds(body, timeout))
+
+    return {"member_list": member_list, "member_add": member_add,
+            "member_remove": member_remove}
