@@ -188,7 +188,7 @@ OPS_LIST: tuple[Op, ...] = (
         ("inbox_poll", "/v1/inbox/poll", _RW,
          {"session": _I, "session_key": _S, "wait": Field.NUMBER, "max": _I}, ("messages",)),
         ("message_forward", "/v1/messages/forward", _ADMIN,
-         {"kind": _S, "session": _I, "envelope": _J, "call": _S, "value": _J},
+         {"kind": _S, "session": _I, "sessions": _L, "items": _L, "call": _S, "value": _J},
          ("delivered",)),
     )),
     _get("nodes", "/v1/nodes", _R, ("nodes", "leader", "term")),

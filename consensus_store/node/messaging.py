@@ -23,7 +23,7 @@ import itertools
 import logging
 import secrets
 import ssl
-from typing import Any
+from typing import Any, Callable
 
 from consensus_store.config import ClientToken, NodeConfig, node_api_token
 from consensus_store.errors import Forbidden, InvalidRequest, NotFound
@@ -42,6 +42,7 @@ MAX_POLL_WAIT_S = 10.0
 MAX_POLL_MESSAGES = 1000
 MAX_CALL_WAIT_S = 60.0
 SWEEP_INTERVAL_S = 1.0
+MAX_BATCH = 10000            # sessions or envelopes in one node-to-node request
 
 
 class MessageHub:
@@ -112,8 +113,8 @@ class MessageHub:
         """``message_send`` (one receiver) or ``message_broadcast`` (every member)."""
         envelope = _envelope(body, "message")
         to, receivers = targets.targets_of(self._engine, body, many=many)
-        results = await asyncio.gather(*(self.deliver(session, {**envelope, "to": _to_one(to, label)})
-                                         for label, session in receivers))
+        results = await self.deliver_many([(session, {**envelope, "to": _to_one(to, label)})
+                                           for label, session in receivers])
         if not many:
             return {"delivered": bool(results and results[0])}
         return {"delivered": [label for (label, _), ok in zip(receivers, results) if ok],
@@ -127,16 +128,14 @@ class MessageHub:
         to, receivers = targets.targets_of(self._engine, body, many=True)
         loop = asyncio.get_running_loop()
         waiting: dict[str, tuple[str, asyncio.Future[Any]]] = {}
-
-        async def ask(label: str, session: int) -> bool:
+        items = []
+        for label, session in receivers:
             call_id = f"{secrets.token_hex(8)}{next(self._call_ids)}@{self.node_id}"
-            future = self._calls[call_id] = loop.create_future()
-            waiting[label] = (call_id, future)
-            return await self.deliver(session, {**envelope, "to": _to_one(to, label),
-                                                "call": call_id})
-
+            waiting[label] = (call_id, loop.create_future())
+            self._calls[call_id] = waiting[label][1]
+            items.append((session, {**envelope, "to": _to_one(to, label), "call": call_id}))
         try:
-            sent = await asyncio.gather(*(ask(label, s) for label, s in receivers))
+            sent = await self.deliver_many(items)
             bad = [label for (label, _), ok in zip(receivers, sent) if not ok]
             pending = [f for label, (_, f) in waiting.items() if label not in bad]
             if pending:
@@ -174,41 +173,77 @@ class MessageHub:
 
     # ---- delivery -----------------------------------------------------------------------------
     async def deliver(self, session: int, envelope: dict[str, Any]) -> bool:
-        """Put ``envelope`` into ``session``'s inbox, wherever it lives; False if none was
-        found or it refused (full)."""
-        if session in self._inboxes:
-            return self._queue(session, envelope)
-        node = self._where.get(session)
-        if node is not None:
-            answer = await self._peers.ask(node, {"kind": "deliver", "session": session,
-                                                  "envelope": envelope})
-            if answer is not None and answer.get("here"):
-                return bool(answer.get("delivered"))
-            self._where.pop(session, None)
-        node = await self._locate(session)
-        if node is None:
-            self.dropped += 1
-            return False
-        self._where[session] = node
-        answer = await self._peers.ask(node, {"kind": "deliver", "session": session,
-                                              "envelope": envelope})
-        return bool(answer and answer.get("delivered"))
+        return (await self.deliver_many([(session, envelope)]))[0]
 
-    def _queue(self, session: int, envelope: dict[str, Any]) -> bool:
+    async def deliver_many(self, items: list[tuple[int, dict[str, Any]]]) -> list[bool]:
+        """Put each envelope into its session's inbox, wherever it lives (one forward per
+        peer, not per message); False where no inbox was found or it refused (full)."""
+        done: dict[int, bool] = {}
+        remote: list[int] = []
+        for i, (session, envelope) in enumerate(items):
+            if session in self._inboxes:
+                done[i] = self._queue(session, envelope) == "ok"
+            else:
+                remote.append(i)
+        if remote:
+            by_node = _group(remote, lambda i: self._where.get(items[i][0]))
+            unknown = by_node.pop(None, [])
+            unknown += await self._forward_batches(items, by_node, done)
+            if unknown:
+                where = await self._locate({items[i][0] for i in unknown})
+                self._where.update(where)
+                missing = [i for i in unknown if items[i][0] not in where]
+                by_node = _group([i for i in unknown if items[i][0] in where],
+                                 lambda i: where[items[i][0]])
+                missing += await self._forward_batches(items, by_node, done)
+                for i in missing:
+                    done[i] = False
+                    self.dropped += 1
+        return [done[i] for i in range(len(items))]
+
+    async def _forward_batches(self, items: list[tuple[int, dict[str, Any]]],
+                               by_node: dict[Any, list[int]], done: dict[int, bool]) -> list[int]:
+        """Deliver each node's batch; returns the items whose session was not there."""
+        async def one(node: str, batch: list[int]) -> list[int]:
+            body = {"kind": "deliver", "items": [{"session": items[i][0],
+                                                  "envelope": items[i][1]} for i in batch]}
+            answer = await self._peers.ask(node, body)
+            results = answer.get("results") if answer is not None else None
+            if not isinstance(results, list) or len(results) != len(batch):
+                results = ["absent"] * len(batch)
+            absent = []
+            for i, result in zip(batch, results):
+                if result == "absent":
+                    self._where.pop(items[i][0], None)
+                    absent.append(i)
+                else:
+                    done[i] = result == "ok"
+            return absent
+        answers = await asyncio.gather(*(one(node, batch) for node, batch in by_node.items()))
+        return [i for absent in answers for i in absent]
+
+    def _queue(self, session: int, envelope: dict[str, Any]) -> str:
+        """"ok" (queued, or a duplicate: it was delivered the first time) or "full"."""
         outcome = self._inboxes[session].offer(envelope)
         if outcome == "queued":
             self.sent += 1
         elif outcome == "full":
             self.dropped += 1
-        return outcome != "full"      # a duplicate was delivered the first time
+            return "full"
+        return "ok"
 
-    async def _locate(self, session: int) -> str | None:
-        """The peer holding ``session``'s inbox (the most recently polled one, if several)."""
-        answers = await self._peers.ask_all({"kind": "locate", "session": session})
-        holders = [(a["idle_s"], node) for node, a in answers.items()
-                   if a is not None and a.get("here") and isinstance(a.get("idle_s"),
-                                                                      (int, float))]
-        return min(holders)[1] if holders else None
+    async def _locate(self, sessions: set[int]) -> dict[int, str]:
+        """The peer holding each session's inbox (the most recently polled one, if several)."""
+        answers = await self._peers.ask_all({"kind": "locate", "sessions": sorted(sessions)})
+        best: dict[int, tuple[float, str]] = {}
+        for node, answer in answers.items():
+            held = answer.get("idle_s") if answer is not None else None
+            for key, idle in (held.items() if isinstance(held, dict) else ()):
+                session = int(key) if key.isdigit() else None
+                if session in sessions and isinstance(idle, (int, float)):
+                    if session not in best or idle < best[session][0]:
+                        best[session] = (idle, node)
+        return {session: node for session, (_, node) in best.items()}
 
     # ---- what other nodes ask (op message_forward, node token only) ----------------------------
     async def forwarded(self, body: dict[str, Any], caller: ClientToken | None) -> dict[str, Any]:
@@ -220,23 +255,33 @@ class MessageHub:
             if not isinstance(call_id, str):
                 raise InvalidRequest("'call' must be a string")
             return {"delivered": self._answer(call_id, body.get("value"))}
-        session = body.get("session")
-        if not is_int(session):
-            raise InvalidRequest("'session' must be an integer")
-        inbox = self._inboxes.get(session)
         if kind == "locate":
-            return {"here": inbox is not None,
-                    "idle_s": None if inbox is None else inbox.idle_for(_now())}
-        if kind == "claim":
-            self._where.pop(session, None)
-            return {"here": self._inboxes.pop(session, None) is not None}
+            sessions = body.get("sessions")
+            if (not isinstance(sessions, list) or len(sessions) > MAX_BATCH
+                    or not all(is_int(s) for s in sessions)):
+                raise InvalidRequest(f"'sessions' must be a list of at most {MAX_BATCH} ids")
+            now = _now()
+            return {"idle_s": {str(s): self._inboxes[s].idle_for(now) for s in sessions
+                               if s in self._inboxes}}
         if kind == "deliver":
-            envelope = body.get("envelope")
-            if not _valid_envelope(envelope):
-                raise InvalidRequest("'envelope' must be a message envelope")
-            if inbox is None:
-                return {"here": False, "delivered": False}
-            return {"here": True, "delivered": self._queue(session, envelope)}
+            batch = body.get("items")
+            if (not isinstance(batch, list) or len(batch) > MAX_BATCH
+                    or not all(isinstance(item, dict) and is_int(item.get("session"))
+                               and _valid_envelope(item.get("envelope")) for item in batch)):
+                raise InvalidRequest(f"'items' must be a list of at most {MAX_BATCH} "
+                                     "{session, envelope}")
+            return {"results": [self._queue(item["session"], item["envelope"])
+                                if item["session"] in self._inboxes else "absent"
+                                for item in batch]}
+        if kind == "claim":
+            session = body.get("session")
+            if not is_int(session):
+                raise InvalidRequest("'session' must be an integer")
+            self._where.pop(session, None)
+            inbox = self._inboxes.pop(session, None)
+            if inbox is not None:
+                self.dropped += len(inbox.queue)
+            return {"here": inbox is not None}
         raise InvalidRequest("'kind' must be locate, deliver, claim or reply")
 
     # ---- housekeeping -------------------------------------------------------------------------
@@ -292,6 +337,13 @@ def _envelope(body: dict[str, Any], field: str) -> dict[str, Any]:
 def _valid_envelope(envelope: Any) -> bool:
     return (isinstance(envelope, dict) and isinstance(envelope.get("from"), str)
             and is_int(envelope.get("seq")) and "message" in envelope)
+
+
+def _group(indexes: list[int], key: Callable[[int], Any]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for i in indexes:
+        groups.setdefault(key(i), []).append(i)
+    return groups
 
 
 def _to_one(to: dict[str, Any], label: str) -> dict[str, Any]:
