@@ -193,7 +193,7 @@ OPS_LIST: tuple[Op, ...] = (
     )),
     _get("nodes", "/v1/nodes", _R, ("nodes", "leader", "term")),
     _get("digest", "/v1/digest", _ADMIN, ("digest", "parts", "index")),
-    # a stream (a backup file, state/backup.py), not a JSON answer: node/snapshot_export.py
+    # a stream (a backup file, backup_file.py), not a JSON answer: node/snapshot_export.py
     _post("snapshot", "/v1/snapshot", _N, _ADMIN,
           {"consistency": _S, "timeout": Field.NUMBER}, ("backup",)),
 )

@@ -24,6 +24,7 @@ from consensus_store.api.cluster import AsyncClusterAdminApi
 from consensus_store.api.membership import AsyncMembershipApi
 from consensus_store.api.monitors import AsyncMonitorApi
 from consensus_store.api.watching import AsyncWatchApi
+from consensus_store.backup_file import BackupHeader
 from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.endpoints import scheme_of, tls_context
@@ -32,7 +33,6 @@ from consensus_store.client.snapshot_download import save_snapshot
 from consensus_store.client.transport import async_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.models import NodeStatus, Role
-from consensus_store.state.backup import BackupHeader
 
 
 class AsyncClient(AsyncKVApi, AsyncMessagingApi, AsyncNodesApi,

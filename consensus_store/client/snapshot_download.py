@@ -1,7 +1,7 @@
 """``Client.snapshot_save``: stream a node's backup (``POST /v1/snapshot``) into a file.
 
 The file is written to ``FILE.part`` (0600: it holds every value), synced, read back and
-checked whole (header, counts, SHA-256: state/backup.py), and only then renamed to ``FILE``,
+checked whole (header, counts, SHA-256: backup_file.py), and only then renamed to ``FILE``,
 so ``FILE`` is never a partial backup.  The endpoints are tried in the client's order; a node
 that is down or answers 503 passes the request on to the next.  A native endpoint
 (``tcp://``, ``tls://``) names the node whose HTTP address its status gives: the snapshot is
@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 import httpx
 
+from consensus_store import backup_file as backup
 from consensus_store.client.endpoints import scheme_of
 from consensus_store.errors import (ConsensusStoreError, InvalidRequest, Timeout, Unavailable,
                                     error_from_json)
 from consensus_store.protocol import OPS
-from consensus_store.state import backup
 
 WRITE_BYTES = 1 << 20
 HTTP_SCHEME = {"tcp": "http", "tls": "https", "http": "http", "https": "https"}

@@ -16,6 +16,7 @@ from consensus_store.api.nodes import NodesApi
 from consensus_store.api.kv import KVApi
 from consensus_store.api.monitors import MonitorApi
 from consensus_store.api.watching import WatchApi
+from consensus_store.backup_file import BackupHeader
 from consensus_store.client.cluster_status import NodeDirectory
 from consensus_store.client.core import DEFAULT_TIMEOUT_S, ClientCore, RetryPolicy
 from consensus_store.client.endpoints import scheme_of, tls_context
@@ -24,7 +25,6 @@ from consensus_store.client.snapshot_download import save_snapshot
 from consensus_store.client.transport import sync_transport
 from consensus_store.errors import RETRYABLE, ConsensusStoreError, Timeout
 from consensus_store.models import NodeStatus, Role
-from consensus_store.state.backup import BackupHeader
 
 
 class Client(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi,

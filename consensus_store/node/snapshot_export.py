@@ -1,4 +1,4 @@
-"""``POST /v1/snapshot``: this node's state as a backup file (state/backup.py), streamed.
+"""``POST /v1/snapshot``: this node's state as a backup file (backup_file.py), streamed.
 
 The copy is ``Engine.plain_state`` (state/chunked_copy.py) on a worker thread: consistent at one
 applied index, apply waits a chunk at most.  With ``consistency: "linearizable"`` (the default)
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Coroutine, Iterator
 
+from consensus_store import backup_file as backup
 from consensus_store.config import ClientToken
 from consensus_store.errors import InvalidRequest
 from consensus_store.node import validate
 from consensus_store.node.engine.storage import fsync_directory_of, fsync_fd, open_private
-from consensus_store.state import backup
 
 if TYPE_CHECKING:
     from consensus_store.node.service import KVService

@@ -19,7 +19,7 @@ import pytest
 from consensus_store.client import Client
 from consensus_store.errors import ConsensusStoreError, InvalidRequest
 from consensus_store.launcher import LocalCluster
-from consensus_store.state import backup
+from consensus_store import backup_file as backup
 from consensus_store.testing.cluster import node_digest
 
 from .support import ClusterPool, followers, node_client, wait_converged, wait_until

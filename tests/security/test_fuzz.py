@@ -491,7 +491,7 @@ HTTP_ROUTES = http_routes()
 
 
 def is_backup(op: str, response: httpx.Response) -> bool:
-    """A 200 of the snapshot op is a backup file (state/backup.py), not JSON: a whole one."""
+    """A 200 of the snapshot op is a backup file (backup_file.py), not JSON: a whole one."""
     if op != "snapshot" or response.status_code != 200:
         return False
     assert response.content.startswith(b"consensus-store-backup\n"), response.content[:100]

@@ -1,4 +1,4 @@
-"""The backup file (state/backup.py): a round trip gives the machine's plain state back, and
+"""The backup file (backup_file.py): a round trip gives the machine's plain state back, and
 every kind of damage is refused with the line it is on."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import io
 
 import pytest
 
-from consensus_store.state import StateMachine, backup
+from consensus_store import backup_file as backup
+from consensus_store.state import StateMachine
 from consensus_store.state.commands import encode_command
 from consensus_store.state.digest import parts_of
 

@@ -1,5 +1,5 @@
 """``consensus-store snapshot restore``: seed an empty data dir of a new cluster's node from a
-backup file (state/backup.py), as ``etcdctl snapshot restore`` does.  Offline: the node is not
+backup file (backup_file.py), as ``etcdctl snapshot restore`` does.  Offline: the node is not
 running.
 
 What it writes is the snapshot a node would have taken itself (``raft.snapshot`` in
@@ -21,13 +21,14 @@ from pathlib import Path
 
 from pysyncobj.node import TCPNode
 
+from consensus_store import backup_file as backup
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
 from consensus_store.node.engine.snapshots import PlainMachine
 from consensus_store.node.engine.storage import (SNAPSHOT_NAME, describe_os_error,
                                                  encode_snapshot, prepare_data_dir,
                                                  replace_file)
-from consensus_store.state import backup
+from consensus_store.state.machine import SNAPSHOT_FORMAT
 
 NO_OP = b"\x01"            # pysyncobj's _COMMAND_TYPE.NO_OP entry
 FIRST_TERM = 0             # the term of pysyncobj's first entry on a fresh node
@@ -59,7 +60,7 @@ def restore_data_dir(backup_path: Path, config: NodeConfig,
     _refuse_unless_empty(target)
     header, state = read_backup(backup_path)
     index = max(header.applied_index, MIN_INDEX)
-    state["applied_index"] = index
+    state.update(format=SNAPSHOT_FORMAT, applied_index=index)
     previous, last = (NO_OP, index - 1, FIRST_TERM), (NO_OP, index, FIRST_TERM)
     # the voters, as a fresh node of this config starts with (a read replica is none of them)
     voters = [str(peer.raft_address) for peer in config.peers]

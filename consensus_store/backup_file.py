@@ -9,10 +9,12 @@
     sha256 <64 hex digits>\\n                          over every byte before this line
 
 The state is the plain state of ``StateMachine.plain_state`` (coordination records are keys
-under the reserved prefix, so they are ``kv`` lines too).  ``encode`` yields the file in pieces
-(never the whole state as one string); ``decode`` reads it line by line and refuses anything
-damaged, truncated or reordered (``BackupDamaged``).  Pure: the caller passes the time and
-does the I/O.  docs/backup.md documents the format.
+under the reserved prefix, so they are ``kv`` lines too); ``decode`` gives it back without its
+``format`` key, which the restoring node adds.  ``encode`` yields the file in pieces (never the
+whole state as one string); ``decode`` reads it line by line and refuses anything damaged,
+truncated or reordered (``BackupDamaged``).  Pure, and outside ``state/``: the clients read it
+too, and import nothing of the state machine.  The caller passes the time and does the I/O.
+docs/backup.md documents the format.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator
 
 from consensus_store.errors import ConfigError
-from consensus_store.state.machine import SNAPSHOT_FORMAT
 
 MAGIC = b"consensus-store-backup\n"
 FORMAT_VERSION = 1
@@ -211,7 +212,7 @@ class _Reader:
             raise self.damaged(f"holds {found[0]} keys, {found[1]} sessions, {found[2]} "
                                f"clients where the header says {header.keys}, "
                                f"{header.sessions}, {header.clients}")
-        state = {"format": SNAPSHOT_FORMAT, "applied_index": header.applied_index,
+        state = {"applied_index": header.applied_index,
                  "keyspace": {"revision": header.revision, "kv": self.kv,
                               "key_session": self.key_session},
                  "sessions": self.sessions, "clients": self.clients}
