@@ -101,15 +101,26 @@ def _batches(lines: Iterator[list[Any]]) -> Iterator[bytes]:
 def decode(lines: Iterable[bytes], source: str) -> tuple[BackupHeader, dict[str, Any]]:
     """(header, plain state) of a backup read as binary lines; BackupDamaged names ``source``
     and the line of the first problem."""
-    reader = _Reader(source)
+    reader = _Reader(source, keep=True)
     for line in lines:
         reader.feed(line)
     return reader.finish()
 
 
+def verify(lines: Iterable[bytes], source: str) -> BackupHeader:
+    """``decode``'s checks, keeping no record (a client checking what it downloaded)."""
+    reader = _Reader(source, keep=False)
+    for line in lines:
+        reader.feed(line)
+    return reader.finish()[0]
+
+
 class _Reader:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, keep: bool) -> None:
         self.source = source
+        self.keep = keep
+        self.counts = [0, 0, 0]   # kv, session, client records
+        self.last_key: str | None = None
         self.hasher = hashlib.sha256()
         self.number = 0
         self.header: BackupHeader | None = None
@@ -175,12 +186,12 @@ class _Reader:
         elif kind == "session":
             if len(record) != 6 or not _is_count(record[1]) or not isinstance(record[4], list):
                 raise self.damaged("bad session record")
-            self.sessions.append(record[1:])
+            self._keep(1, self.sessions, record[1:])
         else:
             if len(record) != 4 or not isinstance(record[1], str) \
                     or not isinstance(record[3], list):
                 raise self.damaged("bad client record")
-            self.clients.append(record[1:])
+            self._keep(2, self.clients, record[1:])
 
     def _kv(self, record: list[Any]) -> None:
         assert self.header is not None
@@ -189,13 +200,19 @@ class _Reader:
                 or not (record[6] is None or _is_count(record[6])):
             raise self.damaged("bad kv record")
         key = record[1]
-        if self.kv and key <= self.kv[-1][0]:
+        if self.last_key is not None and key <= self.last_key:
             raise self.damaged(f"key {key[:60]!r} out of order")
         if not record[3] <= record[4] <= self.header.revision:
             raise self.damaged(f"key {key[:60]!r}: revisions out of range")
-        self.kv.append([key, record[2:6]])
-        if record[6] is not None:
+        self.last_key = key
+        self._keep(0, self.kv, [key, record[2:6]])
+        if record[6] is not None and self.keep:
             self.key_session.append((key, record[6]))
+
+    def _keep(self, kind: int, records: list[Any], record: Any) -> None:
+        self.counts[kind] += 1
+        if self.keep:
+            records.append(record)
 
     def finish(self) -> tuple[BackupHeader, dict[str, Any]]:
         if self.header is None:
@@ -207,7 +224,7 @@ class _Reader:
         if self.trailer[:64].decode() != self.hasher.hexdigest():
             raise self.damaged("SHA-256 mismatch: the file is damaged")
         header = self.header
-        found = (len(self.kv), len(self.sessions), len(self.clients))
+        found = tuple(self.counts)
         if found != (header.keys, header.sessions, header.clients):
             raise self.damaged(f"holds {found[0]} keys, {found[1]} sessions, {found[2]} "
                                f"clients where the header says {header.keys}, "

@@ -18,8 +18,8 @@ import httpx
 
 from consensus_store import backup_file as backup
 from consensus_store.client.endpoints import scheme_of
-from consensus_store.errors import (ConsensusStoreError, InvalidRequest, Timeout, Unavailable,
-                                    error_from_json)
+from consensus_store.errors import (ConfigError, ConsensusStoreError, InvalidRequest, Timeout,
+                                    Unavailable, error_from_json)
 from consensus_store.protocol import OPS
 
 WRITE_BYTES = 1 << 20
@@ -69,7 +69,7 @@ def _download(url: str, token: str | None, ssl_context: ssl.SSLContext | None, p
                     raise _refusal(url, response)
                 _write(partial, response)
         with open(partial, "rb") as file:
-            header, _ = backup.decode(file, str(partial))
+            header = backup.verify(file, str(partial))
         os.replace(partial, path)
         return header
     except httpx.TimeoutException:
@@ -78,6 +78,8 @@ def _download(url: str, token: str | None, ssl_context: ssl.SSLContext | None, p
         raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}") from None
     except backup.BackupDamaged as exc:    # cut on the way (the node stopped): another node
         raise Unavailable(exc.message) from None
+    except OSError as exc:                  # our side: no other node can help
+        raise ConfigError(f"{path}: cannot write the backup: {exc.strerror or exc}") from None
     finally:
         try:
             os.unlink(partial)

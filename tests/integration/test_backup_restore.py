@@ -288,6 +288,10 @@ def test_refusals(module_pool: ClusterPool, tmp_path: Path) -> None:
                "--token", "app-token-0123456789abcdef")
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done
     assert "forbidden" in done.stderr and not (tmp_path / "no.csb").exists()
+    done = cli("snapshot", "save", str(tmp_path / "missing" / "x.csb"), "--endpoints", endpoint,
+               "--token", cluster.token)
+    assert done.returncode == 2 and "cannot write the backup" in done.stderr, done
+    assert len(done.stderr.splitlines()) == 1
     bad = httpx.post(endpoint + "/v1/snapshot", json={"consistency": "eventual"},
                      headers={"Authorization": f"Bearer {cluster.token}"}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"

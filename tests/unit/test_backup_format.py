@@ -57,6 +57,7 @@ def test_round_trip_gives_the_same_state() -> None:
     restored.__setstate__(state)
     assert parts_of(restored.plain_state()) == parts_of(machine.plain_state())
     assert restored.get("k/0001") == machine.get("k/0001")
+    assert backup.verify(io.BytesIO(encoded(machine)), "test.csb") == header
 
 
 @pytest.mark.parametrize("damage, reason", [
@@ -76,3 +77,5 @@ def test_damage_is_refused(damage, reason) -> None:
     with pytest.raises(backup.BackupDamaged, match=reason) as caught:
         decode(damage(data))
     assert "test.csb" in caught.value.message and "\n" not in caught.value.message
+    with pytest.raises(backup.BackupDamaged, match=reason):      # the client's check
+        backup.verify(io.BytesIO(damage(data)), "test.csb")
