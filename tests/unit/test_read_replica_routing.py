@@ -101,3 +101,13 @@ def test_without_replicas_nothing_changes() -> None:
     assert endpoints_tried(core, "get", {"key": "k", "consistency": "local"}, 0) == [VOTERS[0]]
     core.add_read_replicas([VOTERS[1]])          # already a voter: ignored
     assert core.endpoints == VOTERS
+
+
+def test_a_replica_announcement_is_read_field_by_field() -> None:
+    from consensus_store.node.engine.peer_connection import announced
+    assert announced("r1 http://127.0.0.1:7204 127.0.0.1:7304") == {
+        "id": "r1", "endpoint": "http://127.0.0.1:7204", "native_address": "127.0.0.1:7304"}
+    assert announced("r2 https://[::1]:7205 -") == {
+        "id": "r2", "endpoint": "https://[::1]:7205", "native_address": None}
+    assert announced("") == {"id": None, "endpoint": None, "native_address": None}
+    assert len(announced("x" * 10_000)["id"] or "") <= 512       # bounded
