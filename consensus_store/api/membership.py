@@ -1,5 +1,6 @@
 """Cluster membership calls, shared by ``Client``, ``AsyncClient`` and the embedded ``Node``:
-``member_list()``, ``add_member(...)``, ``remove_member(id)`` (as ``etcdctl member list/add/remove``).
+``member_list()``, ``add_member(...)``, ``remove_member(id)``, as ``etcdctl member list/add/
+remove``; ``Client.sync_endpoints()`` points a client at the voters listed.
 
 One change at a time, made by the leader (the request goes to another node while the one asked
 does not lead).  Adding and removing need the admin role; listing the read role.  Imports
@@ -89,6 +90,11 @@ def endpoints_from(members: list[ClusterNode], like: list[str]) -> list[str]:
     return found
 
 
+def voter_endpoints(members: list[ClusterNode], like: list[str]) -> list[str]:
+    """``endpoints_from`` the voters only (read replicas are a client's own choice)."""
+    return endpoints_from([m for m in members if m.membership == "voter"], like)
+
+
 class MembershipApi:
     """The blocking calls; a subclass supplies ``request`` (``Requester``)."""
 
@@ -139,4 +145,5 @@ class AsyncMembershipApi:
 
 
 __all__ = ["ADD_OP", "AsyncMembershipApi", "ClusterNode", "LIST_OP", "MembershipApi",
-           "REMOVE_OP", "add_body", "endpoints_from", "parse_members", "remove_body"]
+           "REMOVE_OP", "add_body", "endpoints_from", "parse_members", "remove_body",
+           "voter_endpoints"]

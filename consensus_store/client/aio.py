@@ -21,7 +21,7 @@ from consensus_store.api.kv import AsyncKVApi
 from consensus_store.api.messaging_async import AsyncMessagingApi
 from consensus_store.api.nodes import AsyncNodesApi
 from consensus_store.api.cluster import AsyncClusterAdminApi
-from consensus_store.api.membership import AsyncMembershipApi
+from consensus_store.api.membership import AsyncMembershipApi, voter_endpoints
 from consensus_store.api.monitors import AsyncMonitorApi
 from consensus_store.api.watching import AsyncWatchApi
 from consensus_store.backup_file import BackupHeader
@@ -111,6 +111,13 @@ class AsyncClient(AsyncKVApi, AsyncMessagingApi, AsyncNodesApi,
         endpoints = self.endpoints
         answers = await asyncio.gather(*(one(e) for e in endpoints))
         return self._directory.resolve(zip(endpoints, answers))
+
+    async def sync_endpoints(self, *, timeout: float | None = None) -> list[str]:
+        """``Client.sync_endpoints`` for asyncio."""
+        found = voter_endpoints(await self.member_list(timeout=timeout), self.endpoints)
+        if found:
+            self._core.set_voters(found)
+        return self.endpoints
 
     async def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:
         """Wait until some endpoint reports itself leader."""

@@ -92,6 +92,16 @@ class ClientCore:
             known = set(self.endpoints)
             self.endpoints += [e for e in normalize_endpoints(endpoints) if e not in known]
 
+    def set_voters(self, endpoints: Iterable[str]) -> None:
+        """The voters' endpoints as the live membership names them (``sync_endpoints``);
+        read replicas stay after them."""
+        voters = normalize_endpoints(endpoints)
+        with self._lock:
+            replicas = [e for e in self.endpoints[self.voters:] if e not in voters]
+            self.endpoints = voters + replicas
+            self.voters = len(voters)
+            self.preferred = 0
+
     def next_replica(self) -> int:
         with self._lock:
             count = len(self.endpoints) - self.voters

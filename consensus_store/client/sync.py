@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
 from consensus_store.api.cluster import ClusterAdminApi
-from consensus_store.api.membership import MembershipApi
+from consensus_store.api.membership import MembershipApi, voter_endpoints
 from consensus_store.api.messaging import MessagingApi
 from consensus_store.api.nodes import NodesApi
 from consensus_store.api.kv import KVApi
@@ -125,6 +125,14 @@ class Client(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi,
                                 thread_name_prefix="cluster-status") as pool:
             answers = list(pool.map(one, endpoints))
         return self._directory.resolve(zip(endpoints, answers))
+
+    def sync_endpoints(self, *, timeout: float | None = None) -> list[str]:
+        """Use the voters the live membership lists (as etcd's ``Sync``): nodes added since
+        this client was built are tried too, removed ones no longer.  Returns the endpoints."""
+        found = voter_endpoints(self.member_list(timeout=timeout), self.endpoints)
+        if found:
+            self._core.set_voters(found)
+        return self.endpoints
 
     def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:
         """Block until some endpoint reports itself leader."""

@@ -7,6 +7,7 @@ Each test owns its cluster (it changes the membership, stops or pauses nodes).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from consensus_store.client import Client
+from consensus_store.client import AsyncClient, Client
 from consensus_store.errors import InvalidRequest
 from consensus_store.launcher import LocalCluster
 from consensus_store.testing.membership import configs_with_spares, drop_peers
@@ -88,6 +89,17 @@ def test_list_add_remove_through_cli_and_client_with_refusals(cluster_pool: Clus
         rows = {m.id: m for m in client.member_list()}
         assert rows["n4"].voter and rows["n4"].api_address == str(
             spare.nodes["n4"].config.api_address)
+        # a client built before the change learns the new endpoint from the membership
+        with Client(cluster.endpoints, token=cluster.token) as learner:
+            assert spare.nodes["n4"].endpoint in learner.sync_endpoints()
+            assert len(learner.endpoints) == 4
+
+        async def async_view() -> tuple[list[str], list[str]]:
+            async with AsyncClient(cluster.endpoints, token=cluster.token) as aclient:
+                ids = sorted(m.id for m in await aclient.member_list())
+                return ids, await aclient.sync_endpoints()
+        ids, endpoints = asyncio.run(async_view())
+        assert ids == ["n1", "n2", "n3", "n4"] and spare.nodes["n4"].endpoint in endpoints
 
         # refusals: one line on stderr, exit 2; HTTP 400 with a JSON message
         for args, words in ((("add", "--config", str(n4_config)), "exists already"),
@@ -120,6 +132,7 @@ def test_list_add_remove_through_cli_and_client_with_refusals(cluster_pool: Clus
         spare.nodes["n4"].stop()
         client.put("after/remove", 2)
         assert member_ids(client) == ["n1", "n2", "n3"]
+        assert sorted(client.sync_endpoints()) == sorted(cluster.endpoints)
         assert cluster.exited() == []
 
 
