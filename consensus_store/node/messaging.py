@@ -25,6 +25,7 @@ import secrets
 import ssl
 from typing import Any, Callable
 
+from consensus_store import fast_json
 from consensus_store.config import ClientToken, NodeConfig, node_api_token
 from consensus_store.errors import Forbidden, InvalidRequest, NotFound
 from consensus_store.node import messaging_targets as targets
@@ -43,6 +44,7 @@ MAX_POLL_MESSAGES = 1000
 MAX_CALL_WAIT_S = 60.0
 SWEEP_INTERVAL_S = 1.0
 MAX_BATCH = 10000            # sessions or envelopes in one node-to-node request
+MAX_REMEMBERED = 100000      # sessions whose node is remembered
 
 
 class MessageHub:
@@ -191,6 +193,8 @@ class MessageHub:
             unknown += await self._forward_batches(items, by_node, done)
             if unknown:
                 where = await self._locate({items[i][0] for i in unknown})
+                if len(self._where) > MAX_REMEMBERED:      # ended sessions: start over
+                    self._where.clear()
                 self._where.update(where)
                 missing = [i for i in unknown if items[i][0] not in where]
                 by_node = _group([i for i in unknown if items[i][0] in where],
@@ -331,12 +335,14 @@ def _envelope(body: dict[str, Any], field: str) -> dict[str, Any]:
         raise InvalidRequest("'seq' must be a positive integer (the sender's message number)")
     if field not in body:
         raise InvalidRequest(f"'{field}' is required")
-    return {"from": sender, "seq": seq, "message": body[field]}
+    return {"from": sender, "seq": seq, "message": body[field],
+            "size": len(fast_json.encode(body[field]))}
 
 
 def _valid_envelope(envelope: Any) -> bool:
     return (isinstance(envelope, dict) and isinstance(envelope.get("from"), str)
-            and is_int(envelope.get("seq")) and "message" in envelope)
+            and is_int(envelope.get("seq")) and "message" in envelope
+            and is_int(envelope.get("size", 0)) and envelope.get("size", 0) >= 0)
 
 
 def _group(indexes: list[int], key: Callable[[int], Any]) -> dict[Any, list[int]]:

@@ -49,8 +49,8 @@ def test_nodedown_and_nodeup_after_kill_9_and_restart(cluster_pool: ClusterPool)
                 events.put(event)
 
         threading.Thread(target=watch, daemon=True).start()
-        for node in sorted(cluster.nodes):       # the first view: every node up
-            _next_event(events, NodeEvent("nodeup", node), 10)
+        first = {events.get(timeout=10) for _ in cluster.nodes}      # the first view
+        assert first == {NodeEvent("nodeup", node) for node in cluster.nodes}
         cluster.nodes[victim].kill()
         down_after = _next_event(events, NodeEvent("nodedown", victim), 20)
         assert not {n.id: n.up for n in client.nodes()}[victim]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from consensus_store.api.messaging import NodeEvent, SeenSenders, node_events
-from consensus_store.node.messaging_inbox import MAX_INBOX_MESSAGES, Inbox
+from consensus_store.node.messaging_inbox import MAX_INBOX_BYTES, MAX_INBOX_MESSAGES, Inbox
 
 
 def envelope(sender: str, seq: int) -> dict[str, object]:
@@ -60,3 +60,16 @@ def test_node_events() -> None:
         NodeEvent("nodedown", "b")]
     assert node_events({"b": False}, {"b": True}) == [NodeEvent("nodeup", "b")]
     assert node_events({}, {"a": True, "b": False}) == [NodeEvent("nodeup", "a")]
+
+
+def test_an_inbox_is_bounded_in_bytes_too() -> None:
+    async def run() -> None:
+        inbox = Inbox(1, 0.0)
+        big = {**envelope("a", 1), "size": MAX_INBOX_BYTES - 10}
+        assert inbox.offer(big) == "queued"
+        assert inbox.offer({**envelope("a", 2), "size": 11}) == "full"
+        assert inbox.offer({**envelope("a", 3), "size": 10}) == "queued"
+        taken = inbox.take(5)
+        assert [e["seq"] for e in taken] == [1, 3] and "size" not in taken[0]
+        assert inbox.bytes == 0
+    asyncio.run(run())
