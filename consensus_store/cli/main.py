@@ -278,6 +278,8 @@ def _run_client_command(args: argparse.Namespace) -> int:
                                            once=getattr(args, "once", False),
                                            json_output=args.json)
         elif args.command == "status":
+            from consensus_store.cli.member import learn_members
+            learn_members(client)            # nodes added since the config was written
             statuses = client.cluster_status()
             if args.json:
                 print(json.dumps([s.to_json() for s in statuses]))

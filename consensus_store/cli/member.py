@@ -46,6 +46,16 @@ def new_member(args: argparse.Namespace) -> Any:
     return {k: v for k, v in named.items() if v is not None}
 
 
+def learn_members(client: Any) -> None:
+    """Before ``status``: ask the live membership for nodes the client's config does not name
+    (added since); the endpoints stay as they are when no node answers."""
+    from consensus_store.errors import ConsensusStoreError
+    try:
+        client.sync_endpoints(timeout=2.0)
+    except ConsensusStoreError:
+        pass
+
+
 def run_member(client: Any, args: argparse.Namespace, console: Any) -> None:
     if args.action == "list":
         if args.id is not None or args.raft_address or args.api_address:

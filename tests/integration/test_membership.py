@@ -89,6 +89,9 @@ def test_list_add_remove_through_cli_and_client_with_refusals(cluster_pool: Clus
         rows = {m.id: m for m in client.member_list()}
         assert rows["n4"].voter and rows["n4"].api_address == str(
             spare.nodes["n4"].config.api_address)
+        shown = cli("status", "--json", "--config", str(voters[0]))   # the config lacks n4
+        assert shown.returncode == 0, shown.stderr
+        assert {s["id"] for s in json.loads(shown.stdout)} == {"n1", "n2", "n3", "n4"}
         # a client built before the change learns the new endpoint from the membership
         with Client(cluster.endpoints, token=cluster.token) as learner:
             assert spare.nodes["n4"].endpoint in learner.sync_endpoints()
