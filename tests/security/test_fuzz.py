@@ -380,7 +380,7 @@ def without_legit_waits(op: str, data: bytes) -> bytes:
     if not isinstance(body, dict):
         return data
     changed = False
-    if op == "watch":
+    if op in ("watch", "message_call", "inbox_poll"):
         wait = body.get("wait", 30.0)
         if not isinstance(wait, bool) and isinstance(wait, (int, float)) and wait > 0.01:
             body["wait"], changed = 0.01, True
@@ -409,6 +409,8 @@ def acceptable_5xx(op: str, data: bytes, status: int, node_id: str, leader: str 
     # during the test, and a transfer whose target does not win is 503 transfer_failed
     if op == "leader_transfer" and status == 503:
         return True
+    if op == "nodes" and status == 503:      # answered by the leader (NotLeader elsewhere)
+        return True
     # a keepalive marked as already forwarded must not be forwarded again: a follower says 503
     return op == "session_keepalive" and status == 503 and node_id != leader
 
@@ -430,6 +432,14 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     **{op: dict(_COORDINATION) for op in COORDINATION_WRITES},
     **{op: {"group": "g1", "name": "n1", "consistency": "local"} for op in COORDINATION_READS},
 }
+_MESSAGE = {"name": "n1", "sender": "fuzz", "seq": 1}
+TEMPLATES.update({
+    "message_send": {**_MESSAGE, "message": 1}, "message_broadcast": {**_MESSAGE, "message": 1},
+    "message_call": {**_MESSAGE, "request": 1, "wait": 0.01},
+    "inbox_poll": {"session": 1, "wait": 0.01, "max": 5},
+    "message_reply": {"session": 1, "call": "x@n1", "value": 1},
+    "message_forward": {"kind": "locate", "sessions": [1]},
+})
 SWEEP_VALUES = [None, True, -1, 1.5, 2 ** 64, "x", [], {}]
 # (where in the body, value): a top-level field, or a field of the first txn item
 SweepSpot = tuple[tuple[str, ...], Any]
