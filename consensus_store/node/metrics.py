@@ -1,8 +1,8 @@
 """``GET /metrics``: the node's state and request statistics in Prometheus' text format.
 
-Nothing here runs per request except ``RequestStats.observe`` (one dict lookup and a bisect into
-a ``LatencyHistogram``): the front ends call it with the op, the answer's status and the
-duration.  Everything else is read when Prometheus scrapes, by a custom prometheus-client
+Nothing here runs per request except ``RequestStats.observe`` (a dict lookup and a list
+append; the durations are sorted into ``LatencyHistogram`` buckets in batches): the front ends
+call it with the op, the answer's status and the duration.  Everything else is read when Prometheus scrapes, by a custom prometheus-client
 ``Collector`` (``NodeCollector``): Raft's status, the journal's size, the snapshot's age, the
 state machine's counts, the watch hub's and the messaging's counters, the fsync histogram of
 the journal (``DurableJournal.fsync_latency``).  prometheus-client writes the exposition.
@@ -47,18 +47,25 @@ _COORDINATION_COUNTS = (    # gauge name, help, key prefix (state/coordination.p
 
 
 class RequestStats:
-    """Requests this node answered, by op and HTTP status: a latency histogram each."""
+    """Requests this node answered, by op and HTTP status: a latency histogram each.
 
-    __slots__ = ("series",)
+    A request costs a list append: durations wait in ``pending`` and are sorted into the
+    buckets in batches (at ``FOLD_AT`` per series, and at every scrape)."""
+
+    FOLD_AT = 1024
+    __slots__ = ("series", "pending")
 
     def __init__(self) -> None:
         self.series: dict[tuple[str, int], LatencyHistogram] = {}
+        self.pending: dict[tuple[str, int], list[float]] = {}
 
     def observe(self, op: str, status: int, seconds: float) -> None:
-        histogram = self.series.get((op, status))
-        if histogram is None:
-            histogram = self.series[(op, status)] = LatencyHistogram(REQUEST_BUCKETS_S)
-        histogram.observe(seconds)
+        pending = self.pending.get((op, status))
+        if pending is None:
+            pending = self.pending[(op, status)] = []
+        pending.append(seconds)
+        if len(pending) >= self.FOLD_AT:
+            self._fold((op, status), pending)
 
     def observe_route(self, method: str, path: str, status: int, seconds: float) -> None:
         """An HTTP request, by its route's op (a HEAD by its GET's; ``none`` for no route)."""
@@ -67,6 +74,21 @@ class RequestStats:
             op = OP_BY_ROUTE.get(("GET", path)) if method == "HEAD" else None
         name = op.name if op is not None else ("health" if path == HEALTH_ROUTE[1] else NO_OP)
         self.observe(name, status, seconds)
+
+    def _fold(self, key: tuple[str, int], pending: list[float]) -> None:
+        histogram = self.series.get(key)
+        if histogram is None:
+            histogram = self.series[key] = LatencyHistogram(REQUEST_BUCKETS_S)
+        pending.sort()
+        histogram.observe_sorted(pending)
+        pending.clear()
+
+    def histograms(self) -> list[tuple[tuple[str, int], LatencyHistogram]]:
+        """Every series, with what is pending folded in, by op and status."""
+        for key, pending in self.pending.items():
+            if pending:
+                self._fold(key, pending)
+        return sorted(self.series.items())
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str],
@@ -145,7 +167,7 @@ class NodeCollector(Collector):
                                       value=_count(getattr(messaging, name, 0)))
         requests = CounterMetricFamily(f"{PREFIX}_requests", "Client requests answered, by op "
                                        "and HTTP status (both ports).", labels=["op", "status"])
-        for (op, status), histogram in sorted(self.requests.series.items()):
+        for (op, status), histogram in self.requests.histograms():
             requests.add_metric([op, str(status)], histogram.total)
         yield requests
 
@@ -153,7 +175,7 @@ class NodeCollector(Collector):
         latency = HistogramMetricFamily(f"{PREFIX}_request_duration_seconds",
                                         "Time from a request's arrival to its answer, by op and "
                                         "HTTP status.", labels=["op", "status"])
-        for (op, status), histogram in sorted(self.requests.series.items()):
+        for (op, status), histogram in self.requests.histograms():
             _histogram(latency, [op, str(status)], histogram)
         yield latency
         journal = self.service.engine.durable_journal

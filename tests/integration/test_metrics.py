@@ -168,3 +168,23 @@ def test_metrics_needs_a_client_token(cluster: LocalCluster) -> None:
 def test_process_metrics(cluster: LocalCluster, tmp_path: Path) -> None:
     scraped = scrape(cluster, next(iter(cluster.nodes)))
     assert value(scraped, "consensus_store_process_resident_memory_bytes") > 0
+
+
+def test_message_counters_move(cluster: LocalCluster) -> None:
+    """``messages_sent`` counts envelopes queued into an inbox on the node, ``messages_dropped``
+    those refused (no inbox for the receiver); summed over the nodes."""
+    def totals() -> tuple[float, float]:
+        scraped = [scrape(cluster, node_id) for node_id in cluster.nodes]
+        return (sum(value(s, "consensus_store_messages_sent_total") for s in scraped),
+                sum(value(s, "consensus_store_messages_dropped_total") for s in scraped))
+
+    with cluster.client() as receiver, cluster.client() as sender:
+        receiver.register_name("metrics-receiver")
+        sent, dropped = totals()
+        assert not sender.send_name("metrics-receiver", "nobody reads yet")   # no inbox
+        inbox = receiver.inbox(wait=1.0).open()
+        assert sender.send_name("metrics-receiver", "hello")
+        assert next(inbox).message == "hello"
+        inbox.close()
+        sent_after, dropped_after = totals()
+    assert sent_after >= sent + 1 and dropped_after >= dropped + 1
