@@ -14,6 +14,8 @@ from urllib.parse import quote
 from consensus_store.api.aio_lock import SessionFactory
 from consensus_store.api.aio_session import AsyncSession
 from consensus_store.api.aio_waiting import wait_for_change
+from consensus_store.api.messaging import DEFAULT_CALL_TIMEOUT_S
+from consensus_store.api.messaging_async import call_one
 from consensus_store.api.requester import AsyncRequester, level_of
 from consensus_store.errors import Timeout
 from consensus_store.models import Leader
@@ -96,3 +98,9 @@ class AsyncElection:
             if self.session is not None:
                 body.update(self.session.auth)    # the candidacy is the session's
             await self._api.request("election_resign", body, None)
+
+    async def call_leader(self, request: Any, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> Any:
+        """Call the current leader (its client answers with ``msg.reply``); NotFound when
+        there is none or it reads no inbox, Timeout when it does not reply in time."""
+        return await call_one(self._api, {"election": self.name}, f"the leader of {self.name!r}",
+                              request, timeout)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from consensus_store.api.aio_lock import SessionFactory
 from consensus_store.api.groups import rendezvous
+from consensus_store.api.messaging import DEFAULT_CALL_TIMEOUT_S, Broadcast, MultiCall
+from consensus_store.api.messaging_async import broadcast, multi_call, send
 from consensus_store.api.requester import AsyncRequester, level_of
 from consensus_store.models import Member
 
@@ -15,7 +17,8 @@ if TYPE_CHECKING:
 
 class AsyncGroups:
     """``async_client.groups``: create / delete / join / leave / members / local_members /
-    which_groups / closest / route / update / monitor."""
+    which_groups / closest / route / update / monitor, and messages to members: send /
+    broadcast / multi_call (docs/messaging.md)."""
 
     def __init__(self, api: AsyncRequester, session: SessionFactory) -> None:
         self._api = api
@@ -84,3 +87,20 @@ class AsyncGroups:
     async def route(self, group: str, key: str, *, timeout: float | None = None) -> Member | None:
         """The member responsible for ``key``: rendezvous (highest random weight) hashing."""
         return rendezvous(await self.members(group, timeout=timeout), key)
+
+    # ---- messages to members, outside the log (api/messaging_async.py) ---------------------------
+    async def send(self, group: str, member: str | Member, message: Any, *,
+                   timeout: float | None = None) -> bool:
+        """Deliver ``message`` to one member's inbox (True once it took it)."""
+        member_id = member.id if isinstance(member, Member) else member
+        return await send(self._api, {"group": group, "member": member_id}, message, timeout)
+
+    async def broadcast(self, group: str, message: Any, *,
+                        timeout: float | None = None) -> Broadcast:
+        """Deliver ``message`` to every member whose client reads its inbox."""
+        return await broadcast(self._api, group, message, timeout)
+
+    async def multi_call(self, group: str, request: Any,
+                         timeout: float = DEFAULT_CALL_TIMEOUT_S) -> MultiCall:
+        """pg2's multi_call: every member's reply within ``timeout``, and who did not answer."""
+        return await multi_call(self._api, {"group": group}, request, timeout)

@@ -205,3 +205,34 @@ def test_replicas_one_active_and_failover(cluster: LocalCluster) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_group_messages_and_call_leader(cluster: LocalCluster) -> None:
+    """The messaging calls of the async recipes: groups.send / broadcast / multi_call and
+    election.call_leader, with the same names as ``Client``'s."""
+    async def scenario() -> None:
+        async with client_of(cluster) as a, client_of(cluster) as b:
+            received: list[Any] = []
+
+            async def serve(message: Any) -> None:
+                received.append(message.message)
+                if message.call_id is not None:
+                    await message.reply({"echo": message.message})
+
+            await a.groups.create("async-msg")
+            await b.groups.join("async-msg", "r1")
+            await b.election("async-msg-E").campaign("b1", timeout=10)
+            handler = b.on_message(serve)
+            try:
+                await eventually(lambda: a.groups.send("async-msg", "r1", "hi"), 10,
+                                 "r1's inbox to take a message")
+                assert (await a.groups.broadcast("async-msg", "all")).delivered == ["r1"]
+                called = await a.groups.multi_call("async-msg", "ping", timeout=5)
+                assert called.replies == {"r1": {"echo": "ping"}} and called.not_answering == []
+                leader_reply = await a.election("async-msg-E").call_leader("who", timeout=5)
+                assert leader_reply == {"echo": "who"}
+                assert received[-3:] == ["all", "ping", "who"]
+            finally:
+                handler.cancel()
+                await asyncio.gather(handler, return_exceptions=True)
+    run(scenario)
