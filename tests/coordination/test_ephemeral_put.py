@@ -3,6 +3,7 @@ expires) from ``Client`` and the embedded API layer; ``client.sessions()`` and
 ``consensus-store sessions`` list open sessions (admin role)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 
+from consensus_store import AsyncClient
 from consensus_store.client import Client
 from consensus_store.errors import Forbidden, InvalidRequest
 from consensus_store.launcher import LocalCluster
@@ -42,19 +44,28 @@ def test_ephemeral_key_goes_when_its_session_closes(cluster: LocalCluster) -> No
             client.put("eph/bad", 1, session=42)         # not a Session
 
 
+def start_holder(cluster: LocalCluster, key: str, ttl: float, *mode: str
+                 ) -> tuple[subprocess.Popen, int]:
+    """A holder process and its session id, once it holds ``key``."""
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.coordination.ephemeral_holder",
+         ",".join(cluster.endpoints), cluster.token, key, str(ttl), *mode],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    line = holder.stdout.readline()             # the holder prints once the key is in
+    if not line.startswith("ready "):
+        holder.kill()
+        holder.wait(10)
+        raise AssertionError(f"holder did not start: {line!r}")
+    return holder, int(line.split()[1])
+
+
 def test_ephemeral_key_goes_when_its_owner_is_killed(cluster: LocalCluster) -> None:
     """A process holding the key dies with kill -9: its session expires after its TTL (the
     leader's lease keeper), and the key goes with it."""
     ttl = 1.5
-    holder = subprocess.Popen(
-        [sys.executable, "-m", "tests.coordination.ephemeral_holder",
-         ",".join(cluster.endpoints), cluster.token, "eph/killed", str(ttl)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder, session_id = start_holder(cluster, "eph/killed", ttl)
     try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline()             # the holder prints once the key is in
-        assert line.startswith("ready "), line
-        session_id = int(line.split()[1])
         with cluster.client() as client:
             assert client.get("eph/killed").value == "held"
             assert session_id in {s["id"] for s in client.sessions()}
@@ -63,6 +74,31 @@ def test_ephemeral_key_goes_when_its_owner_is_killed(cluster: LocalCluster) -> N
             wait_until(lambda: client.get("eph/killed", consistency="linearizable") is None,
                        ttl + 10, "the killed owner's key to expire with its session")
             assert session_id not in {s["id"] for s in client.sessions()}
+    finally:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(10)
+
+
+def test_async_owner_killed_loses_its_key_and_lock(cluster: LocalCluster) -> None:
+    """The same through AsyncClient: its session (keepalive task), ephemeral put and lock go
+    when the process is killed -9, and an async client then gets the lock."""
+    ttl = 1.5
+    holder, session_id = start_holder(cluster, "eph/async", ttl, "async")
+
+    async def after_kill() -> None:
+        async with AsyncClient(cluster.endpoints, token=cluster.token) as client:
+            assert (await client.get("eph/async")).value == "held"
+            lock = client.lock("eph/async")
+            assert not await lock.acquire(blocking=False)          # the holder has it
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(10)
+            assert await lock.acquire(timeout=ttl + 10)             # once its session expired
+            assert await client.get("eph/async", consistency="linearizable") is None
+            assert session_id not in {s["id"] for s in await client.sessions()}
+            await lock.release()
+    try:
+        asyncio.run(asyncio.wait_for(after_kill(), 40))
     finally:
         if holder.poll() is None:
             os.kill(holder.pid, signal.SIGKILL)
