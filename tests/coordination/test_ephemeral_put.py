@@ -9,13 +9,16 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from consensus_store import AsyncClient
 from consensus_store.client import Client
 from consensus_store.errors import Forbidden, InvalidRequest
-from consensus_store.launcher import LocalCluster
+from consensus_store.config import load_config
+from consensus_store.launcher import LocalCluster, write_cluster_configs
+from consensus_store.node import Node
 
 from .support import REPO, wait_until
 
@@ -132,3 +135,18 @@ def test_sessions_cli_and_role(cluster: LocalCluster) -> None:
     denied = cli(cluster, "sessions", token=READ_TOKEN)
     assert denied.returncode == 1 and denied.stderr.count("\n") == 1
     assert "forbidden" in denied.stderr
+
+
+def test_embedded_node_ephemeral_put_and_sessions(tmp_path: Path) -> None:
+    """The embedded ``Node`` shares the API layer: put(session=) and sessions() too."""
+    node = Node(load_config(write_cluster_configs(tmp_path / "configs", 1)[0]))
+    node.start()
+    try:
+        wait_until(lambda: node.status()["role"] == "leader", 20, "the one node to lead")
+        session = node.session(ttl=5)
+        node.put("emb/eph", 1, session=session)
+        assert [s["keys"] for s in node.sessions() if s["id"] == session.id] == [1]
+        session.close()
+        assert node.get("emb/eph") is None and node.sessions() == []
+    finally:
+        node.stop()
