@@ -248,6 +248,10 @@ class Inbox:
     def close(self) -> None:
         self._closed.set()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
 
 class MessageHandler:
     """``client.on_message(fn)``: ``fn(msg)`` for every message, on a thread of its own;
@@ -268,6 +272,8 @@ class MessageHandler:
                         log.exception("message handler failed")
                 return
             except ConsensusStoreError as exc:   # e.g. no node reachable now: poll again
+                if self._inbox.closed:
+                    return                        # stopped while a poll was out
                 log.warning("inbox poll failed: %s", exc)
                 time.sleep(0.2)
 

@@ -87,6 +87,10 @@ class AsyncInbox:
         """End the iteration after the current poll."""
         self._closed = True
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
 
 class AsyncMessagingApi:
     """``send_name``, ``call_name``, ``inbox``, ``on_message`` and the group calls
@@ -152,6 +156,8 @@ class AsyncMessagingApi:
                             log.exception("message handler failed")
                     return
                 except ConsensusStoreError as exc:
+                    if inbox.closed:
+                        return
                     log.warning("inbox poll failed: %s", exc)
                     await asyncio.sleep(0.2)
         return asyncio.get_running_loop().create_task(run())
