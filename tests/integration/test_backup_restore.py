@@ -4,6 +4,7 @@ writes continue above the backup's revision), a save under a write load consiste
 revision, and refusals (damaged or truncated file, non-empty data dir, non-admin token)."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -80,14 +81,18 @@ def records(client: Client) -> dict[str, Any]:
 
 
 def restore_cluster(pool: ClusterPool, file: Path, name: str) -> LocalCluster:
-    """A new 3-node cluster whose every node is seeded from ``file`` with the CLI."""
+    """A new 3-node cluster whose every node is seeded from ``file`` with the CLI (the three
+    at once: the free ports picked for the configs stay unbound meanwhile)."""
     paths = pool.write_configs(3, name=name)
     cluster = pool.launch(paths, start=False)
-    for path, node in zip(paths, cluster.nodes.values()):
-        done = cli("snapshot", "restore", str(file), "--config", str(path),
-                   "--data-dir", str(node.data_dir))
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("restored revision"), done.stdout
+    restores = [subprocess.Popen([*CLI, "snapshot", "restore", str(file), "--config", str(path),
+                                  "--data-dir", str(node.data_dir)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+                for path, node in zip(paths, cluster.nodes.values())]
+    for restore in restores:
+        out, err = restore.communicate(timeout=60)
+        assert restore.returncode == 0, err
+        assert out.startswith("restored revision"), out
     cluster.start()
     cluster.wait_for_leader(timeout=30.0)
     return cluster
@@ -313,7 +318,9 @@ def test_embedded_node_and_tls(cluster_pool: ClusterPool, tmp_path: Path) -> Non
         wait_until(lambda: node.status()["role"] == "leader", 20.0, what="a leader")
         for i in range(30):
             node.put(f"emb/{i}", i)
+        assert gc.isenabled()
         header = node.snapshot_save(tmp_path / "embedded.csb")
+        assert gc.isenabled()            # paused during the copy only
         _, state = read_file(tmp_path / "embedded.csb")
         machine = StateMachine()
         machine.__setstate__(state)
