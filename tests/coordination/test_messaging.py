@@ -1,8 +1,9 @@
 """Group messaging outside the log (docs/messaging.md) against real node processes: sender and
 receiver on different nodes, order per sender, broadcast, multi_call with a member killed -9,
-call_name, call_leader, bad input."""
+call_name, call_leader, asyncio on both sides, a member's node killed, bad input."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from consensus_store.api.messaging import Message
-from consensus_store.client import Client
+from consensus_store.client import AsyncClient, Client
 from consensus_store.errors import InvalidRequest, NotFound
 from consensus_store.launcher import LocalCluster
 from consensus_store.testing.workers import WorkerProcess
@@ -240,3 +241,33 @@ def test_a_member_whose_node_dies_stops_answering_then_answers_from_another(
         member.close()
         cluster.nodes[ids[home]].start()
         cluster.wait_for_leader(30)
+
+
+def test_asyncio_member_and_caller(cluster: LocalCluster) -> None:
+    """AsyncClient on both sides: the member joins with its own session and reads it with
+    ``async for``; the caller uses ``groups`` and ``election().call_leader`` awaited."""
+    async def run() -> None:
+        async with AsyncClient([cluster.endpoints[1]], token=cluster.token,
+                               session_ttl=3.0) as member, \
+                AsyncClient([cluster.endpoints[2]], token=cluster.token) as caller:
+            await member.groups.create("aio-group")
+            await member.groups.join("aio-group", member="a")
+            inbox = await member.inbox(wait=1.0).open()
+            await member.election("aio-election").campaign("a", block=False)
+            got: list[Any] = []
+
+            async def serve() -> None:
+                async for message in inbox:
+                    got.append(message.message)
+                    if message.is_call:
+                        await message.reply(f"re:{message.message}")
+            server = asyncio.create_task(serve())
+            assert await caller.groups.send("aio-group", "a", "one") is True
+            called = await caller.groups.multi_call("aio-group", "two", timeout=5)
+            assert called.replies == {"a": "re:two"}
+            assert await caller.election("aio-election").call_leader("three") == "re:three"
+            assert got == ["one", "two", "three"]
+            inbox.close()
+            await asyncio.wait_for(server, 10)
+
+    asyncio.run(run())
