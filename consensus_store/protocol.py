@@ -82,8 +82,9 @@ _S, _K, _I, _J, _L = Field.STRING, Field.KEY, Field.INT, Field.JSON, Field.LIST
 _SESSION = {"session": _I, "session_key": _S}
 # A message's receiver (one of group+member, group alone, name, election) and its sender's
 # numbering (at most once, in order: node/messaging_inbox.py).
+_SEEN = {"consistency": _S, "min_index": _I}   # wait to have seen what the client saw
 _MESSAGE_TO = {"group": _S, "member": _S, "name": _S, "election": _S, "sender": _S, "seq": _I,
-               "consistency": _S, "min_index": _I}
+               **_SEEN}
 
 
 def _kv(name: str, kind: Kind, role: Role, fields: dict[str, Field], answer: tuple[str, ...],
@@ -184,9 +185,9 @@ OPS_LIST: tuple[Op, ...] = (
          _MESSAGE_TO | {"request": _J, "wait": Field.NUMBER},
          ("replies", "bad_members", "no_reply")),
         ("message_reply", "/v1/messages/reply", _RW,
-         {"call": _S, "value": _J, "session": _I, "session_key": _S}, ("delivered",)),
+         {"call": _S, "value": _J, **_SESSION, **_SEEN}, ("delivered",)),
         ("inbox_poll", "/v1/inbox/poll", _RW,
-         {"session": _I, "session_key": _S, "wait": Field.NUMBER, "max": _I}, ("messages",)),
+         {"wait": Field.NUMBER, "max": _I, **_SESSION, **_SEEN}, ("messages",)),
         ("message_forward", "/v1/messages/forward", _ADMIN,
          {"kind": _S, "session": _I, "sessions": _L, "items": _L, "call": _S, "value": _J},
          ("delivered",)),

@@ -29,6 +29,8 @@ DEFAULT_CALL_TIMEOUT_S = 5.0
 POLL_WAIT_S = 5.0          # one long poll; the node closes an inbox not polled for 15 s
 REQUEST_MARGIN_S = 5.0     # a request outlives the wait it carries
 MAX_SENDERS_REMEMBERED = 10000
+# The node answers from a replica that has seen this client's writes (its session, its joins).
+SEEN = {"consistency": "session"}
 
 
 class Sender:
@@ -42,8 +44,7 @@ class Sender:
     def stamp(self, body: JsonObject) -> JsonObject:
         with self._lock:
             seq = next(self._numbers)
-        # "session": the node finds receivers in a replica that has seen this client's writes
-        return {**body, "sender": self.id, "seq": seq, "consistency": "session"}
+        return {**body, "sender": self.id, "seq": seq, **SEEN}
 
 
 _SENDERS_LOCK = threading.Lock()
@@ -238,11 +239,11 @@ class Inbox:
         return self
 
     def poll(self, wait: float) -> list[JsonObject]:
-        body = {**self._auth(), "wait": max(0.0, wait)}
+        body = {**self._auth(), "wait": max(0.0, wait), **SEEN}
         return self._api.request("inbox_poll", body, wait + REQUEST_MARGIN_S)["messages"]
 
     def _reply(self, call_id: str, value: Any) -> bool:
-        body = {**self._auth(), "call": call_id, "value": value}
+        body = {**self._auth(), "call": call_id, "value": value, **SEEN}
         return self._api.request("message_reply", body, None)["delivered"]
 
     def close(self) -> None:

@@ -8,9 +8,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from consensus_store.api.messaging import (DEFAULT_CALL_TIMEOUT_S, POLL_WAIT_S,
-                                           REQUEST_MARGIN_S, Broadcast, Message, MultiCall,
-                                           SeenSenders, call_body, message_from, only_reply,
-                                           sender_of)
+                                           REQUEST_MARGIN_S, SEEN, Broadcast, Message,
+                                           MultiCall, SeenSenders, call_body, message_from,
+                                           only_reply, sender_of)
 from consensus_store.api.requester import AsyncRequester, JsonObject
 from consensus_store.errors import ConsensusStoreError, InvalidRequest
 
@@ -76,11 +76,11 @@ class AsyncInbox:
         return self
 
     async def poll(self, wait: float) -> list[JsonObject]:
-        body = {**await self._auth(), "wait": max(0.0, wait)}
+        body = {**await self._auth(), "wait": max(0.0, wait), **SEEN}
         return (await self._api.request("inbox_poll", body, wait + REQUEST_MARGIN_S))["messages"]
 
     async def _reply(self, call_id: str, value: Any) -> bool:
-        body = {**await self._auth(), "call": call_id, "value": value}
+        body = {**await self._auth(), "call": call_id, "value": value, **SEEN}
         return (await self._api.request("message_reply", body, None))["delivered"]
 
     def close(self) -> None:

@@ -26,8 +26,8 @@ def handlers(service: "KVService") -> dict[str, Handler]:
         return messages
 
     async def settled(body: dict[str, Any]) -> None:
-        # Receivers are read from this replica: let it catch up with what the client has seen
-        # (a member that just joined through another node is found).
+        # Receivers and sessions are read from this replica: let it catch up with what the
+        # client has seen (a member that just joined through another node is found).
         await service.settle_read({"consistency": "session", "min_index": body.get("min_index",
                                                                                     0)})
 
@@ -48,10 +48,12 @@ def handlers(service: "KVService") -> dict[str, Handler]:
 
     async def reply(body: dict[str, Any], timeout: float | None = None, *,
                     caller: ClientToken | None = None) -> dict[str, Any]:
+        await settled(body)          # a session opened through another node is known here
         return await hub().reply(body, caller)
 
     async def poll(body: dict[str, Any], timeout: float | None = None, *,
                    caller: ClientToken | None = None) -> dict[str, Any]:
+        await settled(body)
         return await hub().poll(body, caller)
 
     async def forward(body: dict[str, Any], timeout: float | None = None, *,
