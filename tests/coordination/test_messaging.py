@@ -271,3 +271,38 @@ def test_asyncio_member_and_caller(cluster: LocalCluster) -> None:
             await asyncio.wait_for(server, 10)
 
     asyncio.run(run())
+
+
+def test_the_callers_node_dies_mid_call_and_the_retry_is_not_delivered_twice(
+        cluster: LocalCluster) -> None:
+    """kill -9 of the node holding a waiting call: the client retries it on another node with
+    the same (sender, seq); the member's inbox refuses the copy, so it handles the request
+    once, and the caller reports it in no_reply (its reply went to the dead node)."""
+    leader = cluster.wait_for_leader(30)
+    ids = list(cluster.nodes)
+    doomed = next(i for i, node in enumerate(ids) if node != leader)        # a follower
+    backup = next(i for i in range(3) if i != doomed)
+    home = next(i for i in range(3) if i not in (doomed, backup))
+    member = client_on(cluster, home)
+    caller = Client([cluster.endpoints[doomed], cluster.endpoints[backup]], token=cluster.token)
+    got: list[Any] = []
+    try:
+        member.groups.create("slow")
+        member.groups.join("slow", member="s")
+        member.inbox().open()
+        handler = member.on_message(lambda message: got.append(message.message))  # no reply
+        outcome: list[Any] = []
+        thread = threading.Thread(target=lambda: outcome.append(
+            caller.groups.multi_call("slow", "once", timeout=3)), daemon=True)
+        thread.start()
+        wait_until(lambda: got == ["once"], 10, "the request to reach the member")
+        cluster.nodes[ids[doomed]].kill()
+        thread.join(20)
+        assert outcome and outcome[0].no_reply == ["s"] and outcome[0].replies == {}
+        assert got == ["once"]                 # the retry through another node was refused
+        handler.stop(0)
+    finally:
+        caller.close()
+        member.close()
+        cluster.nodes[ids[doomed]].start()
+        cluster.wait_for_leader(30)
