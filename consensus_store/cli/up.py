@@ -35,6 +35,8 @@ def run_up(config_dir: Path | None, data_dir: Path | None, *, nodes: int | None 
     if replicas and nodes is None:
         raise ConfigError("--replicas: needs --nodes (or write replica configs into "
                           "--config-dir yourself: docs/replicas.md)")
+    if not 0 <= replicas <= MAX_REPLICAS:
+        raise ConfigError(f"--replicas: {replicas}: must be between 0 and {MAX_REPLICAS}")
     if nodes is not None:
         data_root = (data_dir or Path(f"~/.local/share/consensus-store/up-{nodes}")).expanduser()
         config_dir = generated_configs(data_root.resolve(), nodes, base_port)
@@ -118,8 +120,6 @@ def replica_configs(directory: Path, data_root: Path, size: int, count: int,
                     base_port: int) -> list[Path]:
     """``directory/replica1.toml`` … : read replicas of the ``size`` voters that
     ``generated_configs`` wrote there, on the ports after theirs; written once, then reused."""
-    if not 0 <= count <= MAX_REPLICAS:
-        raise ConfigError(f"--replicas: {count}: must be between 0 and {MAX_REPLICAS}")
     if base_port + size + count + 200 > 65535:
         raise ConfigError(f"--base-port: {base_port}: no room for {count} replicas")
     voters = [load_config(directory / f"node{i + 1}.toml") for i in range(size)]

@@ -2,14 +2,21 @@
 replica whose peer secret is wrong.  Every node snapshots every few dozen entries, so a
 replica's restart goes through its own snapshot and its catching up through the leader's.
 
-The tests share one cluster and run in file order: the last one kills two voters.
+The tests share one cluster and run in file order: the last of them kills two voters.  The
+``up --replicas`` test at the end runs its own cluster.
 """
 from __future__ import annotations
 
 import os
+import random
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 
 from consensus_store.client import Client
@@ -151,7 +158,6 @@ def test_status_shows_replicas_not_voting_with_their_lag(cluster: LocalCluster) 
 
 
 def raw_status(cluster: LocalCluster, node_id: str) -> dict[str, Any]:
-    import httpx
     answer = httpx.get(endpoint(cluster, node_id) + "/v1/status", timeout=5.0,
                        headers={"Authorization": f"Bearer {cluster.token}"})
     assert answer.status_code == 200, answer.text
@@ -204,3 +210,49 @@ def test_replicas_never_count_for_quorum(cluster: LocalCluster) -> None:
     for replica in REPLICAS:
         state = node_state(cluster, replica)
         assert "while-down/149" in state and "no-quorum/key" not in state
+
+
+def test_up_runs_and_supervises_replicas(tmp_path: Path) -> None:
+    """``consensus-store up --nodes 3 --replicas 1``: the replica comes up beside the voters,
+    holds their writes, and a client made from its config writes through the voters."""
+    def free_base() -> int:
+        for _ in range(50):
+            base = random.randrange(20000, 40000)
+            try:
+                for port in (base + offset + i for offset in (0, 100, 200) for i in range(4)):
+                    with socket.socket() as probe:
+                        probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+        raise RuntimeError("no free port range")
+
+    base = free_base()
+    up = subprocess.Popen([sys.executable, "-m", "consensus_store", "up", "--nodes", "3",
+                           "--replicas", "1", "--base-port", str(base), "--data-dir",
+                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env={**os.environ, "COLUMNS": "200",
+                                          "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    try:
+        assert up.stdout is not None
+        wait_until(lambda: (lines.append(up.stdout.readline()) or "cluster up" in lines[-1]
+                            or up.poll() is not None), 60.0, what="'cluster up' printed")
+        assert "3 nodes and 1 read replicas" in lines[-1], "".join(lines)
+        replica_config = tmp_path / "config" / "replica1.toml"
+        with Client.from_config(replica_config, protocol="http", timeout=10.0) as client:
+            kv = client.put("up/key", "v")
+            answer = client.request("get", {"key": "up/key", "consistency": "session"}, 10.0)
+            assert answer["header"]["node"] == "replica1"
+            assert answer["kv"]["mod_revision"] == kv.mod_revision
+            status = client.status(f"http://127.0.0.1:{base + 103}")
+            assert status.membership == "replica" and status.leader is not None
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+        try:
+            out, _ = up.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            out, _ = up.communicate()
+    assert up.returncode == 0, "".join(lines) + out
