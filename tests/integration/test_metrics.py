@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import threading
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +23,9 @@ READ_TOKEN = "metrics-read-token-0123456789"
 
 @pytest.fixture(scope="module")
 def cluster(module_pool: ClusterPool) -> LocalCluster:
-    paths = module_pool.write_configs(3, name="metrics")
+    # Snapshots after 200 entries, so that snapshot_age_seconds shows up within a test.
+    paths = module_pool.write_configs(3, name="metrics",
+                                      raft_table={"log_compaction_min_entries": 200})
     with open(paths[0].parent / "tokens.toml", "a") as tokens:
         tokens.write(f'\n[[tokens]]\nname = "prometheus"\ntoken = "{READ_TOKEN}"\nrole = "read"\n')
     return module_pool.launch(paths)
@@ -191,3 +195,35 @@ def test_message_counters_move(cluster: LocalCluster) -> None:
         inbox.close()
         sent_after, dropped_after = totals()
     assert sent_after >= sent + 1 and dropped_after >= dropped + 1
+
+
+def test_watchers_gauge_counts_a_waiting_watch(cluster: LocalCluster) -> None:
+    node_id = next(iter(cluster.nodes))
+    revision = httpx.get(cluster.nodes[node_id].endpoint + "/v1/status", timeout=5.0,
+                         headers={"Authorization": f"Bearer {cluster.token}"}).json()["revision"]
+    answers: list[int] = []
+    watch = threading.Thread(target=lambda: answers.append(raw_post(
+        cluster, node_id, "/v1/watch",
+        {"prefix": "metrics-watch/", "after_revision": revision, "wait": 20}, 30).status_code))
+    watch.start()
+    try:
+        wait_until(lambda: value(scrape(cluster, node_id), "consensus_store_watchers") >= 1, 15,
+                   what="the waiting watch to be counted")
+    finally:
+        with cluster.client() as client:
+            client.put("metrics-watch/x", 1)          # answers the watch
+        watch.join(30)
+    assert answers == [200]
+    wait_until(lambda: value(scrape(cluster, node_id), "consensus_store_watchers") == 0, 15,
+               what="the answered watch to be gone")
+
+
+def test_snapshot_age_appears_after_a_snapshot(cluster: LocalCluster) -> None:
+    native = [f"tcp://{n.config.native_address}" for n in cluster.nodes.values()]
+    with Client(native, token=cluster.token) as client:
+        for i in range(250):                         # past log_compaction_min_entries
+            client.put(f"metrics-snap/{i % 10}", i)
+    for node_id in cluster.nodes:
+        age = wait_until(lambda: scrape(cluster, node_id)["samples"].get(
+            ("consensus_store_snapshot_age_seconds", ())), 30, what=f"{node_id}'s snapshot")
+        assert 0 <= age < 60
