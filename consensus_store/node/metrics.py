@@ -13,6 +13,7 @@ Access: any valid client token (the ``read`` role is the least), as for every ro
 """
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Iterator
@@ -34,6 +35,8 @@ from consensus_store.state.coordination import RESERVED_PREFIX
 if TYPE_CHECKING:
     from consensus_store.node.engine.runner import RaftStatus
     from consensus_store.node.service import KVService
+
+log = logging.getLogger("consensus_store.metrics")
 
 METRICS_PATH = "/metrics"
 PREFIX = "consensus_store"
@@ -228,3 +231,7 @@ async def metrics_answer(service: "KVService", method: str,
     except ConsensusStoreError as exc:
         return Answer(exc.http_status, fast_json.encode({**exc.to_json(),
                                                          "header": service.header()}))
+    except Exception as exc:  # noqa: BLE001 - a bug must not become a traceback for the client
+        log.exception("metrics scrape failed")
+        return Answer(500, fast_json.encode({"error": "internal", "message": type(exc).__name__,
+                                             "header": service.header()}))
