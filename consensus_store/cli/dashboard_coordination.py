@@ -3,7 +3,8 @@
 One read of the reserved prefix gives groups, names, locks and elections at one revision (the
 layout is in README, "Coordination", and ``state/coordination.py``); sessions come from the
 admin-only ``sessions`` op.  Pure functions of answers; ``coordination_events`` says what
-changed between two of them (joins, leaves, lock grants, election leaders).
+changed between two of them (joins, leaves, lock grants, election leaders) and
+``watched_events`` words what a watch of ``_cs/`` saw.
 """
 from __future__ import annotations
 
@@ -123,13 +124,16 @@ def parse_coordination(kvs: Iterable[dict[str, Any]], *, truncated: bool = False
         sessions_note=sessions_note, truncated=truncated)
 
 
-def coordination_events(before: Coordination, after: Coordination) -> list[tuple[str, str]]:
-    """(kind, text) for each change from ``before`` to ``after``, in a stable order."""
+def coordination_events(before: Coordination, after: Coordination, *,
+                        members: bool = True) -> list[tuple[str, str]]:
+    """(kind, text) for each change from ``before`` to ``after``, in a stable order; joins and
+    leaves only with ``members`` (a live watch reports those itself, every one)."""
     events: list[tuple[str, str]] = []
-    for group, member in sorted(after.members - before.members):
-        events.append(("join", f"{member} joined group {group}"))
-    for group, member in sorted(before.members - after.members):
-        events.append(("leave", f"{member} left group {group}"))
+    if members:
+        for group, member in sorted(after.members - before.members):
+            events.append(("join", f"{member} joined group {group}"))
+        for group, member in sorted(before.members - after.members):
+            events.append(("leave", f"{member} left group {group}"))
     old_locks = {lock.name: lock for lock in before.locks}
     for lock in after.locks:
         old = old_locks.pop(lock.name, None)
@@ -146,3 +150,38 @@ def coordination_events(before: Coordination, after: Coordination) -> list[tuple
             events.append(("election", f"election {election.name}: {election.leader} leads "
                                        f"(token {election.token})"))
     return events
+
+
+def watched_events(events: Iterable[Any]) -> list[tuple[str, str]]:
+    """(kind, text) for changes a watch of ``_cs/`` saw (``WatchEvent``s, with prev values),
+    every one, in revision order.  Lock grants and election leaders are derived state, not one
+    key's change: ``coordination_events`` still finds those by comparing polls."""
+    texts: list[tuple[str, str]] = []
+    for event in events:
+        parts = _split(event.key)
+        put = event.type == "put"
+        value = event.value if put else event.prev_value
+        session = value.get("session") if isinstance(value, dict) else None
+        by = f" (session {session})" if session is not None else ""
+        kind = parts[0]
+        if kind == "group" and len(parts) == 2:
+            texts.append(("group", f"group {parts[1]} {'created' if put else 'deleted'}"))
+        elif kind == "member" and len(parts) == 3:
+            if not put:
+                texts.append(("leave", f"{parts[2]} left group {parts[1]}{by}"))
+            elif event.version == 1:
+                texts.append(("join", f"{parts[2]} joined group {parts[1]}{by}"))
+            else:
+                texts.append(("member", f"{parts[2]} updated its meta in group {parts[1]}"))
+        elif kind == "name" and len(parts) == 2:
+            texts.append(("name", f"name {parts[1]} {'registered' if put else 'unregistered'}"
+                                  f"{by}"))
+        elif kind == "lock" and len(parts) == 3 and put:
+            texts.append(("lock", f"lock {parts[1]} requested{by}"))
+        elif kind == "lock" and len(parts) == 3:
+            texts.append(("lock", f"lock {parts[1]}: entry of session {session} removed "
+                                  "(released or expired)"))
+        elif kind == "election" and len(parts) == 4 and parts[2] == "cand":
+            texts.append(("election", f"{parts[3]} {'campaigns' if put else 'left'} in "
+                                      f"election {parts[1]}"))
+    return texts

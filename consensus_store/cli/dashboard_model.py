@@ -17,9 +17,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus_store.cli.dashboard_coordination import Coordination, coordination_events
+from consensus_store.cli.dashboard_coordination import (Coordination, coordination_events,
+                                                        watched_events)
 from consensus_store.client.cluster_status import leader_of
-from consensus_store.models import ClusterMember, NodeStatus, Role
+from consensus_store.models import ClusterMember, NodeStatus, Role, WatchEvent
 
 HISTORY = 60          # samples kept for the sparklines
 EVENTS_KEPT = 100
@@ -37,6 +38,9 @@ class Poll:
     coordination_error: str | None = None
     wall_time: float = 0.0                 # time.time() of the poll
     mono_time: float = 0.0                 # time.monotonic() of the poll
+    watched: tuple[WatchEvent, ...] = ()   # changes under _cs/ the watch saw since the last
+    watch_dropped: int = 0                 # ... and how many it had to drop
+    watch_live: bool = False               # False: coordination events come from polls only
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class ClusterSnapshot:
     reads_history: tuple[float, ...]       # empty when reads/s is unknown
     coordination: Coordination = field(default_factory=Coordination)
     events: tuple[Event, ...] = ()
+    watch_live: bool = False
 
     @property
     def writes_s(self) -> float | None:
@@ -99,6 +104,7 @@ class ClusterSnapshot:
                       "reads_history": list(self.reads_history)},
             "coordination": self.coordination.to_json(),
             "events": [e.to_json() for e in self.events],
+            "events_source": "watch" if self.watch_live else "polls",
         }
 
 
@@ -211,8 +217,13 @@ def next_snapshot(previous: ClusterSnapshot | None, poll: Poll) -> ClusterSnapsh
         old = previous.coordination if previous else Coordination()
         coordination = dataclasses.replace(old, error=poll.coordination_error or "unavailable")
     changes = _node_events(previous, statuses, leader, term) + _member_events(previous, statuses)
+    if poll.watch_live:
+        changes += watched_events(poll.watched)
+        if poll.watch_dropped:
+            changes.append(("more", f"... {poll.watch_dropped} watched changes dropped"))
     if previous is not None and poll.coordination is not None:
-        changes += coordination_events(previous.coordination, coordination)
+        changes += coordination_events(previous.coordination, coordination,
+                                       members=not poll.watch_live)
     if len(changes) > EVENTS_PER_POLL:
         extra = len(changes) - EVENTS_PER_POLL + 1
         changes = changes[:EVENTS_PER_POLL - 1] + [("more", f"... and {extra} more changes")]
@@ -224,4 +235,4 @@ def next_snapshot(previous: ClusterSnapshot | None, poll: Poll) -> ClusterSnapsh
         leader=leader, term=term, revision=revision,
         rate_source=COUNTERS if counters else REVISION, writes_history=writes_history,
         reads_history=reads_history, coordination=coordination,
-        events=events[-EVENTS_KEPT:])
+        events=events[-EVENTS_KEPT:], watch_live=poll.watch_live)

@@ -3,7 +3,8 @@
 Every node's status is asked in parallel (``Client.cluster_status``, one thread per node, each
 with a short timeout) while, on another thread, one node is asked for the coordination data
 (one range read of ``_cs/`` at ``local`` consistency, and the admin-only session list).  A dead
-or paused node costs at most the timeout; it never stalls a frame.
+or paused node costs at most the timeout; it never stalls a frame.  Each poll also takes what
+the coordination watch (``dashboard_feed``) saw since the previous one.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from consensus_store.cli.dashboard_coordination import (NEEDS_ADMIN, RESERVED_PREFIX,
                                                         Coordination, parse_coordination)
+from consensus_store.cli.dashboard_feed import CoordinationFeed
 from consensus_store.cli.dashboard_model import Poll
 from consensus_store.errors import AuthError, ConsensusStoreError, Forbidden
 from consensus_store.models import NodeStatus
@@ -23,12 +25,15 @@ COORDINATION_KEYS = 5000     # one read's worth; beyond it the panels say "trunc
 class Poller:
     """Polls through one ``Client``; ``close`` ends its threads."""
 
-    def __init__(self, client: Any, timeout: float = 0.4) -> None:
+    def __init__(self, client: Any, timeout: float = 0.4, *, watch: bool = True) -> None:
         self.client = client
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="dashboard-poll")
+        self._feed = CoordinationFeed(client).start() if watch else None
 
     def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def poll(self) -> Poll:
@@ -53,8 +58,10 @@ class Poller:
             session_list, note = _sessions(sessions)
             data = parse_coordination(answer.get("kvs", ()), truncated=bool(answer.get("more")),
                                       sessions=session_list, sessions_note=note)
+        watched, dropped, live = self._feed.drain() if self._feed else ((), 0, False)
         return Poll(statuses=nodes, members=tuple(self.client.members), coordination=data,
-                    coordination_error=error, wall_time=wall, mono_time=mono)
+                    coordination_error=error, wall_time=wall, mono_time=mono,
+                    watched=watched, watch_dropped=dropped, watch_live=live)
 
 
 def _sessions(future: "Future[dict[str, Any]]") -> tuple[list[dict[str, Any]] | None, str]:

@@ -177,8 +177,9 @@ def events_panel(snapshot: ClusterSnapshot, ui: UiState) -> Panel:
     lines = [Text.assemble((time.strftime("%H:%M:%S ", time.localtime(e.wall_time)), "dim"),
                            (f"{e.kind:<8} ", "bold"), e.text)
              for e in snapshot.events[-limit:]]
-    return _panel("events", Group(*lines) if lines else Text("(none yet)"), ui,
-                  "from differences between polls")
+    source = ("coordination from a watch, the rest from polls" if snapshot.watch_live
+              else "from differences between polls (watch down)")
+    return _panel("events", Group(*lines) if lines else Text("(none yet)"), ui, source)
 
 
 def frame(snapshot: ClusterSnapshot, ui: UiState = UiState()) -> RenderableType:

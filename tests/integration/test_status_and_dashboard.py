@@ -83,10 +83,6 @@ def test_a_killed_node_is_down_under_its_id_in_status_and_the_dashboard(
 
 def test_a_node_is_named_from_the_others_status_without_a_config(cluster: LocalCluster,
                                                                  tmp_path: Path) -> None:
-    with cluster.client() as client:
-        if "members" not in client.request("status", {}, 2.0):
-            pytest.skip("the nodes do not report their members yet (node/service.py hook of "
-                        "node/status_report.py not applied)")
     leader = cluster.wait_for_leader()
     victim = followers(cluster, leader)[0]
     cluster.nodes[victim].kill()
@@ -109,6 +105,51 @@ def test_status_watch_json_emits_one_array_per_refresh(cluster: LocalCluster,
         lines = [process.stdout.readline() for _ in range(2)]
         for line in lines:
             assert {n["id"] for n in json.loads(line)} == set(cluster.nodes)
+    finally:
+        process.send_signal(signal.SIGINT)     # the process this test started, by its PID
+        try:
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_the_dashboard_reports_joins_and_leaves_from_its_watch_across_a_killed_node(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    """A member that joins and leaves within one refresh is still reported (the watch saw
+    both), and the watch goes on after the node it polled is killed."""
+    args = ["dashboard", "--json", "--interval", "0.2", "--endpoints",
+            ",".join(cluster.endpoints), f"--token={cluster.token}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_STORE_")}
+    process = subprocess.Popen(CLI + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+    def events_until(wanted: list[str], deadline_s: float = 30.0) -> dict[str, object]:
+        assert process.stdout is not None
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else "dashboard ended"
+            snapshot = json.loads(line)
+            texts = [e["text"] for e in snapshot["events"]]
+            if snapshot["events_source"] == "watch" and all(any(w in t for t in texts)
+                                                             for w in wanted):
+                return snapshot
+        raise AssertionError(f"no frame reported {wanted} within {deadline_s} s")
+
+    try:
+        leader = cluster.wait_for_leader()
+        with cluster.client(session_ttl=30) as client:
+            events_until([])                           # the watch has started
+            client.groups.create("flash")
+            client.groups.join("flash", "f1")
+            client.groups.leave("flash", "f1")
+            events_until(["group flash created", "f1 joined group flash (session",
+                          "f1 left group flash (session"])
+            cluster.nodes[leader].kill()             # a process this test started
+            client.groups.join("flash", "f2")
+            events_until([f"node {leader} down", "f2 joined group flash (session"])
     finally:
         process.send_signal(signal.SIGINT)     # the process this test started, by its PID
         try:

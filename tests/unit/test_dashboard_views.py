@@ -122,6 +122,80 @@ def test_group_joins_leaves_lock_grants_and_election_leaders_become_events() -> 
         "lock db granted to session 8 (token 9)", "election primary: b leads (token 11)"]
 
 
+def test_a_live_watch_gives_every_join_and_leave_even_between_two_polls() -> None:
+    from consensus_store.models import WatchEvent
+    member = {"id": "w9", "session": 4}
+    watched = (WatchEvent("put", "_cs/member/jobs/w9", member, 20, 1),
+               WatchEvent("delete", "_cs/member/jobs/w9", None, 21, 0, member),
+               WatchEvent("put", "_cs/name/db%2Fprimary", {"session": 4}, 22, 1),
+               WatchEvent("put", "_cs/lock/db/00000000000000000023", {"session": 4}, 23, 1),
+               WatchEvent("put", "_cs/election/primary/cand/b", {"session": 4}, 24, 1))
+    before = parse_coordination(KVS)
+    after = parse_coordination([*KVS, kv("_cs/member/jobs/w3", {"id": "w3"})])
+    first = next_snapshot(None, healthy(1.0, **vars_of(before)))
+    second = next_snapshot(first, dataclasses.replace(
+        healthy(2.0, **vars_of(after)), watched=watched, watch_live=True))
+    # w9 came and went between the polls: only the watch saw it; w3's join is not reported
+    # twice (the poll difference leaves joins and leaves to a live watch).
+    assert [e.text for e in second.events[1:]] == [
+        "w9 joined group jobs (session 4)", "w9 left group jobs (session 4)",
+        "name db/primary registered (session 4)", "lock db requested (session 4)",
+        "b campaigns in election primary"]
+    assert second.to_json()["events_source"] == "watch"
+    assert "from a watch" in render(dv.frame(second))
+    fallback = next_snapshot(second, healthy(3.0, **vars_of(before)))
+    assert [e.text for e in fallback.events[len(second.events):]] == ["w3 left group jobs"]
+    assert "watch down" in render(dv.frame(fallback))
+
+
+def test_the_feed_hands_over_watched_events_and_says_when_the_watch_is_down() -> None:
+    from consensus_store.cli.dashboard_feed import CoordinationFeed
+    from consensus_store.errors import Unavailable
+    from consensus_store.models import WatchEvent
+    from consensus_store.testing.polling import poll_until
+
+    event = WatchEvent("put", "_cs/group/jobs", {}, 5, 1)
+
+    class OneEventWatch:
+        def __init__(self) -> None:
+            self.sent = False
+
+        def get(self, timeout: float) -> WatchEvent | None:
+            if not self.sent:
+                self.sent = True
+                return event
+            raise Unavailable("every node is down")
+
+    class WatchingClient:
+        """The first watch yields one event, then every node goes away."""
+
+        def __init__(self) -> None:
+            self.watches = 0
+
+        def watch(self, prefix: str, *, prev_value: bool) -> OneEventWatch:
+            assert prefix == "_cs/" and prev_value
+            self.watches += 1
+            if self.watches > 1:
+                raise Unavailable("no node answered")
+            return OneEventWatch()
+
+    client = WatchingClient()
+    feed = CoordinationFeed(client).start()
+    seen: list[WatchEvent] = []
+
+    def down_after_events() -> bool:
+        events, dropped, live = feed.drain()
+        seen.extend(events)
+        assert dropped == 0
+        return client.watches >= 2 and not live
+
+    try:
+        poll_until(down_after_events, timeout=10.0, transient=(), what="the watch down")
+    finally:
+        feed.close()
+    assert seen == [event]
+
+
 def test_a_burst_of_changes_is_summarised() -> None:
     many = parse_coordination([kv(f"_cs/member/g/m{i:02d}", {}) for i in range(30)])
     first = next_snapshot(None, healthy(1.0))
@@ -242,7 +316,7 @@ class FakeClient:
 def test_the_poller_degrades_to_notes_instead_of_failing() -> None:
     from consensus_store.cli.dashboard_poll import Poller
     from consensus_store.errors import Forbidden, Unavailable
-    fine = Poller(FakeClient(), timeout=0.3)
+    fine = Poller(FakeClient(), timeout=0.3, watch=False)
     try:
         result = fine.poll()
     finally:
@@ -250,11 +324,13 @@ def test_the_poller_degrades_to_notes_instead_of_failing() -> None:
     assert [s.id for s in result.statuses] == ["n1", "n2"] and result.coordination is not None
     assert result.coordination.sessions is not None and result.coordination.groups
     assert fine.client.timeouts == [0.3, 0.3, 0.3]
-    limited = Poller(FakeClient(sessions_error=Forbidden("admin only")), timeout=0.3)
+    limited = Poller(FakeClient(sessions_error=Forbidden("admin only")), timeout=0.3,
+                     watch=False)
     coordination = limited.poll().coordination
     limited.close()
     assert coordination is not None and coordination.sessions_note == NEEDS_ADMIN
-    broken = Poller(FakeClient(range_error=Unavailable("no node answered")), timeout=0.3)
+    broken = Poller(FakeClient(range_error=Unavailable("no node answered")), timeout=0.3,
+                    watch=False)
     failed = broken.poll()
     broken.close()
     assert failed.coordination is None and "no node answered" in (failed.coordination_error or "")
