@@ -4,7 +4,9 @@ bucket), and a batch sorted in gives the same histogram as one value at a time."
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from consensus_store.node.engine.durability import DurableJournal
 from consensus_store.node.engine.latency import REQUEST_BUCKETS_S, LatencyHistogram
 from consensus_store.node.metrics import RequestStats
 
@@ -43,3 +45,16 @@ def test_request_stats_fold_pending_durations_by_op_and_status() -> None:
     assert series[("get", 404)].total == series[("status", 200)].total == 1
     assert series[("none", 404)].total == 1
     assert not any(stats.pending.values())
+
+
+def test_the_journal_times_each_fsync(tmp_path: Path) -> None:
+    journal = DurableJournal(str(tmp_path / "raft.journal"), str(tmp_path / "raft.meta"))
+    try:
+        opened = journal.fsync_latency.total          # opening syncs what it loaded
+        journal.add(b"cmd", 1, 1)
+        journal.sync_if_dirty()
+        journal.sync_if_dirty()                       # nothing new: no fsync, nothing timed
+        assert journal.fsync_latency.total == opened + 1 == journal.fsync_count
+        assert journal.fsync_latency.sum > 0
+    finally:
+        journal._destroy()
