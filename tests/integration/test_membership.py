@@ -20,13 +20,13 @@ import pytest
 from consensus_store.client import AsyncClient, Client
 from consensus_store.errors import InvalidRequest
 from consensus_store.launcher import LocalCluster
-from consensus_store.testing.membership import configs_with_spares, drop_peers
+from consensus_store.testing.membership import Members, configs_with_spares, drop_peers
 
 from .support import ClusterPool, local_range, raw_post, wait_until
 
 CLI = [sys.executable, "-m", "consensus_store"]
 MISMATCH = "membership: "
-CATCH_UP_KEYS = int(os.environ.get("CONSENSUS_STORE_MEMBERSHIP_KEYS", "2000"))
+CATCH_UP_KEYS = int(os.environ.get("CONSENSUS_STORE_MEMBERSHIP_KEYS", "1000"))
 
 
 def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -189,7 +189,9 @@ def test_membership_survives_a_full_restart_and_a_config_mismatch_is_one_line(
             node.log_path.write_text("")        # only this start's lines
         for node in nodes.values():
             node.start()
-        cluster.wait_for_leader(timeout=30)
+        members = Members([cluster, spare], every)
+        wait_until(lambda: sum(s.role.value == "leader" for s in members.statuses().values())
+                   == 1, 30, "a leader among the four after the restart")
         wait_until(lambda: everyone_lists([cluster, spare], every, every), 30,
                    f"all four members after a full restart ({restart})")
         with Client([nodes["n4"].endpoint], token=cluster.token, timeout=10.0) as client:
@@ -225,6 +227,13 @@ def test_replace_a_dead_nodes_machine(cluster_pool: ClusterPool) -> None:
                 client.put(key, value)
             written.update(batch)
     cluster.nodes[victim].kill()                 # the machine is gone
+    with cluster.client(timeout=10.0) as client:
+        # 4 voters with one dead and the new one not up could not commit: refused (as etcd)
+        wait_until(lambda: victim not in {m.id for m in client.member_list() if m.connected}
+                   or None, 20, "the leader sees the dead node disconnected")
+        with pytest.raises(InvalidRequest) as refused:
+            client.add_member(spare.nodes["n4"].config)
+        assert refused.value.details["reason"] == "quorum_at_risk"
     drop_peers(n4_config, [victim])              # the new machine's peers: the survivors
     removed = cli("member", "remove", victim, "--config", str(voters[0]))
     assert removed.returncode == 0, removed.stderr

@@ -168,7 +168,8 @@ class MembershipChanges:
         table = self.table()
         new = check_new_member(fields, table)
         table = sorted([*table, new], key=lambda m: m["id"])
-        await self._change("add", new["raft_address"], table, timeout)
+        await self._change("add", new["raft_address"], table, timeout, lambda store:
+                           self._check_quorum(store, new["id"], adding=True))
         log.info("membership: added %s (%s)", new["id"], new["raft_address"])
         return {"member": new, "members": self.report()}
 
@@ -186,7 +187,9 @@ class MembershipChanges:
                                  f"leadership first (consensus-store leader transfer), then "
                                  f"remove it", reason="remove_leader")
         rest = [m for m in table if m["id"] != member_id]
-        await self._change("rem", gone["raft_address"], rest, timeout)
+        await self._change("rem", gone["raft_address"], rest, timeout, lambda store:
+                           self._check_quorum(store, member_id, adding=False,
+                                              address=gone["raft_address"]))
         log.info("membership: removed %s (%s)", member_id, gone["raft_address"])
         return {"removed": gone, "members": self.report()}
 
@@ -198,6 +201,25 @@ class MembershipChanges:
             raise NotLeader("membership changes are made by the leader", retry="leader")
         return store
 
+    def _check_quorum(self, store: Any, member_id: str, *, adding: bool,
+                      address: str | None = None) -> None:
+        """etcd's strict reconfiguration check: refuse a change after which the voters this
+        leader is connected to (itself included) would be fewer than a majority.  A node being
+        added is not connected yet (the raft port refuses a non-member)."""
+        voters = list(store._SyncObj__otherNodes)
+        connected = 1 + sum(1 for n in voters if store.isNodeConnected(n))
+        size = len(voters) + 1 + (1 if adding else -1)
+        if not adding and any(n.address == address and store.isNodeConnected(n)
+                              for n in voters):
+            connected -= 1
+        needed = size // 2 + 1
+        if connected < needed:
+            what = f"adding {member_id}" if adding else f"removing {member_id}"
+            raise InvalidRequest(
+                f"{what} would leave {size} voters needing {needed} for a majority, and only "
+                f"{connected} are connected to the leader: bring the others back (or start the "
+                f"new node's peers) first", reason="quorum_at_risk")
+
     def _pending_change(self, store: Any) -> bool:
         """A membership entry in the log that is not applied yet (or one being proposed)."""
         if self._changing:
@@ -205,12 +227,13 @@ class MembershipChanges:
         tail = store._SyncObj__getEntries(store.raftLastApplied + 1)
         return any(decode_change(entry[0]) is not None for entry in tail)
 
-    async def _change(self, kind: str, address: str, table: list[Member],
-                      timeout: float) -> None:
+    async def _change(self, kind: str, address: str, table: list[Member], timeout: float,
+                      check: Callable[[Any], None]) -> None:
         store = self._require_leader()
         if self._pending_change(store):
             raise InvalidRequest("another membership change is not applied yet: one change at "
                                  "a time; retry once it is", reason="change_pending")
+        check(store)
         deadline = time.monotonic() + timeout
         self._changing = True
         try:
