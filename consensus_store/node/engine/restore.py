@@ -88,6 +88,7 @@ def _refuse_unless_empty(target: Path) -> None:
         raise ConfigError(f"{target}: cannot read the data dir: "
                           f"{describe_os_error(exc)}") from None
     if entries:
-        raise ConfigError(f"{target}: data dir is not empty ({len(entries)} entries, e.g. "
-                          f"{sorted(entries)[0]}); restore seeds a new node only: move it "
-                          f"aside or pick an empty one")
+        more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
+        raise ConfigError(f"{target}: data dir is not empty (it holds {sorted(entries)[0]}"
+                          f"{more}); restore seeds a new node only: move it aside or pick an "
+                          f"empty one")
