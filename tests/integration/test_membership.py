@@ -86,6 +86,8 @@ def test_list_add_remove_through_cli_and_client_with_refusals(cluster_pool: Clus
         wait_until(lambda: everyone_lists([cluster, spare], ["n1", "n2", "n3", "n4"],
                                           ["n1", "n2", "n3", "n4"]), 20,
                    "every node lists n4 (member list and status)")
+        wait_until(lambda: "n4" in client.status(cluster.endpoints[0]).connected_peers, 20,
+                   "n1's status lists the added n4 among its connected peers")
         rows = {m.id: m for m in client.member_list()}
         assert rows["n4"].voter and rows["n4"].api_address == str(
             spare.nodes["n4"].config.api_address)

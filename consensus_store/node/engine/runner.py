@@ -410,8 +410,11 @@ class RaftRunner:
         store = self.store
         assert store is not None
         raw = store.getStatus()
-        connected = tuple(str(p.raft_address) for p in self.config.peers
-                          if raw.get(f"partner_node_status_server_{p.raft_address}") == 2)
+        # the live voters (membership.py): the configured peers first, then added ones
+        live = {node.address for node in store._SyncObj__otherNodes}
+        voters = [str(p.raft_address) for p in self.config.peers if str(p.raft_address) in live]
+        voters += sorted(live - set(voters))
+        connected = tuple(a for a in voters if raw.get(f"partner_node_status_server_{a}") == 2)
         leader = raw.get("leader")
         return RaftStatus(
             role={0: "follower", 1: "candidate", 2: "leader"}.get(raw["state"], "follower"),
