@@ -337,3 +337,17 @@ def test_embedded_node_and_tls(cluster_pool: ClusterPool, tmp_path: Path) -> Non
             client.put("secure", 1)
             header = client.snapshot_save(tmp_path / "tls.csb")
         assert header.keys == 1 and read_file(tmp_path / "tls.csb")[0] == header
+
+
+def test_a_dead_node_passes_the_save_on(cluster_pool: ClusterPool, tmp_path: Path) -> None:
+    cluster = cluster_pool.start(3, name="failover")
+    leader = cluster.wait_for_leader()
+    dead, alive = followers(cluster, leader)
+    with cluster.client() as client:
+        client.put("before", 1)
+    cluster.nodes[dead].kill()
+    endpoints = [cluster.nodes[dead].endpoint, cluster.nodes[alive].endpoint]
+    with Client(endpoints, token=cluster.token, timeout=5.0) as client:
+        header = client.snapshot_save(tmp_path / "failover.csb")
+    assert header.node == alive and header.keys == 1
+    assert not (tmp_path / "failover.csb.part").exists()
