@@ -171,9 +171,13 @@ KEYS = 20_000       # 40 chunks of copy_in_chunks
 
 
 class _SnapshotStore:
-    """What ``ReplicatedStore.snapshot_copy`` reads: the machine, its lock, the log."""
+    """What ``ReplicatedStore.snapshot_copy`` reads: the machine, its lock, the log (and the
+    membership: the live member table, the voters, itself)."""
 
     _after_apply = ReplicatedStore._after_apply
+    members = None
+    _SyncObj__otherNodes: frozenset[object] = frozenset()
+    selfNode = None
 
     def __init__(self) -> None:
         self.state_lock = threading.Lock()
