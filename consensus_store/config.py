@@ -107,6 +107,7 @@ class Limits:
     # Each node's watch history (older revisions answer 410 compacted).
     watch_history_events: int = 100_000
     watch_history_bytes: int = 16 * 1024 * 1024
+    max_watchers: int = 20_000             # long-polls and streams at once (more: 503)
     max_http_connections: int = 1000       # per port; more are closed at accept
     max_native_connections: int = 1000
     header_timeout_s: float = 10.0         # an HTTP request's headers, from its first byte

@@ -25,6 +25,7 @@ from uvicorn.server import ServerState
 
 from consensus_store.node.api import BodyTooLarge, body_timeout, respond
 from consensus_store.node.http_guard import MAX_HEAD_BYTES, GuardedHttpTools
+from consensus_store.node.watch_stream import WATCH_STREAM_PATH, serve_watch_stream
 from consensus_store.node.metrics import METRICS_PATH, metrics_answer, metrics_for
 from consensus_store.node.snapshot_export import send_stream
 
@@ -46,6 +47,8 @@ def asgi_app(service: "KVService") -> Callable[[dict[str, Any], Receive, Send], 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if scope["path"] == WATCH_STREAM_PATH:     # a long answer of JSON lines (watch_stream.py)
+            return await serve_watch_stream(service, scope, receive, send)
         authorization = length = None
         for name, value in scope["headers"]:
             if name == b"authorization":

@@ -77,7 +77,7 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, Memb
         self._init_coordination(session_ttl)
         self._loop = new_event_loop()
         self._watches = WatchHub(self._loop.call_soon, config.limits.watch_history_events,
-                                 config.limits.watch_history_bytes)
+                                 config.limits.watch_history_bytes, config.limits.max_watchers)
         self._engine = Engine(config, self._loop, on_events=self._watches.on_events,
                               on_reset=self._watches.on_reset)
         self._runner = self._engine.runner       # (tests reach the journal through it)
