@@ -22,6 +22,16 @@ Handler = Callable[..., Awaitable[dict[str, Any]]]
 ADDRESS_FIELDS = ("raft_address", "api_address", "native_address")
 
 
+def replica_row(replica: dict[str, Any]) -> dict[str, Any]:
+    """A read replica connected to this voter (engine/replica.py) as a member-list row: not a
+    voter, no raft address (it never listens)."""
+    endpoint = replica.get("endpoint") or ""
+    return {"id": replica["id"], "raft_address": "",
+            "api_address": endpoint.split("://", 1)[-1], "native_address":
+            replica.get("native_address"), "membership": "replica", "voter": False,
+            "connected": True, "match_index": replica.get("match_index")}
+
+
 def handlers(service: "KVService") -> dict[str, Handler]:
     def started() -> "Engine":
         engine = service.engine
@@ -35,7 +45,8 @@ def handlers(service: "KVService") -> dict[str, Handler]:
     async def member_list(body: dict[str, Any], timeout: float | None = None, *,
                           caller: ClientToken | None = None) -> dict[str, Any]:
         engine = started()
-        return {"members": engine.membership.report(), "leader": engine.leader_id()}
+        rows = engine.membership.report() + [replica_row(r) for r in engine.replicas()]
+        return {"members": rows, "leader": engine.leader_id()}
 
     async def member_add(body: dict[str, Any], timeout: float | None = None, *,
                          caller: ClientToken | None = None) -> dict[str, Any]:

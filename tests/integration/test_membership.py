@@ -19,7 +19,7 @@ import pytest
 
 from consensus_store.client import AsyncClient, Client
 from consensus_store.errors import InvalidRequest
-from consensus_store.launcher import LocalCluster
+from consensus_store.launcher import LocalCluster, write_cluster_configs
 from consensus_store.testing.membership import Members, configs_with_spares, drop_peers
 
 from .support import ClusterPool, local_range, raw_post, wait_until
@@ -272,3 +272,20 @@ def test_replace_a_dead_nodes_machine(cluster_pool: ClusterPool) -> None:
         holder = spare if node_id == "n4" else cluster
         wait_until(lambda n=node_id, h=holder: local_range(h, n, "data/") == {
             **written, "data/after": "x"}, 30, f"{node_id} holds all the data")
+
+
+def test_member_list_shows_read_replicas_as_non_voters(cluster_pool: ClusterPool) -> None:
+    paths = write_cluster_configs(cluster_pool.root / "replicas" / "configs", 3, replicas=1)
+    cluster = cluster_pool.launch(paths)
+    leader = cluster.wait_for_leader(timeout=30)
+    with Client([cluster.nodes[leader].endpoint], token=cluster.token, timeout=5.0) as client:
+        def replica_listed() -> bool:
+            rows = {m.id: m for m in client.member_list()}
+            return "r1" in rows and not rows["r1"].voter and rows["r1"].membership == "replica"
+        wait_until(replica_listed, 20, "the leader lists the connected replica r1")
+        rows = {m.id: m for m in client.member_list()}
+        assert sorted(rows) == ["n1", "n2", "n3", "r1"]
+        assert rows["r1"].api_address == str(cluster.nodes["r1"].config.api_address)
+        assert all(rows[n].voter for n in ("n1", "n2", "n3"))
+        # sync_endpoints keeps the voters only (read replicas are the client's own choice)
+        assert len(client.sync_endpoints()) == 3
