@@ -247,6 +247,10 @@ def test_refusals(module_pool: ClusterPool, tmp_path: Path) -> None:
             client.put(f"r/{i}", "x" * i)
         good = tmp_path / "good.csb"
         client.snapshot_save(good)
+        local = client.snapshot_save(tmp_path / "local.csb", consistency="local")
+        assert local.keys == 50 and read_file(tmp_path / "local.csb")[0] == local
+        with pytest.raises(InvalidRequest):
+            client.snapshot_save(tmp_path / "no.csb", consistency="eventual")
     native = [f"tcp://{node.config.native_address}" for node in cluster.nodes.values()]
     with Client(native, token=cluster.token) as client:
         with pytest.raises(InvalidRequest, match="stream"):       # the native protocol
