@@ -169,7 +169,8 @@ OPS_LIST: tuple[Op, ...] = (
           {"to": _S, "timeout": Field.NUMBER}, ("leader", "term")),
     _get("sessions", "/v1/sessions", _ADMIN, ("sessions",)),
     # ---- cluster membership (node/engine/membership.py; docs/membership.md) ---------------------
-    _get("member_list", "/v1/members", _R, ("members", "leader")),
+    _post("member_list", "/v1/members", _N, _R, {"from_leader": Field.BOOL},
+          ("members", "leader")),
     _post("member_add", "/v1/members/add", _N, _ADMIN,
           {"member": _S, "raft_address": _S, "api_address": _S, "native_address": _S,
            "timeout": Field.NUMBER}, ("member", "members")),

@@ -71,6 +71,10 @@ def add_body(member: Any) -> JsonObject:
     return {"member": fields["id"], **body}     # "id" is the native frame's own
 
 
+def list_body(from_leader: bool) -> JsonObject:
+    return {"from_leader": True} if from_leader else {}
+
+
 def remove_body(member_id: str) -> JsonObject:
     if not isinstance(member_id, str) or not member_id:
         raise InvalidRequest("remove_member takes a node id")
@@ -101,9 +105,12 @@ class MembershipApi:
     def request(self, op: str, body: JsonObject, timeout: float | None) -> JsonObject:
         raise NotImplementedError
 
-    def member_list(self, *, timeout: float | None = None) -> list[ClusterNode]:
-        """Every member of the cluster (the live membership), as the answering node sees it."""
-        return parse_members(self.request(LIST_OP, {}, timeout))
+    def member_list(self, *, from_leader: bool = False,
+                    timeout: float | None = None) -> list[ClusterNode]:
+        """Every member of the cluster (the live membership) and the read replicas connected
+        to the answering node, as it sees them; ``from_leader``: only the leader answers
+        (its view has each member's match index)."""
+        return parse_members(self.request(LIST_OP, list_body(from_leader), timeout))
 
     def add_member(self, member: Any, *, timeout: float | None = None) -> list[ClusterNode]:
         """Add a voter: ``member`` is the new node's config path, its ``NodeConfig``, or a
@@ -128,8 +135,9 @@ class AsyncMembershipApi:
     async def request(self, op: str, body: JsonObject, timeout: float | None) -> JsonObject:
         raise NotImplementedError
 
-    async def member_list(self, *, timeout: float | None = None) -> list[ClusterNode]:
-        return parse_members(await self.request(LIST_OP, {}, timeout))
+    async def member_list(self, *, from_leader: bool = False,
+                          timeout: float | None = None) -> list[ClusterNode]:
+        return parse_members(await self.request(LIST_OP, list_body(from_leader), timeout))
 
     async def add_member(self, member: Any, *,
                          timeout: float | None = None) -> list[ClusterNode]:
@@ -145,5 +153,5 @@ class AsyncMembershipApi:
 
 
 __all__ = ["ADD_OP", "AsyncMembershipApi", "ClusterNode", "LIST_OP", "MembershipApi",
-           "REMOVE_OP", "add_body", "endpoints_from", "parse_members", "remove_body",
+           "REMOVE_OP", "add_body", "endpoints_from", "list_body", "parse_members", "remove_body",
            "voter_endpoints"]

@@ -60,7 +60,7 @@ def run_member(client: Any, args: argparse.Namespace, console: Any) -> None:
     if args.action == "list":
         if args.id is not None or args.raft_address or args.api_address:
             raise InvalidRequest("member list takes no ID or addresses")
-        members = client.member_list(timeout=args.timeout)
+        members = client.member_list(from_leader=True, timeout=args.timeout)
         _show(args, console, members, None)
     elif args.action == "add":
         member = new_member(args)

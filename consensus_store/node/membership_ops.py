@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from consensus_store.config import ClientToken
-from consensus_store.errors import Unavailable
+from consensus_store.errors import NotLeader, Unavailable
 from consensus_store.node import validate
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ def handlers(service: "KVService") -> dict[str, Handler]:
     async def member_list(body: dict[str, Any], timeout: float | None = None, *,
                           caller: ClientToken | None = None) -> dict[str, Any]:
         engine = started()
+        if body.get("from_leader") is True and not engine.is_leader():
+            raise NotLeader("the member list is asked of the leader (from_leader)",
+                            leader=engine.leader_id())
         rows = engine.membership.report() + [replica_row(r) for r in engine.replicas()]
         return {"members": rows, "leader": engine.leader_id()}
 

@@ -75,6 +75,9 @@ def test_list_add_remove_through_cli_and_client_with_refusals(cluster_pool: Clus
 
         # add through the CLI with the new node's own config (its peers reach the cluster)
         spare.nodes["n4"].start()
+        with Client(spare.endpoints, token=cluster.token, timeout=2.0) as newcomer:
+            # up first: the CLI asks n4 (its config's first endpoint), which sends it on
+            wait_until(lambda: newcomer.status(timeout=1.0), 20, "n4 answers")
         added = cli("member", "add", "--config", str(n4_config))
         assert added.returncode == 0, added.stderr
         assert "added n4" in added.stdout and "n4" in added.stdout

@@ -43,8 +43,11 @@ def test_calls_send_the_ops_and_fields_the_table_declares(tmp_path: Path) -> Non
     api.add_member(config_path)                         # a config file: its node
     api.add_member(load_config(config_path))            # a NodeConfig
     api.remove_member("n4")
+    api.member_list(from_leader=True)
     ops = [op for op, _ in api.sent]
-    assert ops == ["member_list", "member_add", "member_add", "member_add", "member_remove"]
+    assert ops == ["member_list", "member_add", "member_add", "member_add", "member_remove",
+                   "member_list"]
+    assert api.sent[0][1] == {} and api.sent[5][1] == {"from_leader": True}
     assert api.sent[2][1]["member"] == "n3" and api.sent[2][1]["native_address"]
     assert api.sent[2][1] == api.sent[3][1]
     assert api.sent[4][1] == {"member": "n4"}

@@ -165,6 +165,7 @@ class MembershipChanges:
 
     # ---- changes (the leader) ---------------------------------------------------------------
     async def add(self, fields: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self._require_leader()         # only the leader's table is current: others send on
         table = self.table()
         new = check_new_member(fields, table)
         table = sorted([*table, new], key=lambda m: m["id"])
@@ -176,6 +177,7 @@ class MembershipChanges:
     async def remove(self, member_id: Any, timeout: float) -> dict[str, Any]:
         if not isinstance(member_id, str) or not member_id:
             raise InvalidRequest("'member' must be a node id")
+        self._require_leader()
         table = self.table()
         gone = next((m for m in table if m["id"] == member_id), None)
         if gone is None:
