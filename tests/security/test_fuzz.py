@@ -409,6 +409,10 @@ def acceptable_5xx(op: str, data: bytes, status: int, node_id: str, leader: str 
     # during the test, and a transfer whose target does not win is 503 transfer_failed
     if op == "leader_transfer" and status == 503:
         return True
+    # membership changes too: a well-formed one is made by the leader only (503 not_leader
+    # elsewhere, the client asks another node)
+    if op in ("member_add", "member_remove") and status == 503:
+        return True
     if op == "nodes" and status == 503:      # answered by the leader (NotLeader elsewhere)
         return True
     # a keepalive marked as already forwarded must not be forwarded again: a follower says 503

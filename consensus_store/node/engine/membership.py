@@ -165,6 +165,7 @@ class MembershipChanges:
 
     # ---- changes (the leader) ---------------------------------------------------------------
     async def add(self, fields: dict[str, Any], timeout: float) -> dict[str, Any]:
+        check_new_member(fields, [])   # bad input is 400 on any node
         self._require_leader()         # only the leader's table is current: others send on
         table = self.table()
         new = check_new_member(fields, table)
