@@ -36,6 +36,9 @@ def wait_for_change(api: Requester, prefix: str, after_revision: int, wait: floa
         if exc.code == "compacted":
             return max(after_revision, floor_hint)
         raise
+    through = result.get("through")
+    if type(through) is int:          # complete up to there: wait from there next time
+        return max(after_revision, through)
     events = result["events"]
     if not events:
         return after_revision

@@ -69,6 +69,8 @@ class WatchHub:
         self._waiters: dict[str, set[asyncio.Future]] = {}   # by prefix
         self.max_watchers = max_watchers
         self._attached = 0
+        self._unmatched: list[dict[str, Any]] = []   # applied since the wake-up was posted
+        self._wake_posted = False
 
     @property
     def watcher_count(self) -> int:
@@ -113,9 +115,19 @@ class WatchHub:
                 self._bytes -= oldest.bytes
                 self.floor = oldest.revisions[-1]
             self.latest = index
-            wake = bool(self._waiters)
-        if wake:
-            self._post(self._wake, lambda prefix: any(_matches(e, prefix) for e in events))
+            if not self._waiters:
+                return
+            # One wake-up for all the entries applied before it runs (a tick applies many).
+            self._unmatched.extend(events)
+            if self._wake_posted:
+                return
+            self._wake_posted = True
+        self._post(self._wake_for_new)
+
+    def _wake_for_new(self) -> None:
+        with self._lock:
+            events, self._unmatched, self._wake_posted = self._unmatched, [], False
+        self._wake(lambda prefix: any(_matches(e, prefix) for e in events))
 
     def on_reset(self, index: int) -> None:
         """The state was replaced wholesale (snapshot) at ``index``: history below is gone."""
@@ -138,10 +150,19 @@ class WatchHub:
                 if not future.done():
                     future.set_result(None)
 
-    def _view(self) -> tuple[list[_Segment], int, int, int]:
-        """What a scan reads: (segments, length of the last, floor, latest).  Call with the
-        lock held; O(segments)."""
-        segments = list(self._segments)
+    def _view(self, after: int) -> tuple[list[_Segment], int, int, int]:
+        """What a scan from ``after`` reads: (the segments from the first holding a revision
+        above ``after``, length of the last, floor, latest).  Call with the lock held; a
+        caught-up watcher copies one or two segment references, not the whole list."""
+        all_segments = self._segments
+        low, high = 0, len(all_segments)
+        while low < high:
+            middle = (low + high) // 2
+            if all_segments[middle].revisions[-1] > after:
+                high = middle
+            else:
+                low = middle + 1
+        segments = all_segments[max(0, low - 1):] if all_segments else []
         return segments, (len(segments[-1].events) if segments else 0), self.floor, self.latest
 
     async def watch(self, prefix: str, after: int, timeout: float) -> list[dict[str, Any]]:
@@ -157,7 +178,7 @@ class WatchHub:
         scanned = after      # no match up to this revision (scans do not start over)
         while True:
             with self._lock:
-                segments, last_length, floor, latest = self._view()
+                segments, last_length, floor, latest = self._view(scanned)
             if scanned < floor:
                 raise Compacted(f"history before revision {floor} is gone; re-read and watch "
                                 f"from the revision of that read", floor=floor)

@@ -134,12 +134,15 @@ async def _stream(service: "KVService", query: StreamQuery, send: Send,
     await send({"type": "http.response.start", "status": 200, "headers": [_NDJSON]})
     chunk = _heartbeat(query.after) + encode_events(events, query.prev_kv)
     while not left.done():
-        try:
-            await asyncio.wait_for(send({"type": "http.response.body", "body": chunk,
-                                         "more_body": True}), SEND_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            await _cut_off(send)
-            return
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        if not _may_wait(send):
+            await send(message)       # the usual case: no timer, no task
+        else:
+            try:
+                await asyncio.wait_for(send(message), SEND_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                await _cut_off(send)
+                return
         try:
             events, after = await hub.watch_through(query.prefix, after, query.heartbeat)
         except Compacted as exc:
@@ -156,6 +159,13 @@ def _caller(service: "KVService", authorization: bytes | None) -> ClientToken:
     if caller is None:
         raise AuthError("missing or wrong client token (Authorization: Bearer <token>)")
     return caller
+
+
+def _may_wait(send: Send) -> bool:
+    """Would ``send`` wait for the reader?  (uvicorn's cycle waits only while its writes are
+    paused; any other server: assume it may.)"""
+    flow = getattr(getattr(send, "__self__", None), "flow", None)
+    return getattr(flow, "write_paused", True) is not False
 
 
 def _heartbeat(revision: int) -> bytes:

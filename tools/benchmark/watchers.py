@@ -7,7 +7,8 @@ Starts a fresh local 3-node cluster (fsync durability, [limits] raised for the c
 then, in order and each bounded in time:
 1. put throughput without watchers (``--seconds`` of puts from ``--concurrency`` asyncio
    tasks, one AsyncClient over the native protocol);
-2. ``--watchers`` streams (``GET /v1/watch/stream?prefix=bench/``) on node n1 from
+2. ``--watchers`` streams (``GET /v1/watch/stream?prefix=bench/``) on one node (``--on``
+   a follower, the default, or the leader) from
    ``--processes`` child processes (raw asyncio sockets, a chunked-JSON-lines reader);
 3. ``--probes`` puts of ``bench/probe`` ``--gap`` seconds apart: each child notes when each
    of its watchers got each probe; latency = receive time - the put's start (same host clock);
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus_store import fast_json
+from consensus_store.errors import ConsensusStoreError
 from consensus_store.client import AsyncClient
 from consensus_store.launcher import LocalCluster, write_cluster_configs
 
@@ -104,20 +106,25 @@ async def _child(host: str, port: int, token: str, watchers: int) -> None:
 
 # ---- parent -------------------------------------------------------------------------------------
 async def _throughput(endpoints: list[str], token: str, key: str, seconds: float,
-                      concurrency: int) -> float:
+                      concurrency: int) -> dict[str, int]:
     async with AsyncClient(endpoints, token=token, timeout=30.0) as client:
         done = 0
         deadline = time.monotonic() + seconds
 
         async def worker(n: int) -> None:
-            nonlocal done
+            nonlocal done, failed
             while time.monotonic() < deadline:
-                await client.put(f"{key}{n % 16}", "v" * 100)
+                try:
+                    await client.put(f"{key}{n % 16}", "v" * 100, timeout=10.0)
+                except ConsensusStoreError:
+                    failed += 1          # counted, not hidden: the put did not answer in time
+                    continue
                 done += 1
 
+        done = failed = 0
         started = time.monotonic()
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
-        return done / (time.monotonic() - started)
+        return {"puts_per_s": round(done / (time.monotonic() - started)), "failed": failed}
 
 
 async def _probes(endpoints: list[str], token: str, count: int, gap: float) -> dict[int, float]:
@@ -143,6 +150,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--gap", type=float, default=0.5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--on", choices=("follower", "leader"), default="follower",
+                        help="the node the watchers attach to")
     parser.add_argument("--child", nargs=4, metavar=("HOST", "PORT", "TOKEN", "N"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -167,9 +176,13 @@ def main(argv: list[str]) -> None:
         cluster.wait_for_leader(30)
         native = [f"tcp://{n.config.native_address}" for n in cluster.nodes.values()]
         token = cluster.token
-        results["puts_per_s_without_watchers"] = round(asyncio.run(_throughput(
-            native, token, "load/k", args.seconds, args.concurrency)))
-        n1 = cluster.nodes["n1"].config.api_address
+        results["puts_without_watchers"] = asyncio.run(_throughput(
+            native, token, "load/k", args.seconds, args.concurrency))
+        with cluster.client() as client:
+            leader = client.wait_for_leader(15).id
+        target = leader if args.on == "leader" else next(i for i in cluster.nodes if i != leader)
+        results["watchers_on"] = f"{target} ({'leader' if target == leader else 'follower'})"
+        n1 = cluster.nodes[target].config.api_address
         share = [args.watchers // args.processes + (i < args.watchers % args.processes)
                  for i in range(args.processes)]
         started = time.monotonic()
@@ -181,10 +194,10 @@ def main(argv: list[str]) -> None:
         results["attached"] = attached
         results["attach_s"] = round(time.monotonic() - started, 1)
         sent = asyncio.run(_probes(native, token, args.probes, args.gap))
-        results["puts_per_s_with_watchers_other_prefix"] = round(asyncio.run(_throughput(
-            native, token, "load/k", args.seconds, args.concurrency)))
-        results["puts_per_s_with_watchers_watched_prefix"] = round(asyncio.run(_throughput(
-            native, token, f"{PREFIX}load/k", args.seconds, args.concurrency)))
+        results["puts_with_watchers_other_prefix"] = asyncio.run(_throughput(
+            native, token, "load/k", args.seconds, args.concurrency))
+        results["puts_with_watchers_watched_prefix"] = asyncio.run(_throughput(
+            native, token, f"{PREFIX}load/k", args.seconds, args.concurrency))
         received: dict[int, list[float]] = {}
         counts: dict[str, int] = {}
         for child in children:
