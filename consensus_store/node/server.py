@@ -25,7 +25,9 @@ from consensus_store.api import CoordinationApi, KVApi
 from consensus_store.api.cluster import ClusterAdminApi
 from consensus_store.api.membership import MembershipApi
 from consensus_store.api.messaging import MessagingApi
+from consensus_store.api.monitors import MonitorApi
 from consensus_store.api.nodes import NodesApi
+from consensus_store.api.watching import WatchApi
 from consensus_store.models import Consistency, KeyValue
 from consensus_store.node.client_ports import (ClientPort, ConnectionGate, connection_caps,
                                                raise_fd_limit)
@@ -61,7 +63,8 @@ class _ListenError(Exception):
         self.key, self.address, self.reason = key, address, error.strerror or str(error)
 
 
-class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, MembershipApi):
+class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, MembershipApi,
+           WatchApi, MonitorApi):
     """One cluster member running in this process.
 
     >>> node = Node.from_config("cluster_configs/local/node1.toml")   # started

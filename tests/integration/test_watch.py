@@ -147,3 +147,25 @@ def test_a_quiet_prefix_does_not_fall_behind_the_history(small_history: LocalClu
         watch.close()
     assert seen and not any(seen)
     assert event is not None and event.key == "quiet/now"
+
+
+def test_embedded_node_watches_what_a_client_writes(cluster_pool: ClusterPool) -> None:
+    from consensus_store.config import load_config
+    from consensus_store.node import Node
+
+    paths = cluster_pool.write_configs(3, name="embeddedwatch")
+    daemons = cluster_pool.launch(paths[:2], start=False)
+    daemons.start()
+    node = Node(load_config(paths[2]))
+    try:
+        node.start()
+        wait_until(lambda: node.status()["leader"], 30.0, what="a leader seen by the embedded node")
+        watch = node.watch("e/")
+        with daemons.client() as client:
+            written = client.put("e/1", "one").mod_revision
+        event = watch.get(15.0)
+        watch.close()
+    finally:
+        node.stop()
+    assert event is not None and (event.key, event.value, event.revision) == ("e/1", "one",
+                                                                              written)
