@@ -292,3 +292,21 @@ def test_member_list_shows_read_replicas_as_non_voters(cluster_pool: ClusterPool
         assert all(rows[n].voter for n in ("n1", "n2", "n3"))
         # sync_endpoints keeps the voters only (read replicas are the client's own choice)
         assert len(client.sync_endpoints()) == 3
+
+
+def test_a_single_node_cluster_grows_to_three(cluster_pool: ClusterPool) -> None:
+    voters, spares = configs_with_spares(cluster_pool.root / "grow" / "configs", 1, 2)
+    cluster = cluster_pool.launch(voters)
+    spare = cluster_pool.launch(spares, start=False)
+    with cluster.client(timeout=10.0) as client:
+        client.put("alone", 1)
+        for node_id in ("n2", "n3"):
+            spare.nodes[node_id].start()
+            client.add_member(spare.nodes[node_id].config, timeout=20.0)
+            wait_until(lambda n=node_id: local_range(spare, n, "alone") == {"alone": 1}, 20,
+                       f"{node_id} catches up")
+        assert member_ids(client) == ["n1", "n2", "n3"]
+        client.put("three", 3)
+    for node_id in ("n2", "n3"):
+        wait_until(lambda n=node_id: local_range(spare, n, "three") == {"three": 3}, 20,
+                   f"{node_id} takes writes")

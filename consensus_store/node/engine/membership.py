@@ -216,6 +216,8 @@ class MembershipChanges:
                               for n in voters):
             connected -= 1
         needed = size // 2 + 1
+        if adding and size == 2:
+            return     # growing a single node, as etcd allows: it waits for the new one
         if connected < needed:
             what = f"adding {member_id}" if adding else f"removing {member_id}"
             raise InvalidRequest(
