@@ -33,11 +33,16 @@ def _collect(watch: Iterator[WatchEvent], out: list[WatchEvent], until: int,
             return
 
 
-def test_every_event_exactly_once_across_kill_of_the_polled_node(cluster_pool: ClusterPool
-                                                                  ) -> None:
-    cluster = cluster_pool.start(3, name="watchkill")
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+def test_every_event_exactly_once_across_kill_of_the_polled_node(cluster_pool: ClusterPool,
+                                                                  scheme: str) -> None:
+    cluster = cluster_pool.start(3, name=f"watchkill-{scheme}")
     total = 150
-    with cluster.client(timeout=20.0) as watcher_client, cluster.client(timeout=20.0) as writer:
+    endpoints = {node_id: (node.endpoint if scheme == "http"
+                           else f"tcp://{node.config.native_address}")
+                 for node_id, node in cluster.nodes.items()}
+    with Client(list(endpoints.values()), token=cluster.token, timeout=20.0) as watcher_client, \
+            cluster.client(timeout=20.0) as writer:
         watch = watcher_client.watch("w/")
         start = watch.revision
         polled = watcher_client.endpoints[watcher_client._core.preferred]
@@ -46,7 +51,8 @@ def test_every_event_exactly_once_across_kill_of_the_polled_node(cluster_pool: C
         reader = threading.Thread(target=_collect, args=(watch, events, total, stop), daemon=True)
         reader.start()
         acked: dict[str, int] = {}
-        victim = next(n for n in cluster.nodes.values() if n.endpoint.rstrip("/") == polled)
+        victim = next(cluster.nodes[node_id] for node_id, endpoint in endpoints.items()
+                      if endpoint.rstrip("/") == polled.rstrip("/"))
         for i in range(total):
             if i == total // 3:
                 victim.kill()                     # kill -9 of the node the watch is polling
@@ -61,7 +67,7 @@ def test_every_event_exactly_once_across_kill_of_the_polled_node(cluster_pool: C
     assert sorted(seen, key=lambda p: p[1]) == seen, "events out of revision order"
     assert dict(seen) == acked
     assert all(e.type == "put" and e.revision > start for e in events)
-    assert watcher_client._core.endpoints[watcher_client._core.preferred].rstrip("/") != polled
+    assert watcher_client._core.endpoints[watcher_client._core.preferred] != polled
 
 
 def test_compacted_carries_the_oldest_revision_and_watching_from_it_works(
