@@ -271,6 +271,8 @@ def test_replace_a_dead_nodes_machine(cluster_pool: ClusterPool) -> None:
                     and all(r.voter and r.connected for r in rows)
                     and len({r.match_index for r in rows}) == 1)
         wait_until(healthy, 30, "three connected voters, all at the leader's index")
+        # the new node is a voter by name too: leadership moves to it
+        assert client.transfer_leadership("n4", timeout=15.0).leader == "n4"
     for node_id in [*survivors, "n4"]:
         holder = spare if node_id == "n4" else cluster
         wait_until(lambda n=node_id, h=holder: local_range(h, n, "data/") == {

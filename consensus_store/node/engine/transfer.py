@@ -63,7 +63,7 @@ class LeadershipTransfer:
         is no voter."""
         address = None
         if to is not None:
-            address = self._addresses.get(to)
+            address = self._addresses.get(to) or self._live_ids().get(to)
             if address is None:
                 raise InvalidRequest(f"no voter named {to!r} (voters: "
                                      f"{', '.join(sorted(self._addresses))})",
@@ -71,7 +71,15 @@ class LeadershipTransfer:
             if address == self._store.selfNode.address and self._store._isLeader():
                 return {"leader": to, "term": self._store._getTerm()}
         result = await self.run(address, timeout)
-        return {"leader": self._node_ids.get(result.leader, result.leader), "term": result.term}
+        leader = self._node_ids.get(result.leader) or next(
+            (i for i, a in self._live_ids().items() if a == result.leader), result.leader)
+        return {"leader": leader, "term": result.term}
+
+    def _live_ids(self) -> dict[str, str]:
+        """id -> raft address of the members added since start (the live member table that
+        membership changes keep in the store, membership.py)."""
+        live = getattr(self._store, "members", None) or ()
+        return {m["id"]: m["raft_address"] for m in live}
 
     def pick_target(self, address: str | None) -> Any:
         """The follower to hand over to: the one at ``address``, or (None) the connected voter
