@@ -75,3 +75,17 @@ def test_prev_values_only_when_asked_and_the_watcher_cap() -> None:
         with pytest.raises(Unavailable):
             hub.attach()
     assert hub.watcher_count == 0
+
+
+def test_expired_and_cancelled_waits_leave_no_waiter_behind() -> None:
+    async def scenario() -> None:
+        hub = WatchHub(asyncio.get_running_loop().call_soon)
+        assert await hub.watch("a/", 0, 0.01) == []
+        task = asyncio.create_task(hub.watch("b/", 0, 5.0))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert hub._waiters == {}
+
+    asyncio.run(scenario())
