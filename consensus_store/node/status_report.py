@@ -27,10 +27,15 @@ def member_entry(member_id: str, raft: Address, api: Address, native: Address | 
             "membership": membership}
 
 
+def self_entry(config: NodeConfig) -> dict[str, Any]:
+    return member_entry(config.id, config.raft_address, config.api_address,
+                        config.native_address, REPLICA if config.is_replica else VOTER)
+
+
 def configured_members(config: NodeConfig) -> list[dict[str, Any]]:
-    """This node and its peers, this node first, as the config names them."""
-    members = [member_entry(config.id, config.raft_address, config.api_address,
-                            config.native_address)]
+    """This node and its peers, this node first, as the config names them (a read replica's
+    peers are the voters)."""
+    members = [self_entry(config)]
     members.extend(member_entry(p.id, p.raft_address, p.api_address, p.native_address)
                    for p in config.peers)
     return members
@@ -60,10 +65,13 @@ class StatusReport:
     def fields(self) -> dict[str, Any]:
         """The keys ``status`` adds to Raft's view (copies: callers may keep them)."""
         native = self.config.native_address
+        members = [dict(m) for m in (self._live() if self._live else self._members)]
+        if self.config.is_replica and all(m["id"] != self.config.id for m in members):
+            members.append(self_entry(self.config))    # the voters' table does not name it
         return {
             "native_address": str(native) if native is not None else None,
-            "membership": VOTER,
-            "members": [dict(m) for m in (self._live() if self._live else self._members)],
+            "membership": REPLICA if self.config.is_replica else VOTER,
+            "members": members,
             "uptime_s": round(self._clock() - self.started, 3),
             "requests": {"writes": self.writes, "reads": self.reads},
         }

@@ -111,3 +111,15 @@ def test_a_replica_announcement_is_read_field_by_field() -> None:
         "id": "r2", "endpoint": "https://[::1]:7205", "native_address": None}
     assert announced("") == {"id": None, "endpoint": None, "native_address": None}
     assert len(announced("x" * 10_000)["id"] or "") <= 512       # bounded
+
+
+def test_a_replica_lists_itself_as_a_replica_beside_the_voters(tmp_path: Path) -> None:
+    from consensus_store.node.status_report import StatusReport
+    replica = load_config(write(tmp_path, top_level(VALID, 'role = "replica"')))
+    voters = [{"id": p.id, "membership": "voter"} for p in replica.peers]
+    for live in (None, lambda: [dict(v) for v in voters]):   # from the config; live table
+        fields = StatusReport(replica, members=live).fields()
+        assert fields["membership"] == "replica"
+        by_id = {m["id"]: m["membership"] for m in fields["members"]}
+        assert by_id[replica.id] == "replica"
+        assert {by_id[p.id] for p in replica.peers} == {"voter"}
