@@ -93,9 +93,9 @@ class AsyncInbox:
 
 
 class AsyncMessagingApi:
-    """``send_name``, ``call_name``, ``inbox``, ``on_message`` and the group calls
-    (``group_send``, ``group_broadcast``, ``group_multi_call``) and ``call_leader`` for
-    ``AsyncClient``.  The receiving session is the client's own (``default_session()``, from
+    """``send_name``, ``call_name``, ``inbox`` and ``on_message`` for ``AsyncClient`` (the
+    group calls are ``client.groups.send/broadcast/multi_call``, an election's
+    ``client.election(name).call_leader``, as on ``Client``).  The receiving session is the client's own (``default_session()``, from
     the asyncio coordination calls) unless one is given."""
 
     if TYPE_CHECKING:
@@ -108,23 +108,6 @@ class AsyncMessagingApi:
     async def call_name(self, name: str, request: Any,
                         timeout: float = DEFAULT_CALL_TIMEOUT_S) -> Any:
         return await call_one(self, {"name": name}, f"name {name!r}", request, timeout)
-
-    async def group_send(self, group: str, member: str, message: Any, *,
-                         timeout: float | None = None) -> bool:
-        return await send(self, {"group": group, "member": member}, message, timeout)
-
-    async def group_broadcast(self, group: str, message: Any, *,
-                              timeout: float | None = None) -> Broadcast:
-        return await broadcast(self, group, message, timeout)
-
-    async def group_multi_call(self, group: str, request: Any,
-                               timeout: float = DEFAULT_CALL_TIMEOUT_S) -> MultiCall:
-        return await multi_call(self, {"group": group}, request, timeout)
-
-    async def call_leader(self, election: str, request: Any,
-                          timeout: float = DEFAULT_CALL_TIMEOUT_S) -> Any:
-        return await call_one(self, {"election": election}, f"the leader of {election!r}",
-                              request, timeout)
 
     def inbox(self, session: Any = None, *, wait: float = POLL_WAIT_S,
               idle_timeout: float | None = None) -> AsyncInbox:

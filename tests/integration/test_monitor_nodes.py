@@ -106,12 +106,12 @@ async def _async_round_trip(cluster: LocalCluster, client: AsyncClient) -> None:
                     if message.is_call:
                         assert await message.reply(["pong", message.message]) is True
             server = asyncio.create_task(serve())
-            assert await client.group_send("aio", "a1", "hi") is True
+            assert await client.groups.send("aio", "a1", "hi") is True
             assert await client.send_name("aio-name", "there") is True
-            result = await client.group_multi_call("aio", "ping", timeout=5)
+            result = await client.groups.multi_call("aio", "ping", timeout=5)
             assert result.replies == {"a1": ["pong", "ping"]} and result.not_answering == []
             assert await client.call_name("aio-name", 7) == ["pong", 7]
-            assert (await client.group_broadcast("aio", "all")).delivered == ["a1"]
+            assert (await client.groups.broadcast("aio", "all")).delivered == ["a1"]
             await wait_async(lambda: asyncio.sleep(0), lambda _: len(answered) == 5)
             assert answered == ["hi", "there", "ping", 7, "all"]
             inbox.close()
