@@ -93,6 +93,7 @@ class NodeInfo:
     api_address: str
     up: bool
     leader: bool
+    replica: bool = False      # a read replica connected to the leader (not a voter)
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,8 @@ def only_reply(result: JsonObject, who: str, timeout: float) -> Any:
 
 
 def nodes_from(result: JsonObject) -> list[NodeInfo]:
-    return [NodeInfo(n["id"], n["api_address"], bool(n["up"]), bool(n["leader"]))
-            for n in result["nodes"]]
+    return [NodeInfo(n["id"], n["api_address"], bool(n["up"]), bool(n["leader"]),
+                     bool(n.get("replica", False))) for n in result["nodes"]]
 
 
 def node_events(before: dict[str, bool], now: dict[str, bool]) -> list[NodeEvent]:

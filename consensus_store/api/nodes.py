@@ -1,10 +1,12 @@
-"""``client.nodes()`` and ``client.monitor_nodes()``: every configured node, up or down as the
-cluster's leader sees its peers (op ``nodes``, answered by the leader; a follower says
+"""``client.nodes()`` and ``client.monitor_nodes()``: every live member (``member add`` and
+``remove`` included), up or down as the cluster's leader sees its peers, and the read replicas
+connected to the leader (``replica`` true) (op ``nodes``, answered by the leader; a follower says
 NotLeader and the client asks the next node).
 
 ``monitor_nodes`` polls that view every ``interval`` seconds and yields ``nodeup`` /
 ``nodedown`` events (as ``:net_kernel.monitor_nodes``): changes only, unless ``initial`` asks
-for a ``nodeup`` of each node up in the first view.
+for a ``nodeup`` of each node up in the first view.  A node that leaves the view while up (it was
+removed, or a replica went away) gives a ``nodedown``; an added one a ``nodeup`` once connected.
 While no leader answers (an election, a lost majority) it yields nothing and keeps polling.
 """
 from __future__ import annotations
@@ -19,6 +21,13 @@ from consensus_store.errors import ConsensusStoreError
 
 MONITOR_INTERVAL_S = 0.5
 NODES_TIMEOUT_S = 3.0
+
+
+def view_events(before: dict[str, bool], now: dict[str, bool]) -> list[NodeEvent]:
+    """The events between two views: up/down changes, and a ``nodedown`` for each node that
+    was up and is gone from the view (removed)."""
+    gone = [NodeEvent("nodedown", node) for node, up in before.items() if up and node not in now]
+    return node_events(before, now) + gone
 
 
 class NodesApi:
@@ -41,7 +50,7 @@ class NodesApi:
                 now = None
             if now is not None:
                 if before is not None:
-                    yield from node_events(before, now)
+                    yield from view_events(before, now)
                 before = now
             time.sleep(interval)
 
@@ -67,7 +76,7 @@ class AsyncNodesApi:
                 now = None
             if now is not None:
                 if before is not None:
-                    for event in node_events(before, now):
+                    for event in view_events(before, now):
                         yield event
                 before = now
             await asyncio.sleep(interval)

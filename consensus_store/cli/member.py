@@ -73,7 +73,9 @@ def run_member(client: Any, args: argparse.Namespace, console: Any) -> None:
         if not args.id or args.raft_address or args.api_address or args.native_address:
             raise InvalidRequest("member remove takes one ID and no addresses")
         members = client.remove_member(args.id, timeout=args.timeout)
-        _show(args, console, members, f"removed {args.id}: stop its node")
+        _show(args, console, members, f"removed {args.id}: its node, if running, stops by "
+                                      f"itself within seconds (exit code 3); clear its "
+                                      f"data dir before it joins again")
 
 
 def _show(args: argparse.Namespace, console: Any, members: list[Any], note: str | None) -> None:

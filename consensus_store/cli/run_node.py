@@ -12,6 +12,8 @@ from consensus_store.config import load_config
 # Writing or syncing the data dir failed (disk full, I/O error); a damaged file at start-up is
 # a StorageCorrupt (a ConfigError: exit 2, one line naming the file and the offset).
 EXIT_STORAGE_FAILURE = 1
+# The cluster removed this node ('member remove', node/removal.py): `up` leaves it down.
+EXIT_REMOVED = 3
 
 
 def run_node(config_path: Path, data_dir: Path | None) -> int:
@@ -31,6 +33,13 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
         failures.append(failure)      # already logged (storage.report_failure)
         stop.set()
     set_failure_handler(on_storage_failure)
+    from consensus_store.node.removal import set_removed_handler
+    removed: list[str] = []
+
+    def on_removed(line: str) -> None:
+        removed.append(line)          # already logged (removal.py)
+        stop.set()
+    set_removed_handler(on_removed)
     node = Node(config)
     signal.signal(signal.SIGHUP, lambda *_: node.reload_tokens())
     node.start()          # a damaged data file: StorageCorrupt, exit 2 (main.py)
@@ -39,6 +48,7 @@ def run_node(config_path: Path, data_dir: Path | None) -> int:
         # The engine has stopped ticking and closed the journal.  No clean API shutdown: it
         # would wait for requests that can no longer be answered (none was acknowledged).
         return EXIT_STORAGE_FAILURE
-    logging.getLogger("consensus_store.node").info("signal received, stopping")
+    if not removed:
+        logging.getLogger("consensus_store.node").info("signal received, stopping")
     node.stop()
-    return 0
+    return EXIT_REMOVED if removed else 0

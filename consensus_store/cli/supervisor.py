@@ -5,12 +5,16 @@ doubles on each quick exit (``RESTART_BACKOFF_S`` up to ``MAX_BACKOFF_S``) and r
 node has stayed up ``STABLE_AFTER_S``.  The other nodes are never touched: a majority keeps
 serving.  Exit code 2 means the node refused its config or its data (README, "Exit codes"):
 starting it again would fail the same way, so it stays down until someone fixes the cause.
+Exit code 3 means the cluster removed the node (``member remove``; node/removal.py): started
+again it would notice the same and stop again, so it stays down too.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
+
+from consensus_store.cli.run_node import EXIT_REMOVED   # removed from the cluster
 
 RESTART_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -82,6 +86,10 @@ class Supervisor:
             watch.given_up = True
             self._report(f"{line}; not restarted: it refused its config or data "
                          f"(fix that, then restart `up`)")
+        elif code == EXIT_REMOVED:
+            watch.given_up = True
+            self._report(f"{line}; not restarted: it was removed from the cluster "
+                         f"('member remove')")
         elif not self._restart:
             watch.given_up = True
             self._report(f"{line}; left down (--no-restart)")

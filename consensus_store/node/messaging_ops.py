@@ -1,5 +1,5 @@
 """The service's handlers of the messaging ops (``protocol.OPS``: message_*, inbox_poll) and of
-``nodes`` (every configured node, up or down as the leader sees its peers).
+``nodes`` (every live member, up or down as the leader sees its peers, and its replicas).
 
 ``handlers(service)`` is called from ``KVService._handlers``; each handler finds the node's
 ``MessageHub`` (``service.messaging``, set by ``server.Node``) when it runs.
@@ -70,16 +70,18 @@ def handlers(service: "KVService") -> dict[str, Handler]:
 
 
 async def nodes_view(service: "KVService") -> dict[str, Any]:
-    """Every configured node with ``up`` as this node, the leader, sees it (NotLeader on any
-    other node: the client asks the next one)."""
-    engine, config = service.engine, service.config
+    """The live members (``member add``/``remove`` included: engine/membership.py) with ``up``
+    as this node, the leader, sees them, then the read replicas connected to it (``replica``
+    true; a replica connected to another voter is not seen here).  NotLeader on any other
+    node: the client asks the next one."""
+    engine = service.engine
     if not engine.started or not engine.is_leader():
         raise NotLeader("nodes are answered by the leader", leader=engine.leader_id())
     raft = await engine.status()
-    connected = {engine.node_id(address) for address in raft.connected_peers}
-    rows = [{"id": config.id, "api_address": str(config.api_address), "up": True,
-             "leader": True}]
-    for peer in config.peers:
-        rows.append({"id": peer.id, "api_address": str(peer.api_address),
-                     "up": peer.id in connected, "leader": False})
-    return {"nodes": rows, "leader": config.id, "term": raft.term}
+    own = service.config.id
+    rows = [{"id": m["id"], "api_address": m["api_address"], "up": bool(m["connected"]),
+             "leader": m["id"] == own, "replica": False}
+            for m in engine.membership.report() if m["voter"]]
+    rows.extend({"id": r["id"], "api_address": (r.get("endpoint") or "").split("://", 1)[-1],
+                 "up": True, "leader": False, "replica": True} for r in engine.replicas())
+    return {"nodes": rows, "leader": own, "term": raft.term}

@@ -35,6 +35,7 @@ from consensus_store.node.http_front import HttpFront
 from consensus_store.node.leases import LeaseKeeper
 from consensus_store.node.messaging import MessageHub
 from consensus_store.node.native import NativeServer
+from consensus_store.node.removal import RemovalWatch
 from consensus_store.node.engine import Engine
 from consensus_store.node.service import KVService
 from consensus_store.node.snapshot_export import save_to_file
@@ -89,6 +90,8 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, Memb
                                    node_api_token(config.peer_secret), ssl_context=ssl_peers)
         self._service = KVService(config, self._engine, self._watches, self._leases)
         self._service.messaging = MessageHub(config, self._engine, ssl_peers)
+        self._removal = RemovalWatch(config, self._engine, node_api_token(config.peer_secret),
+                                     ssl_peers)   # a removed node stops (removal.py)
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name=f"api-{config.id}", daemon=True)
         self._http: HttpFront | None = None
@@ -96,6 +99,7 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, Memb
         self._fd_limit = 0                  # the open-files limit, once start() raised it
         self._native: NativeServer | None = None
         self._token_watch: asyncio.Task | None = None
+        self._removal_task: asyncio.Task | None = None
         self._started = False
 
     @classmethod
@@ -148,6 +152,7 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, Memb
                  caps.http, caps.native, self._fd_limit)
         self._leases.start()
         self._token_watch = asyncio.get_running_loop().create_task(self._watch_tokens())
+        self._removal_task = asyncio.get_running_loop().create_task(self._removal.run())
 
     async def _watch_tokens(self) -> None:
         """Re-read the tokens file when it changes: a stat a second, no restart needed."""
@@ -180,6 +185,8 @@ class Node(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi, Memb
             self.close_session()
         if self._token_watch is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._token_watch.cancel)
+        if self._removal_task is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._removal_task.cancel)
         if self._http is not None and self._loop.is_running():
             try:
                 self._call(self._leases.stop(), timeout=5)

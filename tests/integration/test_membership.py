@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from consensus_store.api.messaging import NodeEvent
 from consensus_store.client import AsyncClient, Client
 from consensus_store.errors import InvalidRequest
 from consensus_store.launcher import LocalCluster, write_cluster_configs
+from consensus_store.node.removal import REMOVED_LINE
 from consensus_store.testing.membership import Members, configs_with_spares, drop_peers
 
 from .support import ClusterPool, local_range, raw_post, wait_until
@@ -312,3 +316,62 @@ def test_a_single_node_cluster_grows_to_three(cluster_pool: ClusterPool) -> None
     for node_id in ("n2", "n3"):
         wait_until(lambda n=node_id: local_range(spare, n, "three") == {"three": 3}, 20,
                    f"{node_id} takes writes")
+
+
+def test_a_removed_running_node_stops_itself_and_nodes_follow_the_membership(
+        cluster_pool: ClusterPool) -> None:
+    cluster, spare, voters, _ = launch(cluster_pool, "removed")
+    leader = cluster.wait_for_leader(timeout=30)
+    victim = next(n for n in cluster.nodes if n != leader)
+    n4 = spare.nodes["n4"]
+    n4.start()            # not added yet: it asks, is told it is no member, and waits
+    wait_until(lambda: "not a member of the cluster yet" in n4.log_path.read_text(), 30,
+               "the fresh n4 says it waits for 'member add'")
+    assert n4.alive and REMOVED_LINE not in n4.log_path.read_text()
+    with cluster.client(timeout=10.0) as client:
+        wait_until(lambda: all(n.up for n in client.nodes()), 20, "every node up")
+        assert sorted(n.id for n in client.nodes()) == ["n1", "n2", "n3"]
+        events: queue.Queue[NodeEvent] = queue.Queue()
+        monitor = client.monitor_nodes(interval=0.2, timeout=90)
+        threading.Thread(target=lambda: [events.put(e) for e in monitor], daemon=True).start()
+
+        client.add_member(n4.config)
+        next_event(events, NodeEvent("nodeup", "n4"), 30)
+        assert sorted(n.id for n in client.nodes()) == ["n1", "n2", "n3", "n4"]
+        client.put("before/remove", 1)
+        wait_until(lambda: local_range(cluster, victim, "before/") == {"before/remove": 1}, 20,
+                   f"{victim} applied a write (it has been a working member)")
+
+        removed = cli("member", "remove", victim, "--config", str(voters[0]))
+        assert removed.returncode == 0, removed.stderr
+        assert "stops by itself" in removed.stdout and "exit code 3" in removed.stdout
+        started = time.monotonic()
+        process = cluster.nodes[victim]
+        wait_until(lambda: not process.alive, 30, f"the removed {victim} exits by itself")
+        took = time.monotonic() - started
+        assert process.exit_code == 3, process.exit_code
+        lines = [line for line in process.log_path.read_text().splitlines()
+                 if REMOVED_LINE in line]
+        assert len(lines) == 1 and victim in lines[0] and "stopping" in lines[0], lines
+        next_event(events, NodeEvent("nodedown", victim), 20)
+        print(f"\nmembership: removed {victim} exited with code 3 {took:.2f} s after "
+              f"'member remove' returned")
+
+        client.put("after/remove", 2)             # the cluster serves on: 3 voters of 3
+        assert sorted(n.id for n in client.nodes()) == sorted(
+            n for n in ["n1", "n2", "n3", "n4"] if n != victim)
+        assert member_ids(client) == sorted(n for n in ["n1", "n2", "n3", "n4"] if n != victim)
+    assert [n.id for n in cluster.exited()] == [victim] and spare.exited() == []
+
+
+def next_event(events: "queue.Queue[NodeEvent]", wanted: NodeEvent, timeout: float) -> None:
+    """Wait for ``wanted`` (other events before it are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {wanted} within {timeout:g}s"
+        try:
+            if events.get(timeout=left) == wanted:
+                return
+        except queue.Empty:
+            pass
