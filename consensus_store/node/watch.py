@@ -13,7 +13,10 @@ the last segment) under the lock, a copy of a few hundred references, and scans 
 apply, which appends under that lock, never waits for a scan.
 
 Waiting watchers are grouped by prefix: one applied entry is matched once per distinct prefix,
-not once per watcher (10,000 watchers on one prefix cost one match, then one wake each).  An
+not once per watcher (10,000 watchers on one prefix cost one match, then one wake each).
+The entries applied before a wake-up runs share it, and after a round that woke N watchers
+the next starts no sooner than N x ``WAKE_COST_S`` later: under a write load the watchers get
+batches and Raft and the requests on the same loop keep about half of it.  An
 answer never ends inside a revision (the events of one entry go out together), and says up to
 which revision it is complete (``through``), so a client's cursor moves past entries that did
 not concern it.  ``watcher_count`` counts the long-polls and streams attached now; past
@@ -36,6 +39,7 @@ SEGMENT_EVENTS = 1024
 SEGMENT_BYTES = 1024 * 1024
 EVENT_OVERHEAD_BYTES = 96     # the event's dicts and revision numbers
 MAX_WATCHERS = 20_000         # long-polls and streams attached to one node at once
+WAKE_COST_S = 20e-6           # about what one woken watcher costs the loop (scan and send)
 
 
 class _Segment:
@@ -71,6 +75,7 @@ class WatchHub:
         self._attached = 0
         self._unmatched: list[dict[str, Any]] = []   # applied since the wake-up was posted
         self._wake_posted = False
+        self._quiet_until = 0.0   # loop time before which no new wake-up round starts
 
     @property
     def watcher_count(self) -> int:
@@ -125,9 +130,17 @@ class WatchHub:
         self._post(self._wake_for_new)
 
     def _wake_for_new(self) -> None:
+        loop = asyncio.get_running_loop()          # posted to the node's loop
+        now = loop.time()
+        if now < self._quiet_until:                # the last round's watchers run first
+            loop.call_at(self._quiet_until, self._wake_for_new)
+            return
         with self._lock:
             events, self._unmatched, self._wake_posted = self._unmatched, [], False
-        self._wake(lambda prefix: any(_matches(e, prefix) for e in events))
+        woken = self._wake(lambda prefix: any(_matches(e, prefix) for e in events))
+        # Under a write load, a round of many watchers is followed by as long without one:
+        # Raft and requests on the same loop keep about half of it, watchers get batches.
+        self._quiet_until = now + woken * WAKE_COST_S
 
     def on_reset(self, index: int) -> None:
         """The state was replaced wholesale (snapshot) at ``index``: history below is gone."""
@@ -140,15 +153,19 @@ class WatchHub:
             self._post(self._wake, lambda prefix: True)
 
     # ---- loop -----------------------------------------------------------------------------------
-    def _wake(self, concerns: Any) -> None:
-        """Wake the watchers of every prefix the events concern: one match per prefix."""
+    def _wake(self, concerns: Any) -> int:
+        """Wake the watchers of every prefix the events concern: one match per prefix.
+        Returns how many were woken."""
         with self._lock:
             prefixes = [prefix for prefix in self._waiters if concerns(prefix)]
             woken = [self._waiters.pop(prefix) for prefix in prefixes]
+        count = 0
         for futures in woken:
             for future in futures:
                 if not future.done():
                     future.set_result(None)
+                    count += 1
+        return count
 
     def _view(self, after: int) -> tuple[list[_Segment], int, int, int]:
         """What a scan from ``after`` reads: (the segments from the first holding a revision
