@@ -9,7 +9,7 @@ import time
 
 from consensus_store.api.messaging import NodeEvent
 from consensus_store.client import AsyncClient
-from consensus_store.launcher import LocalCluster
+from consensus_store.launcher import LocalCluster, write_cluster_configs
 from consensus_store.testing.polling import wait_until
 
 from .support import ClusterPool
@@ -128,3 +128,17 @@ async def wait_async(make, check, timeout: float = 15.0) -> None:
             pass
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
+
+
+def test_nodes_lists_a_read_replica_marked_as_such(cluster_pool: ClusterPool) -> None:
+    paths = write_cluster_configs(cluster_pool.root / "replica-view" / "configs", 3, replicas=1)
+    cluster = cluster_pool.launch(paths)
+    leader = cluster.wait_for_leader(30)
+    with cluster.client() as client:
+        wait_until(lambda: {n.id for n in client.nodes()} == {"n1", "n2", "n3", "r1"}, 20,
+                   "the leader lists the replica connected to it")
+        rows = {n.id: n for n in client.nodes()}
+        assert rows["r1"].replica and rows["r1"].up and not rows["r1"].leader
+        assert rows["r1"].api_address == str(cluster.nodes["r1"].config.api_address)
+        assert not any(rows[n].replica for n in ("n1", "n2", "n3"))
+        assert [n for n, row in rows.items() if row.leader] == [leader]
