@@ -3,7 +3,8 @@
 ``member add --config NEW.toml`` reads the new node's id and addresses from its config (and,
 as every client command's ``--config``, the endpoints and token: the new config's [[peers]] are
 the current members); ``member add ID --raft-address A --api-address B [--native-address C]``
-names them instead.  ``member remove ID``.  Exit 2 for a refused change (unknown id, id in use,
+names them instead.  ``member remove ID`` (a running removed node stops by itself, exit code 3:
+node/removal.py).  Exit 2 for a refused change (unknown id, id in use,
 the leader itself, another change pending), as for any bad input.
 """
 from __future__ import annotations
