@@ -15,7 +15,8 @@ apply, which appends under that lock, never waits for a scan.
 Waiting watchers are grouped by prefix: one applied entry is matched once per distinct prefix,
 not once per watcher (10,000 watchers on one prefix cost one match, then one wake each).
 The entries applied before a wake-up runs share it, and after a round that woke N watchers
-the next starts no sooner than N x ``WAKE_COST_S`` later: under a write load the watchers get
+the next starts no sooner than the time they spent (scans, and sends: ``charge``), at least
+N x ``WAKE_COST_S``, later: under a write load the watchers get
 batches and Raft and the requests on the same loop keep about half of it.  An
 answer never ends inside a revision (the events of one entry go out together), and says up to
 which revision it is complete (``through``), so a client's cursor moves past entries that did
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import threading
+import time
 from typing import Any, Callable
 
 from consensus_store.errors import Compacted, Unavailable
@@ -76,6 +78,7 @@ class WatchHub:
         self._unmatched: list[dict[str, Any]] = []   # applied since the wake-up was posted
         self._wake_posted = False
         self._quiet_until = 0.0   # loop time before which no new wake-up round starts
+        self._spent = 0.0         # loop time woken watchers spent since the last round
 
     @property
     def watcher_count(self) -> int:
@@ -138,9 +141,11 @@ class WatchHub:
         with self._lock:
             events, self._unmatched, self._wake_posted = self._unmatched, [], False
         woken = self._wake(lambda prefix: any(_matches(e, prefix) for e in events))
-        # Under a write load, a round of many watchers is followed by as long without one:
-        # Raft and requests on the same loop keep about half of it, watchers get batches.
-        self._quiet_until = now + woken * WAKE_COST_S
+        # Under a write load, a round of many watchers is followed by as long without one as
+        # the last round took them (measured, or estimated): Raft and requests on the same
+        # loop keep about half of it, watchers get batches.
+        spent, self._spent = self._spent, 0.0
+        self._quiet_until = now + max(spent, woken * WAKE_COST_S)
 
     def on_reset(self, index: int) -> None:
         """The state was replaced wholesale (snapshot) at ``index``: history below is gone."""
@@ -186,8 +191,13 @@ class WatchHub:
         """Changes under ``prefix`` with revision > ``after``; waits up to ``timeout`` for one."""
         return (await self.watch_through(prefix, after, timeout))[0]
 
-    async def watch_through(self, prefix: str, after: int,
-                            timeout: float) -> tuple[list[dict[str, Any]], int]:
+    def charge(self, seconds: float) -> None:
+        """Loop time a woken watcher spent outside the hub (encoding, sending)."""
+        self._spent += seconds
+
+    async def watch_through(self, prefix: str, after: int, timeout: float,
+                            max_events: int = MAX_EVENTS_PER_ANSWER
+                            ) -> tuple[list[dict[str, Any]], int]:
         """(changes under ``prefix`` with revision > ``after``, the revision up to which that
         answer is complete); waits up to ``timeout`` for a change."""
         loop = asyncio.get_running_loop()
@@ -199,7 +209,9 @@ class WatchHub:
             if scanned < floor:
                 raise Compacted(f"history before revision {floor} is gone; re-read and watch "
                                 f"from the revision of that read", floor=floor)
-            events, cut_at = _scan(segments, last_length, prefix, scanned)
+            started = time.perf_counter()
+            events, cut_at = _scan(segments, last_length, prefix, scanned, max_events)
+            self._spent += time.perf_counter() - started
             remaining = deadline - loop.time()
             if events or remaining <= 0:
                 return events, (cut_at if cut_at is not None else max(scanned, latest))
@@ -251,9 +263,9 @@ class _Attached:
         self.hub._attached -= 1
 
 
-def _scan(segments: list[_Segment], last_length: int, prefix: str,
-          after: int) -> tuple[list[dict[str, Any]], int | None]:
-    """(the first MAX_EVENTS_PER_ANSWER events under ``prefix`` with revision > ``after``,
+def _scan(segments: list[_Segment], last_length: int, prefix: str, after: int,
+          max_events: int = MAX_EVENTS_PER_ANSWER) -> tuple[list[dict[str, Any]], int | None]:
+    """(the first ``max_events`` events under ``prefix`` with revision > ``after``,
     completed to the end of the last one's revision; that revision if the answer was cut
     there, else None)."""
     # The first segment holding a revision above `after` (each segment's last revision).
@@ -279,7 +291,7 @@ def _scan(segments: list[_Segment], last_length: int, prefix: str,
             event = segment.events[offset]
             if _matches(event, prefix):
                 found.append(event)
-                if cut_at is None and len(found) >= MAX_EVENTS_PER_ANSWER:
+                if cut_at is None and len(found) >= max_events:
                     cut_at = revisions[offset]      # finish this revision, then stop
     return found, cut_at
 

@@ -12,8 +12,8 @@ with ``{"error": "compacted", "floor": F, ...}``.  Refusals come before the stre
 with their status: 401/403 (token), 400 (query), 410 (``start_revision`` compacted), 503 (the
 node's watcher cap, ``WatchHub.max_watchers``).
 
-Bounded: the stream shares the hub's one pass per prefix; it writes at most one answer
-(``watch.MAX_EVENTS_PER_ANSWER`` events) at a time, and a reader that does not take it within
+Bounded: the stream shares the hub's one pass per prefix; it writes at most
+``STREAM_EVENTS_PER_SEND`` events (completed to the end of their revision) at a time, and a reader that does not take it within
 ``SEND_TIMEOUT_S`` is cut off (the connection is reset: it resumes from its last heartbeat
 or event revision), so a stalled watcher holds a socket buffer, not a growing queue.  A
 client that left is noticed at the next heartbeat.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
@@ -44,6 +45,7 @@ WATCH_STREAM_PATH = "/v1/watch/stream"
 HEARTBEAT_S = 5.0
 MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.05, 60.0
 SEND_TIMEOUT_S = 10.0
+STREAM_EVENTS_PER_SEND = 64   # then the next send: one stream's unsent bytes stay small
 _NDJSON = (b"content-type", b"application/x-ndjson")
 _ENCODED_CACHE = 8192         # events encoded once for every stream that sends them
 _encoded: dict[tuple[int, bool], tuple[dict[str, Any], bytes]] = {}
@@ -133,10 +135,12 @@ async def _stream(service: "KVService", query: StreamQuery, send: Send,
     hub = service.watches
     await send({"type": "http.response.start", "status": 200, "headers": [_NDJSON]})
     chunk = _heartbeat(query.after) + encode_events(events, query.prev_kv)
+    started = time.perf_counter()
     while not left.done():
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
         if not _may_wait(send):
             await send(message)       # the usual case: no timer, no task
+            hub.charge(time.perf_counter() - started)
         else:
             try:
                 await asyncio.wait_for(send(message), SEND_TIMEOUT_S)
@@ -144,11 +148,13 @@ async def _stream(service: "KVService", query: StreamQuery, send: Send,
                 await _cut_off(send)
                 return
         try:
-            events, after = await hub.watch_through(query.prefix, after, query.heartbeat)
+            events, after = await hub.watch_through(query.prefix, after, query.heartbeat,
+                                                    STREAM_EVENTS_PER_SEND)
         except Compacted as exc:
             body = fast_json.encode(exc.to_json()) + b"\n"
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
+        started = time.perf_counter()
         chunk = encode_events(events, query.prev_kv) if events else _heartbeat(after)
     # the client left: nothing more to send to anyone
 
