@@ -125,7 +125,7 @@ class GroupMonitor(Iterator[GroupEvent]):
 
 
 class AsyncGroupMonitor(AsyncIterator[GroupEvent]):
-    """``GroupMonitor`` for asyncio: ``monitor = await client.monitor_group(group)``."""
+    """``GroupMonitor`` for asyncio: ``monitor = await client.groups.monitor(group)``."""
 
     def __init__(self, api: AsyncRequester, group: str) -> None:
         self._api, self.group = api, group
@@ -236,9 +236,7 @@ class MonitorApi:
 
 
 class AsyncMonitorApi:
+    """``monitor_name`` for ``AsyncClient`` (``client.groups.monitor`` is on ``AsyncGroups``)."""
+
     async def monitor_name(self: AsyncRequester, name: str) -> AsyncNameMonitor:
         return await AsyncNameMonitor(self, name).start()
-
-    async def monitor_group(self: AsyncRequester, group: str) -> AsyncGroupMonitor:
-        """As ``client.groups.monitor(group)``, for asyncio."""
-        return await AsyncGroupMonitor(self, group).start()

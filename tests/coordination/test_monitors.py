@@ -53,7 +53,7 @@ def test_async_group_monitor_in_order(cluster: LocalCluster) -> None:
     async def scenario() -> list[tuple[str, str]]:
         async with AsyncClient(cluster.endpoints, token=cluster.token) as client:
             await client.request("group_create", {"group": "amon"}, None)
-            monitor = await client.monitor_group("amon")
+            monitor = await client.groups.monitor("amon")
             assert monitor.members == []
             with cluster.client(session_ttl=5) as joiner:      # joins come from another client
                 joiner.groups.join("amon", member="a")
