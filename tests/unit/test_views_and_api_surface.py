@@ -61,7 +61,9 @@ def test_the_documented_public_names_and_no_others() -> None:
         "ConsensusStoreError", "Consistency", "Forbidden", "InvalidRequest", "KeyValue",
         "LimitExceeded", "Node", "NodeStatus", "NotFound", "NotLeader", "PayloadTooLarge",
         "RangeResult", "Role", "Timeout", "TlsError", "TxnResult", "Unavailable",
-        "Compacted", "WatchEvent"])
+        "Compacted", "WatchEvent", "Member", "Leader", "GroupEvent", "NameDown", "Message",
+        "MultiCall", "Broadcast", "NodeInfo", "NodeEvent", "ClusterNode", "LeaderTransfer",
+        "BackupHeader"])
     from consensus_store import AsyncClient, Client, Node
     from consensus_store.client import AsyncClient as ClientAsync, Client as ClientSync
     assert (Client, AsyncClient) == (ClientSync, ClientAsync) and Node.__name__ == "Node"
