@@ -14,10 +14,10 @@ apply, which appends under that lock, never waits for a scan.
 
 Waiting watchers are grouped by prefix: one applied entry is matched once per distinct prefix,
 not once per watcher (10,000 watchers on one prefix cost one match, then one wake each).
-The entries applied before a wake-up runs share it, and after a round that woke N watchers
-the next starts no sooner than the time they spent (scans, and sends: ``charge``), at least
-N x ``WAKE_COST_S``, later: under a write load the watchers get
-batches and Raft and the requests on the same loop keep about half of it.  An
+The entries applied before a wake-up runs share it.  Woken watchers, and streams with more to
+send (``turn``), take turns: each loop pass runs at most ``PASS_BUDGET_S`` of them (measured:
+scans, and sends: ``charge``), the rest wait for the next pass.  Raft, and the requests on
+the same loop, run in every pass: a put's answer never waits behind the whole fan-out.  An
 answer never ends inside a revision (the events of one entry go out together), and says up to
 which revision it is complete (``through``), so a client's cursor moves past entries that did
 not concern it.  ``watcher_count`` counts the long-polls and streams attached now; past
@@ -29,7 +29,8 @@ import asyncio
 import bisect
 import threading
 import time
-from typing import Any, Callable
+from collections import deque
+from typing import Any, Callable, Iterable
 
 from consensus_store.errors import Compacted, Unavailable
 from consensus_store.state.keyspace import value_bytes
@@ -41,7 +42,10 @@ SEGMENT_EVENTS = 1024
 SEGMENT_BYTES = 1024 * 1024
 EVENT_OVERHEAD_BYTES = 96     # the event's dicts and revision numbers
 MAX_WATCHERS = 20_000         # long-polls and streams attached to one node at once
-WAKE_COST_S = 20e-6           # about what one woken watcher costs the loop (scan and send)
+WAKE_COST_S = 20e-6           # the least one watcher's turn costs the loop (task step, scan)
+PASS_BUDGET_S = 0.005         # watchers' turns per loop pass: the rest of it is Raft's, requests'
+MAX_TURNS_PER_PASS = 1000
+MAX_SCANNED_PER_TURN = 4096   # events one scan looks at (then "complete through" so far)
 
 
 class _Segment:
@@ -72,13 +76,18 @@ class WatchHub:
         self._segment_bytes = max(1, min(SEGMENT_BYTES, max_bytes // 8))
         self.floor = 0        # all changes with a revision above this are known
         self.latest = 0       # revision of the newest change seen
-        self._waiters: dict[str, set[asyncio.Future]] = {}   # by prefix
+        # By prefix.  A group's futures are woken with the revision before the first change
+        # under it since the group formed: its watchers skip the other prefixes' events.
+        self._waiters: dict[str, set[asyncio.Future]] = {}
         self.max_watchers = max_watchers
         self._attached = 0
-        self._unmatched: list[dict[str, Any]] = []   # applied since the wake-up was posted
+        self._unmatched: list[tuple[int, list[dict[str, Any]]]] = []   # since the wake-up
         self._wake_posted = False
-        self._quiet_until = 0.0   # loop time before which no new wake-up round starts
-        self._spent = 0.0         # loop time woken watchers spent since the last round
+        self._turns: deque[tuple[asyncio.Future, Any]] = deque()   # (waiting for a turn, result)
+        self._grant_posted = False
+        self._granted = 0         # turns granted in the last pass (they run before the next)
+        self._turn_cost = WAKE_COST_S
+        self._spent = 0.0         # loop time watchers spent since the last grant
 
     @property
     def watcher_count(self) -> int:
@@ -126,26 +135,23 @@ class WatchHub:
             if not self._waiters:
                 return
             # One wake-up for all the entries applied before it runs (a tick applies many).
-            self._unmatched.extend(events)
+            self._unmatched.append((index, events))
             if self._wake_posted:
                 return
             self._wake_posted = True
         self._post(self._wake_for_new)
 
     def _wake_for_new(self) -> None:
-        loop = asyncio.get_running_loop()          # posted to the node's loop
-        now = loop.time()
-        if now < self._quiet_until:                # the last round's watchers run first
-            loop.call_at(self._quiet_until, self._wake_for_new)
-            return
         with self._lock:
-            events, self._unmatched, self._wake_posted = self._unmatched, [], False
-        woken = self._wake(lambda prefix: any(_matches(e, prefix) for e in events))
-        # Under a write load, a round of many watchers is followed by as long without one as
-        # the last round took them (measured, or estimated): Raft and requests on the same
-        # loop keep about half of it, watchers get batches.
-        spent, self._spent = self._spent, 0.0
-        self._quiet_until = now + max(spent, woken * WAKE_COST_S)
+            entries, self._unmatched, self._wake_posted = self._unmatched, [], False
+
+        def before_first_change(prefix: str) -> int | None:
+            for index, events in entries:
+                for event in events:
+                    if _matches(event, prefix):
+                        return index - 1
+            return None
+        self._wake(before_first_change)
 
     def on_reset(self, index: int) -> None:
         """The state was replaced wholesale (snapshot) at ``index``: history below is gone."""
@@ -155,22 +161,54 @@ class WatchHub:
             self.floor = self.latest = max(self.latest, index)
             wake = bool(self._waiters)
         if wake:   # their `after` may now be compacted: let them re-check
-            self._post(self._wake, lambda prefix: True)
+            self._post(self._wake, lambda prefix: 0)
 
     # ---- loop -----------------------------------------------------------------------------------
-    def _wake(self, concerns: Any) -> int:
-        """Wake the watchers of every prefix the events concern: one match per prefix.
-        Returns how many were woken."""
+    def _wake(self, concerns: Callable[[str], int | None]) -> None:
+        """Wake the watchers of every prefix the events concern (one match per prefix:
+        ``concerns`` gives the revision before the first change, or None): they queue for
+        their turns."""
         with self._lock:
-            prefixes = [prefix for prefix in self._waiters if concerns(prefix)]
-            woken = [self._waiters.pop(prefix) for prefix in prefixes]
-        count = 0
-        for futures in woken:
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
-                    count += 1
-        return count
+            woken = []
+            for prefix in list(self._waiters):
+                quiet_through = concerns(prefix)
+                if quiet_through is not None:
+                    woken.append((self._waiters.pop(prefix), quiet_through))
+        self._queue((future, quiet_through) for futures, quiet_through in woken
+                    for future in futures)
+
+    async def turn(self) -> None:
+        """Wait for this watcher's next turn (a stream with more to send takes turns with the
+        others rather than sending all it has in one go)."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue(((future, None),))
+        await future
+
+    def _queue(self, turns: Iterable[tuple[asyncio.Future, Any]]) -> None:
+        self._turns.extend(turns)
+        if self._turns and not self._grant_posted:
+            self._grant_posted = True
+            asyncio.get_running_loop().call_soon(self._grant)
+
+    def _grant(self) -> None:
+        """One loop pass's turns: as many as fit in ``PASS_BUDGET_S`` at what the turns of the
+        last pass cost (they ran just before this: their wake-ups were queued first)."""
+        if self._granted:
+            self._turn_cost = max(WAKE_COST_S, self._spent / self._granted)
+        self._spent = 0.0
+        allowed = max(1, min(MAX_TURNS_PER_PASS, int(PASS_BUDGET_S / self._turn_cost)))
+        turns, granted = self._turns, 0
+        while turns and granted < allowed:
+            future, result = turns.popleft()
+            if not future.done():        # not expired, not cancelled
+                future.set_result(result)
+                granted += 1
+        self._granted = granted
+        if turns:
+            asyncio.get_running_loop().call_soon(self._grant)   # after the next pass's I/O
+        else:
+            self._grant_posted = False
+            self._granted = 0
 
     def _view(self, after: int) -> tuple[list[_Segment], int, int, int]:
         """What a scan from ``after`` reads: (the segments from the first holding a revision
@@ -215,6 +253,10 @@ class WatchHub:
             remaining = deadline - loop.time()
             if events or remaining <= 0:
                 return events, (cut_at if cut_at is not None else max(scanned, latest))
+            if cut_at is not None:       # looked at MAX_SCANNED_PER_TURN: the rest next turn
+                scanned = cut_at
+                await self.turn()
+                continue
             scanned = max(scanned, latest)
             with self._lock:   # nothing new since the scan: wait, registered in the same step
                 if self.latest != latest or self.floor != floor:
@@ -224,13 +266,14 @@ class WatchHub:
             # A plain timer, not wait_for (a quarter of a wake-up's cost with 10,000 waiting).
             timer = loop.call_at(deadline, _expire, future)
             try:
-                woken = await future is not _EXPIRED
+                quiet_through = await future
             finally:
                 timer.cancel()
                 if future.cancelled() or future.result() is _EXPIRED:   # still registered
                     self._forget(prefix, future)
-            if not woken:
+            if quiet_through is _EXPIRED:
                 return [], scanned
+            scanned = max(scanned, quiet_through)   # nothing under prefix up to there
 
     def _forget(self, prefix: str, future: asyncio.Future) -> None:
         with self._lock:
@@ -264,10 +307,12 @@ class _Attached:
 
 
 def _scan(segments: list[_Segment], last_length: int, prefix: str, after: int,
-          max_events: int = MAX_EVENTS_PER_ANSWER) -> tuple[list[dict[str, Any]], int | None]:
+          max_events: int = MAX_EVENTS_PER_ANSWER,
+          max_scanned: int = MAX_SCANNED_PER_TURN) -> tuple[list[dict[str, Any]], int | None]:
     """(the first ``max_events`` events under ``prefix`` with revision > ``after``,
-    completed to the end of the last one's revision; that revision if the answer was cut
-    there, else None)."""
+    completed to the end of the last one's revision; the revision the answer is complete
+    through if it was cut there, by ``max_events`` or after ``max_scanned`` events looked at,
+    else None)."""
     # The first segment holding a revision above `after` (each segment's last revision).
     low, high = 0, len(segments)
     while low < high:
@@ -280,14 +325,21 @@ def _scan(segments: list[_Segment], last_length: int, prefix: str, after: int,
             low = middle + 1
     found: list[dict[str, Any]] = []
     cut_at: int | None = None
+    examined, last_revision = 0, after
     for position in range(low, len(segments)):
         segment = segments[position]
         length = last_length if position == len(segments) - 1 else len(segment.events)
         start = bisect.bisect_right(segment.revisions, after, 0, length)
         revisions = segment.revisions
         for offset in range(start, length):
-            if cut_at is not None and revisions[offset] != cut_at:
-                return found, cut_at
+            revision = revisions[offset]
+            if revision != last_revision:
+                if cut_at is not None:
+                    return found, cut_at
+                if examined >= max_scanned:
+                    return found, last_revision
+                last_revision = revision
+            examined += 1
             event = segment.events[offset]
             if _matches(event, prefix):
                 found.append(event)

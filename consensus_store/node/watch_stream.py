@@ -13,9 +13,11 @@ with their status: 401/403 (token), 400 (query), 410 (``start_revision`` compact
 node's watcher cap, ``WatchHub.max_watchers``).
 
 Bounded: the stream shares the hub's one pass per prefix; it writes at most
-``STREAM_EVENTS_PER_SEND`` events (completed to the end of their revision) at a time, and a reader that does not take it within
-``SEND_TIMEOUT_S`` is cut off (the connection is reset: it resumes from its last heartbeat
-or event revision), so a stalled watcher holds a socket buffer, not a growing queue.  A
+``STREAM_EVENTS_PER_SEND`` events (completed to the end of their revision) at a time, then
+waits for its next turn (``WatchHub.turn``: each loop pass runs a bounded share of the
+watchers, so Raft and requests are served in every pass); a reader that does not take a
+send within ``SEND_TIMEOUT_S`` is cut off (the connection is reset: it resumes from its last
+heartbeat or event revision), so a stalled watcher holds a socket buffer, not a growing queue.  A
 client that left is noticed at the next heartbeat.
 """
 from __future__ import annotations
@@ -147,6 +149,8 @@ async def _stream(service: "KVService", query: StreamQuery, send: Send,
             except asyncio.TimeoutError:
                 await _cut_off(send)
                 return
+        if after < hub.latest:
+            await hub.turn()          # more to look at: after the other watchers' turns
         try:
             events, after = await hub.watch_through(query.prefix, after, query.heartbeat,
                                                     STREAM_EVENTS_PER_SEND)

@@ -89,3 +89,47 @@ def test_expired_and_cancelled_waits_leave_no_waiter_behind() -> None:
         assert hub._waiters == {}
 
     asyncio.run(scenario())
+
+
+def test_a_scan_looks_at_a_bounded_number_of_events_and_says_through() -> None:
+    async def scenario() -> None:
+        hub = WatchHub(asyncio.get_running_loop().call_soon)
+        for revision in range(1, 3 * watch.MAX_SCANNED_PER_TURN + 1):
+            hub.on_events(revision, [_put("cold/k", revision)])
+        hub.on_events(3 * watch.MAX_SCANNED_PER_TURN + 1, [_put("hot/k", 0)])
+        # wait 0: one scan, complete through the last revision it looked at
+        assert await hub.watch_through("hot/", 0, 0) == ([], watch.MAX_SCANNED_PER_TURN)
+        # a wait: the scan goes on in later turns up to the change
+        events, through = await hub.watch_through("hot/", 0, 5.0)
+        assert [e["kv"]["key"] for e in events] == ["hot/k"]
+        assert through == 3 * watch.MAX_SCANNED_PER_TURN + 1
+
+    asyncio.run(scenario())
+
+
+def test_woken_watchers_skip_the_other_prefixes_events_since_they_waited(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_at: list[int] = []
+    original = watch._scan
+
+    def counting(segments: Any, last_length: int, prefix: str, after: int,
+                 *args: Any) -> Any:
+        looked_at.append(after)
+        return original(segments, last_length, prefix, after, *args)
+
+    async def scenario() -> None:
+        hub = WatchHub(asyncio.get_running_loop().call_soon)
+        hub.on_events(1, [_put("hot/a", 1)])
+        waiting = [asyncio.create_task(hub.watch_through("hot/", 1, 5.0)) for _ in range(100)]
+        await asyncio.sleep(0)
+        for revision in range(2, 2002):              # no wake-up: nobody waits for cold/
+            hub.on_events(revision, [_put("cold/k", revision)])
+        await asyncio.sleep(0)
+        monkeypatch.setattr(watch, "_scan", counting)
+        hub.on_events(2002, [_put("hot/b", 2002)])
+        answers = await asyncio.gather(*waiting)
+        assert {(len(events), through) for events, through in answers} == {(1, 2002)}
+        # each woken watcher scans from just before hot/b, not over the 2000 cold/ events
+        assert looked_at == [2001] * 100
+
+    asyncio.run(scenario())

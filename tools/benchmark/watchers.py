@@ -10,7 +10,8 @@ then, in order and each bounded in time:
 2. ``--watchers`` streams (``GET /v1/watch/stream?prefix=bench/``) on one node (``--on``
    a follower, the default, or the leader) from
    ``--processes`` child processes (raw asyncio sockets, a chunked-JSON-lines reader);
-3. ``--probes`` puts of ``bench/probe`` ``--gap`` seconds apart: each child notes when each
+3. ``--probes`` puts of ``bench/probe`` ``--gap`` seconds apart (these and the load of step 4
+   go to ``--writers``: the watchers' node, the default, or another one): each child notes when each
    of its watchers got each probe; latency = receive time - the put's start (same host clock);
 4. put throughput again with the watchers attached: to a key outside their prefix (matched
    once per entry, not delivered) and to a key inside it (delivered to every watcher).
@@ -151,6 +152,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--on", choices=("follower", "leader"), default="follower",
                         help="the node the watchers attach to")
+    parser.add_argument("--writers", choices=("watched", "other"), default="watched",
+                        help="the node the probe and load puts are sent to (first endpoint): "
+                             "the watchers' node, or another one")
     parser.add_argument("--child", nargs=4, metavar=("HOST", "PORT", "TOKEN", "N"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -181,6 +185,12 @@ def main(argv: list[str]) -> None:
             leader = client.wait_for_leader(15).id
         target = leader if args.on == "leader" else next(i for i in cluster.nodes if i != leader)
         results["watchers_on"] = f"{target} ({'leader' if target == leader else 'follower'})"
+        writer = target if args.writers == "watched" else next(
+            i for i in cluster.nodes if i != target)
+        results["writers_on"] = f"{writer} ({'leader' if writer == leader else 'follower'})"
+        # The client sends to its first endpoint while that one answers.
+        first = f"tcp://{cluster.nodes[writer].config.native_address}"
+        native = [first] + [e for e in native if e != first]
         n1 = cluster.nodes[target].config.api_address
         share = [args.watchers // args.processes + (i < args.watchers % args.processes)
                  for i in range(args.processes)]
