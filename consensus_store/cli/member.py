@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from typing import Any, Callable
+
+from rich.console import Console
 
 from consensus_store.errors import InvalidRequest
 
@@ -85,18 +88,18 @@ def _show(args: argparse.Namespace, console: Any, members: list[Any], note: str 
         return
     if note:
         print(note)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=120)     # a pipe: not rich's 80 columns, addresses whole
     console.print(members_table(members))
 
 
 def members_table(members: list[Any]) -> Any:
     from rich.table import Table
     table = Table(title="members")
-    for column in ("id", "membership", "voter", "connected", "match index", "raft", "api",
-                   "native"):
+    for column in ("id", "membership", "connected", "match index", "raft", "api", "native"):
         table.add_column(column)
     for m in members:
-        table.add_row(m.id, m.membership, "yes" if m.voter else "no",
-                      "yes" if m.connected else "no",
+        table.add_row(m.id, m.membership, "yes" if m.connected else "no",
                       "" if m.match_index is None else str(m.match_index), m.raft_address,
                       m.api_address, m.native_address or "")
     return table
