@@ -333,3 +333,20 @@ def test_good_config_variant_starts(tmp_path: Path) -> None:
             process.kill()
             code = process.wait()
     assert code == 0, process.stderr.read() if process.stderr else code
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path) -> None:
+    """`consensus-store init ... | head -1`: the pipe is closed before the CLI writes (its
+    read end is closed before the process starts), so every write fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONSENSUS_STORE_")}
+    try:
+        done = subprocess.run(CLI + ["init", "--nodes", "a=localhost", "--out",
+                                     str(tmp_path / "out")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=clean,
+                              stdin=subprocess.DEVNULL, timeout=30)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and done.stderr == "", done.stderr
+    assert done.returncode == 1
