@@ -43,7 +43,7 @@ SEGMENT_BYTES = 1024 * 1024
 EVENT_OVERHEAD_BYTES = 96     # the event's dicts and revision numbers
 MAX_WATCHERS = 20_000         # long-polls and streams attached to one node at once
 WAKE_COST_S = 20e-6           # the least one watcher's turn costs the loop (task step, scan)
-PASS_BUDGET_S = 0.005         # watchers' turns per loop pass: the rest of it is Raft's, requests'
+PASS_BUDGET_S = 0.002         # watchers' turns per loop pass: the rest of it is Raft's, requests'
 MAX_TURNS_PER_PASS = 1000
 MAX_SCANNED_PER_TURN = 4096   # events one scan looks at (then "complete through" so far)
 
