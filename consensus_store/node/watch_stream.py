@@ -128,8 +128,22 @@ async def serve_watch_stream(service: "KVService", scope: dict[str, Any], receiv
         left = asyncio.ensure_future(receive())   # completes when the client goes
         try:
             await _stream(service, query, send, left, events, after)
+        except asyncio.CancelledError:
+            await _end_on_stop(send)      # the node stops (HttpFront.close cancels its tasks)
         finally:
             left.cancel()
+
+
+async def _end_on_stop(send: Send) -> None:
+    """End the answer (the client resumes elsewhere) instead of leaving uvicorn a cancelled
+    task, which it logs with a traceback: one per stream, thousands at a stop."""
+    try:
+        if _may_wait(send):
+            await _cut_off(send)
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except (Exception, asyncio.CancelledError):  # already gone: nothing to end
+        pass
 
 
 async def _stream(service: "KVService", query: StreamQuery, send: Send,

@@ -9,6 +9,7 @@ the node's loop stopped for many seconds and the next puts timed out.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
@@ -105,3 +106,25 @@ max_watchers = {STREAMS + 200}
         assert max(streams.hot_seen) == hot
     finally:
         streams.close()
+
+
+def test_a_node_stopping_ends_its_streams_without_a_traceback_each(
+        cluster_pool: ClusterPool) -> None:
+    cluster = cluster_pool.start(1, name="stopstreams")
+    node = next(iter(cluster.nodes.values()))
+    address = urlsplit(cluster.endpoints[0])
+    sockets = []
+    for _ in range(20):
+        sock = socket.create_connection((address.hostname, address.port), timeout=10.0)
+        sock.sendall(f"GET /v1/watch/stream?prefix=a/ HTTP/1.1\r\nHost: t\r\n"
+                     f"Authorization: Bearer {cluster.token}\r\n\r\n".encode())
+        assert sock.recv(12) == b"HTTP/1.1 200"
+        sockets.append(sock)
+    try:
+        assert node.stop() == 0
+        log = node.log_path.read_text(errors="replace")
+        assert "Exception in ASGI application" not in log
+        assert "returned without completing response" not in log
+    finally:
+        for sock in sockets:
+            sock.close()
