@@ -99,6 +99,11 @@ def voter_endpoints(members: list[ClusterNode], like: list[str]) -> list[str]:
     return endpoints_from([m for m in members if m.membership == "voter"], like)
 
 
+def replica_endpoints(members: list[ClusterNode], like: list[str]) -> list[str]:
+    """``endpoints_from`` the read replicas only."""
+    return endpoints_from([m for m in members if m.membership == "replica"], like)
+
+
 class MembershipApi:
     """The blocking calls; a subclass supplies ``request`` (``Requester``)."""
 

@@ -277,6 +277,8 @@ def _run_client_command(args: argparse.Namespace) -> int:
             print(json.dumps(body)) if args.json else console.print(render)
         elif args.command == "dashboard" or (args.command == "status" and args.watch):
             from consensus_store.cli import dashboard
+            from consensus_store.cli.member import learn_members
+            learn_members(client)            # added nodes and read replicas are shown too
             if args.command == "status" and args.json:
                 return dashboard.watch_statuses_json(client, args.interval)
             return dashboard.run_dashboard(client, console, interval_s=args.interval,

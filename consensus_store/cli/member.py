@@ -51,11 +51,12 @@ def new_member(args: argparse.Namespace) -> Any:
 
 
 def learn_members(client: Any) -> None:
-    """Before ``status``: ask the live membership for nodes the client's config does not name
-    (added since); the endpoints stay as they are when no node answers."""
+    """Before ``status`` and the dashboard: ask the live membership for nodes the client's
+    config does not name (added since, and read replicas); the endpoints stay as they are
+    when no node answers."""
     from consensus_store.errors import ConsensusStoreError
     try:
-        client.sync_endpoints(timeout=2.0)
+        client.sync_endpoints(timeout=2.0, read_replicas=True)
     except ConsensusStoreError:
         pass
 

@@ -21,7 +21,7 @@ from consensus_store.api.kv import AsyncKVApi
 from consensus_store.api.messaging_async import AsyncMessagingApi
 from consensus_store.api.nodes import AsyncNodesApi
 from consensus_store.api.cluster import AsyncClusterAdminApi
-from consensus_store.api.membership import AsyncMembershipApi, voter_endpoints
+from consensus_store.api.membership import AsyncMembershipApi, replica_endpoints, voter_endpoints
 from consensus_store.api.monitors import AsyncMonitorApi
 from consensus_store.api.watching import AsyncWatchApi
 from consensus_store.backup_file import BackupHeader
@@ -112,11 +112,15 @@ class AsyncClient(AsyncKVApi, AsyncMessagingApi, AsyncNodesApi,
         answers = await asyncio.gather(*(one(e) for e in endpoints))
         return self._directory.resolve(zip(endpoints, answers))
 
-    async def sync_endpoints(self, *, timeout: float | None = None) -> list[str]:
+    async def sync_endpoints(self, *, timeout: float | None = None,
+                             read_replicas: bool = False) -> list[str]:
         """``Client.sync_endpoints`` for asyncio."""
-        found = voter_endpoints(await self.member_list(timeout=timeout), self.endpoints)
+        members = await self.member_list(timeout=timeout)
+        found = voter_endpoints(members, self.endpoints)
         if found:
             self._core.set_voters(found)
+        if read_replicas:
+            self.use_read_replicas(replica_endpoints(members, self.endpoints))
         return self.endpoints
 
     async def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from consensus_store.api.coordination import DEFAULT_SESSION_TTL_S, CoordinationApi
 from consensus_store.api.cluster import ClusterAdminApi
-from consensus_store.api.membership import MembershipApi, voter_endpoints
+from consensus_store.api.membership import MembershipApi, replica_endpoints, voter_endpoints
 from consensus_store.api.messaging import MessagingApi
 from consensus_store.api.nodes import NodesApi
 from consensus_store.api.kv import KVApi
@@ -126,12 +126,17 @@ class Client(KVApi, CoordinationApi, ClusterAdminApi, MessagingApi, NodesApi,
             answers = list(pool.map(one, endpoints))
         return self._directory.resolve(zip(endpoints, answers))
 
-    def sync_endpoints(self, *, timeout: float | None = None) -> list[str]:
+    def sync_endpoints(self, *, timeout: float | None = None,
+                       read_replicas: bool = False) -> list[str]:
         """Use the voters the live membership lists (as etcd's ``Sync``): nodes added since
-        this client was built are tried too, removed ones no longer.  Returns the endpoints."""
-        found = voter_endpoints(self.member_list(timeout=timeout), self.endpoints)
+        this client was built are tried too, removed ones no longer; ``read_replicas``: also
+        spread local and session reads over the replicas it lists.  Returns the endpoints."""
+        members = self.member_list(timeout=timeout)
+        found = voter_endpoints(members, self.endpoints)
         if found:
             self._core.set_voters(found)
+        if read_replicas:
+            self.use_read_replicas(replica_endpoints(members, self.endpoints))
         return self.endpoints
 
     def wait_for_leader(self, timeout: float = 15.0) -> NodeStatus:

@@ -7,6 +7,7 @@ The tests share one cluster and run in file order: the last of them kills two vo
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -155,6 +156,22 @@ def test_status_shows_replicas_not_voting_with_their_lag(cluster: LocalCluster) 
             cluster.nodes[replica].config.native_address)
         assert isinstance(raw[replica]["lag"], int) and raw[replica]["lag"] >= 0
         assert raw[replica]["replicas"] == []
+
+
+def test_cli_status_from_a_voters_config_lists_the_replicas(cluster: LocalCluster,
+                                                             tmp_path: Path) -> None:
+    """A voter's config names no replica: status learns them from the live membership."""
+    from .test_cli import run_cli
+    config = next(p for p in cluster.config_paths if p.stem == VOTERS[0])  # type: ignore[attr-defined]
+    wait_until(lambda: all(sorted(r["id"] for r in raw_status(cluster, v)["replicas"])
+                           == list(REPLICAS) for v in VOTERS), 10.0,
+               what="every voter lists r1 and r2")
+    result = run_cli("status", f"--config={config}", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = {n["id"]: n for n in json.loads(result.stdout)}
+    assert set(shown) == {*VOTERS, *REPLICAS}, shown.keys()
+    for replica in REPLICAS:
+        assert shown[replica]["membership"] == "replica" and shown[replica]["role"] != "down"
 
 
 def raw_status(cluster: LocalCluster, node_id: str) -> dict[str, Any]:
