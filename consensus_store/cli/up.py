@@ -185,7 +185,7 @@ def _require_free(config_path: Path, host: str, port: int) -> None:
 def _print_usage(console: Console, cluster: LocalCluster, config: Path, leader: str,
                  restart: bool) -> None:
     replicas = sum(node.config.is_replica for node in cluster.nodes.values())
-    also = f" and {replicas} read replicas" if replicas else ""
+    also = f" and {replicas} read replica{'s' if replicas > 1 else ''}" if replicas else ""
     console.print(f"[bold green]cluster up[/]: {len(cluster.nodes) - replicas} nodes{also}, "
                   f"leader {leader}")
     for node in cluster.nodes.values():
