@@ -68,8 +68,8 @@ def rate(value: float | None) -> str:
 def header(snapshot: ClusterSnapshot, ui: UiState) -> Panel:
     quorum = Text(f"quorum {snapshot.quorum_text}",
                   style="bold green" if snapshot.quorum else "bold red")
-    size = f"{snapshot.voters} voters" + (f" + {snapshot.replicas} replicas"
-                                           if snapshot.replicas else "")
+    replicas = f" + {snapshot.replicas} replica{'s' if snapshot.replicas > 1 else ''}"
+    size = f"{snapshot.voters} voters" + (replicas if snapshot.replicas else "")
     line = Text.assemble(
         ("consensus-store  ", "bold"), f"{size}  ", quorum,
         f"  leader {snapshot.leader or '-'}  term {snapshot.term}  revision {snapshot.revision}")
