@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from consensus_store.errors import Forbidden, NotFound, Unavailable, error_from_json
+from consensus_store.errors import Unavailable, error_from_json
 from consensus_store.node.engine import Engine
-from consensus_store.state.sessions import hash_session_key
+from consensus_store.node.session_keys import authorize_session
 
 log = logging.getLogger("consensus_store.leases")
 
@@ -99,7 +99,7 @@ class LeaseKeeper:
         """``key``: the session key the caller presented; ``admin``: the caller may keep any
         session alive without it."""
         if self._is_leader():
-            ttl = self._check_key(session_id, key, admin)
+            ttl = authorize_session(self._engine, session_id, key, admin).ttl_s
             self._last_seen[session_id] = asyncio.get_running_loop().time()
             return {"session": session_id, "ttl": ttl}
         endpoint = self._api_by_node.get(leader_id or "")
@@ -109,19 +109,6 @@ class LeaseKeeper:
         if key is not None:
             body["session_key"] = key
         return await self._forward(endpoint, body)
-
-    def _check_key(self, session_id: int, key: str | None, admin: bool) -> float:
-        """The session's TTL, once the caller may keep it alive."""
-        key_hash = None if key is None else hash_session_key(key)
-        session = None
-        if self._engine.started:
-            with self._engine.reading() as machine:
-                session = machine.sessions.get(session_id)
-        if session is None:
-            raise NotFound(f"session {session_id} not found (expired or closed)")
-        if not admin and not session.opened_with(key_hash):
-            raise Forbidden(f"wrong or missing session key for session {session_id}")
-        return session.ttl_s
 
     async def _forward(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         if self._http is None:

@@ -27,14 +27,14 @@ from typing import Any, Callable
 
 from consensus_store import fast_json
 from consensus_store.config import ClientToken, NodeConfig, node_api_token
-from consensus_store.errors import Forbidden, InvalidRequest, NotFound
+from consensus_store.errors import Forbidden, InvalidRequest
 from consensus_store.node import messaging_targets as targets
 from consensus_store.node.auth import NODE_TOKEN_NAME
 from consensus_store.node.engine import Engine
 from consensus_store.node.messaging_inbox import Inbox
 from consensus_store.node.messaging_peers import Peers
+from consensus_store.node.session_keys import authorize_session
 from consensus_store.state.commands import is_int
-from consensus_store.state.sessions import hash_session_key
 
 log = logging.getLogger("consensus_store.messaging")
 
@@ -99,15 +99,8 @@ class MessageHub:
             raise InvalidRequest("'session' must be an integer")
         if key is not None and not isinstance(key, str):
             raise InvalidRequest("'session_key' must be a string")
-        session = None
-        if self._engine.started:
-            with self._engine.reading() as machine:
-                session = machine.sessions.get(session_id)
-        if session is None:
-            raise NotFound(f"session {session_id} not found (expired or closed)")
         admin = caller is None or caller.role.value == "admin"
-        if not admin and not session.opened_with(None if key is None else hash_session_key(key)):
-            raise Forbidden(f"wrong or missing session key for session {session_id}")
+        authorize_session(self._engine, session_id, key, admin)
         return session_id
 
     # ---- sending ------------------------------------------------------------------------------

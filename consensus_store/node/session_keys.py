@@ -16,8 +16,8 @@ import secrets
 from typing import Any
 
 from consensus_store.config import ClientToken, Role
-from consensus_store.errors import InvalidRequest
-from consensus_store.state.sessions import hash_session_key
+from consensus_store.errors import Forbidden, InvalidRequest, NotFound
+from consensus_store.state.sessions import Session, hash_session_key
 
 MIN_KEY_CHARS = 16      # a client's own key: long enough not to be guessed
 MAX_KEY_CHARS = 256
@@ -65,3 +65,18 @@ def session_auth(body: dict[str, Any], caller: ClientToken | None) -> dict[str, 
     if is_admin(caller):
         auth["admin"] = True
     return auth
+
+
+def authorize_session(engine: Any, session_id: int, key: str | None, admin: bool) -> Session:
+    """The open session ``session_id``, once the caller may act for it outside the log (a
+    keepalive, an inbox): NotFound if it is not open on this node's state, Forbidden without
+    its key (an admin needs none)."""
+    session = None
+    if engine.started:
+        with engine.reading() as machine:
+            session = machine.sessions.get(session_id)
+    if session is None:
+        raise NotFound(f"session {session_id} not found (expired or closed)")
+    if not admin and not session.opened_with(None if key is None else hash_session_key(key)):
+        raise Forbidden(f"wrong or missing session key for session {session_id}")
+    return session
