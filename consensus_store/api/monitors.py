@@ -10,29 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
-from urllib.parse import quote
 
 from consensus_store.api.requester import AsyncRequester, Requester
 from consensus_store.api.watching import AsyncWatch, Watch
-from consensus_store.errors import ConsensusStoreError, InvalidRequest
+from consensus_store.coordination_keys import members_prefix, name_key
+from consensus_store.errors import ConsensusStoreError
 from consensus_store.models import Member, WatchEvent
-
-# The coordination key layout (state/coordination.py; the client never imports state/).
-_RESERVED = "_cs/"
-
-
-def _part(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest(f"'{field}' must be a non-empty string")
-    return quote(value, safe="")
-
-
-def members_prefix(group: str) -> str:
-    return f"{_RESERVED}member/{_part(group, 'group')}/"
-
-
-def name_key(name: str) -> str:
-    return f"{_RESERVED}name/{_part(name, 'name')}"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import unquote
 
-RESERVED_PREFIX = "_cs/"
+from consensus_store.coordination_keys import RESERVED_PREFIX
+
 NEEDS_ADMIN = "needs admin"
 
 

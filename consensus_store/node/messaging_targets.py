@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 from consensus_store.errors import InvalidRequest, NotFound
 from consensus_store.node.engine import Engine
-from consensus_store.state.coordination import (MAX_NAME_CHARS, leader_key, members_prefix,
-                                                name_key)
+from consensus_store.coordination_keys import (MAX_NAME_CHARS, leader_key, members_prefix,
+                                               name_key)
 
 # (label, session): the label names the receiver in answers (member id, name, leader member).
 Target = tuple[str, int]

@@ -30,7 +30,7 @@ from consensus_store.errors import ConsensusStoreError
 from consensus_store.node.api import Answer, check_token
 from consensus_store.node.engine.latency import REQUEST_BUCKETS_S, LatencyHistogram
 from consensus_store.protocol import HEALTH_ROUTE, OP_BY_ROUTE
-from consensus_store.state.coordination import RESERVED_PREFIX
+from consensus_store.coordination_keys import RESERVED_PREFIX
 
 if TYPE_CHECKING:
     from consensus_store.node.engine.runner import RaftStatus

@@ -18,7 +18,7 @@ from consensus_store.errors import InvalidRequest, PayloadTooLarge
 from consensus_store.node.session_keys import is_admin, presented_key_hash, session_auth
 from consensus_store.protocol import COORDINATION_WRITES, OPS, Field
 from consensus_store.state import commands
-from consensus_store.state.coordination import name_part
+from consensus_store.coordination_keys import name_part
 from consensus_store.state.limits import stamp as stamp_limits
 
 MAX_CLIENT_ID_CHARS = 128

@@ -8,20 +8,15 @@ the same log entry that ends its session, and elections are re-decided in that e
 Acting for a session (join, register, acquire, campaign; and leave, update, unregister, release,
 resign what a session owns) needs that session's key (``StateMachine.authorize``).
 
-Layout (names are %-quoted, so ``/`` in a name is safe):
-  _cs/group/<g>                       group marker
-  _cs/member/<g>/<member>             {"id", "node", "meta", "session"}      (session-bound)
-  _cs/name/<name>                     {"name", "value", "session", "node"}  (session-bound)
-  _cs/lock/<name>/<index:020d>        {"session", "owner", "token"}         (session-bound)
-  _cs/election/<name>/cand/<member>   {"member", "priority", "meta", ...}   (session-bound)
-  _cs/election/<name>/leader          {"member", ..., "token"}  derived: rewritten whenever the
-                                      best candidate changes; token = that entry's index
+The key layout is in ``coordination_keys.py``.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Protocol
-from urllib.parse import quote, unquote
 
+from consensus_store.coordination_keys import (RESERVED_PREFIX, candidates_prefix, decode_name,
+                                               group_key, leader_key, lock_prefix,
+                                               members_prefix, name_key, name_part)
 from consensus_store.errors import InvalidRequest, NotFound
 from consensus_store.state import limits
 from consensus_store.state.commands import is_int
@@ -43,43 +38,7 @@ class MachineView(Protocol):
     def delete_record(self, key: str, index: int) -> Record | None: ...
 
 
-RESERVED_PREFIX = "_cs/"
-MAX_NAME_CHARS = 512
 Result = dict[str, Any]
-
-
-def name_part(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
-        raise InvalidRequest(f"'{field}' must be a non-empty string of at most {MAX_NAME_CHARS} chars")
-    return quote(value, safe="")
-
-
-def group_key(group: str) -> str:
-    return f"{RESERVED_PREFIX}group/{name_part(group, 'group')}"
-
-
-def members_prefix(group: str) -> str:
-    return f"{RESERVED_PREFIX}member/{name_part(group, 'group')}/"
-
-
-def name_key(name: str) -> str:
-    return f"{RESERVED_PREFIX}name/{name_part(name, 'name')}"
-
-
-def lock_prefix(name: str) -> str:
-    return f"{RESERVED_PREFIX}lock/{name_part(name, 'name')}/"
-
-
-def candidates_prefix(name: str) -> str:
-    return f"{RESERVED_PREFIX}election/{name_part(name, 'name')}/cand/"
-
-
-def leader_key(name: str) -> str:
-    return f"{RESERVED_PREFIX}election/{name_part(name, 'name')}/leader"
-
-
-def decode_name(quoted: str) -> str:
-    return unquote(quoted)
 
 
 class Coordination:
