@@ -7,9 +7,9 @@ and the members refuse its raft connections without saying why (a node not added
 refused the same way).  So the node asks: once it has been connected to no voter for
 ``ISOLATED_S``, it asks the members it knows for the leader's member list over their client API
 (``POST /v1/members`` with ``from_leader``, the node token, as messaging_peers.py calls them).
-A leader's list without this node's raft address, twice in a row ``CHECK_INTERVAL_S`` apart,
-means it was removed: one log line (``REMOVED_LINE``), then the process's handler (``consensus-
-store node`` exits with code 3, cli/run_node.py).  A node that never applied an entry of the
+A leader's list without this node (neither its id nor its raft address), twice in a row
+``CHECK_INTERVAL_S`` apart, means it was removed: one log line (``REMOVED_LINE``), then the
+process's handler (``consensus-store node`` exits with code 3, cli/run_node.py).  A node that never applied an entry of the
 cluster (an empty data dir waiting for ``member add``) is only told once that it waits.  No
 answer (the members are down or unreachable) decides nothing: the node keeps waiting.
 """
@@ -48,12 +48,15 @@ def set_removed_handler(handler: Callable[[str], None] | None) -> None:
     _removed_handler = handler
 
 
-def leaves_out(answer: Any, raft_address: str) -> bool | None:
-    """Whether a leader's member list leaves out ``raft_address`` (None: not such a list)."""
+def leaves_out(answer: Any, node_id: str, raft_address: str) -> bool | None:
+    """Whether a leader's member list leaves out this node: neither its id nor its raft
+    address (None: not such a list).  Both, as another node may know this one by another
+    address (a name or a proxy in front of it) than the one it listens on."""
     rows = answer.get("members") if isinstance(answer, dict) else None
     if not isinstance(rows, list):
         return None
-    return all(not (isinstance(r, dict) and r.get("raft_address") == raft_address)
+    return all(not (isinstance(r, dict) and (r.get("id") == node_id
+                                             or r.get("raft_address") == raft_address))
                for r in rows)
 
 
@@ -134,7 +137,7 @@ class RemovalWatch:
         for member, answer in zip(peers, answers):
             if answer is None:
                 continue
-            verdict = leaves_out(answer, self._own)
+            verdict = leaves_out(answer, self._config.id, self._own)
             if verdict is not None:
                 return str(answer.get("leader") or member["id"]) if verdict else None
         return None

@@ -145,10 +145,12 @@ def test_a_node_that_never_joined_waits_instead(world, caplog) -> None:
 
 
 def test_leaves_out() -> None:
-    rows = {"members": [{"raft_address": "a:1"}, {"raft_address": ""}]}
-    assert leaves_out(rows, "b:2") is True
-    assert leaves_out(rows, "a:1") is False
-    assert leaves_out({"error": "x"}, "a:1") is None and leaves_out([], "a:1") is None
+    rows = {"members": [{"id": "a", "raft_address": "a:1"}, {"id": "r", "raft_address": ""}]}
+    assert leaves_out(rows, "b", "b:2") is True
+    assert leaves_out(rows, "a", "a:1") is False
+    # Known to the leader by another address (a proxy, a DNS name): still a member.
+    assert leaves_out(rows, "a", "127.0.0.1:1") is False
+    assert leaves_out({"error": "x"}, "a", "a:1") is None and leaves_out([], "a", "a:1") is None
 
 
 class FakeNode:
