@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from consensus_store.config import ClientToken
-from consensus_store.errors import NotLeader, Unavailable
+from consensus_store.errors import NotFound, NotLeader, Unavailable
 
 if TYPE_CHECKING:
     from consensus_store.node.messaging import MessageHub
@@ -31,20 +31,29 @@ def handlers(service: "KVService") -> dict[str, Handler]:
         await service.settle_read({"consistency": "session", "min_index": body.get("min_index",
                                                                                     0)})
 
+    async def confirmed(body: dict[str, Any],
+                        run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        # A receiver that joined or registered through another client a moment ago may not be
+        # applied here yet: "not found" is answered only once a linearizable read confirms it.
+        # Receivers are looked up before anything is delivered, so the second try is safe.
+        await settled(body)
+        try:
+            return await run()
+        except NotFound:
+            await service.settle_read({"consistency": "linearizable"})
+            return await run()
+
     async def send(body: dict[str, Any], timeout: float | None = None, *,
                    caller: ClientToken | None = None) -> dict[str, Any]:
-        await settled(body)
-        return await hub().send(body, many=False)
+        return await confirmed(body, lambda: hub().send(body, many=False))
 
     async def broadcast(body: dict[str, Any], timeout: float | None = None, *,
                         caller: ClientToken | None = None) -> dict[str, Any]:
-        await settled(body)
-        return await hub().send(body, many=True)
+        return await confirmed(body, lambda: hub().send(body, many=True))
 
     async def call(body: dict[str, Any], timeout: float | None = None, *,
                    caller: ClientToken | None = None) -> dict[str, Any]:
-        await settled(body)
-        return await hub().call(body)
+        return await confirmed(body, lambda: hub().call(body))
 
     async def reply(body: dict[str, Any], timeout: float | None = None, *,
                     caller: ClientToken | None = None) -> dict[str, Any]:

@@ -255,7 +255,7 @@ def test_up_runs_and_supervises_replicas(tmp_path: Path) -> None:
         assert up.stdout is not None
         wait_until(lambda: (lines.append(up.stdout.readline()) or "cluster up" in lines[-1]
                             or up.poll() is not None), 60.0, what="'cluster up' printed")
-        assert "3 nodes and 1 read replicas" in lines[-1], "".join(lines)
+        assert "3 nodes and 1 read replica," in lines[-1], "".join(lines)
         replica_config = tmp_path / "config" / "replica1.toml"
         with Client.from_config(replica_config, protocol="http", timeout=10.0) as client:
             kv = client.put("up/key", "v")
