@@ -67,7 +67,7 @@ async def respond(service: "KVService", method: str, path: str,
             op = OP_BY_ROUTE.get(("GET", path))
         if op is None and path == HEALTH_ROUTE[1] and method in ("GET", "HEAD"):
             return _answer(service, {"ok": True})
-        caller = _check_token(service, authorization)       # before 404/405, as always
+        caller = check_token(service, authorization)        # before 404/405, as always
         if op is None:
             return _no_route(service, method, path)
         if op.name not in OPS_ALLOWED[caller.role]:
@@ -102,7 +102,9 @@ def _no_route(service: "KVService", method: str, path: str) -> Answer:
     return _answer(service, body, 405, allow=",".join(sorted(methods)))
 
 
-def _check_token(service: "KVService", authorization: str | bytes | None) -> ClientToken:
+def check_token(service: "KVService", authorization: str | bytes | None) -> ClientToken:
+    """The caller of a request (AuthError without a known token); also for routes outside
+    the op table (the watch stream, /metrics)."""
     raw = b""      # a token is printable ASCII: anything else cannot match
     if isinstance(authorization, bytes):
         supplied = authorization.removeprefix(b"Bearer ")
@@ -116,9 +118,6 @@ def _check_token(service: "KVService", authorization: str | bytes | None) -> Cli
     if caller is None:
         raise AuthError("missing or wrong client token (Authorization: Bearer <token>)")
     return caller
-
-
-check_token = _check_token     # the caller of a request: for routes outside the op table
 
 
 def forbidden_message(op: str | None, caller: ClientToken) -> str:

@@ -33,7 +33,7 @@ from consensus_store.node.auth import NODE_TOKEN_NAME
 from consensus_store.node.engine import Engine
 from consensus_store.node.messaging_inbox import Inbox
 from consensus_store.node.messaging_peers import Peers
-from consensus_store.node.session_keys import authorize_session
+from consensus_store.node.session_keys import authorize_session, is_admin
 from consensus_store.state.commands import is_int
 
 log = logging.getLogger("consensus_store.messaging")
@@ -99,7 +99,7 @@ class MessageHub:
             raise InvalidRequest("'session' must be an integer")
         if key is not None and not isinstance(key, str):
             raise InvalidRequest("'session_key' must be a string")
-        admin = caller is None or caller.role.value == "admin"
+        admin = caller is None or is_admin(caller)      # None: the embedded node itself
         authorize_session(self._engine, session_id, key, admin)
         return session_id
 
@@ -167,9 +167,6 @@ class MessageHub:
         return True
 
     # ---- delivery -----------------------------------------------------------------------------
-    async def deliver(self, session: int, envelope: dict[str, Any]) -> bool:
-        return (await self.deliver_many([(session, envelope)]))[0]
-
     async def deliver_many(self, items: list[tuple[int, dict[str, Any]]]) -> list[bool]:
         """Put each envelope into its session's inbox, wherever it lives (one forward per
         peer, not per message); False where no inbox was found or it refused (full)."""
@@ -304,9 +301,6 @@ class MessageHub:
             if session not in live or inbox.idle_for(now) > INBOX_IDLE_S:
                 del self._inboxes[session]
                 self.dropped += len(inbox.queue)
-
-    def inbox_count(self) -> int:
-        return len(self._inboxes)
 
 
 def _now() -> float:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from consensus_store.config import ClientToken
 from consensus_store.errors import NotFound, NotLeader, Unavailable
+from consensus_store.node.membership_ops import replica_row
 
 if TYPE_CHECKING:
     from consensus_store.node.messaging import MessageHub
@@ -91,6 +92,7 @@ async def nodes_view(service: "KVService") -> dict[str, Any]:
     rows = [{"id": m["id"], "api_address": m["api_address"], "up": bool(m["connected"]),
              "leader": m["id"] == own, "replica": False}
             for m in engine.membership.report() if m["voter"]]
-    rows.extend({"id": r["id"], "api_address": (r.get("endpoint") or "").split("://", 1)[-1],
-                 "up": True, "leader": False, "replica": True} for r in engine.replicas())
+    rows.extend({"id": row["id"], "api_address": row["api_address"], "up": True,
+                 "leader": False, "replica": True}
+                for row in map(replica_row, engine.replicas()))
     return {"nodes": rows, "leader": own, "term": raft.term}

@@ -86,12 +86,15 @@ class RequestStats:
         histogram.observe_sorted(pending)
         pending.clear()
 
-    def histograms(self) -> list[tuple[tuple[str, int], LatencyHistogram]]:
+    def histograms(self) -> "Series":
         """Every series, with what is pending folded in, by op and status."""
         for key, pending in self.pending.items():
             if pending:
                 self._fold(key, pending)
         return sorted(self.series.items())
+
+
+Series = list[tuple[tuple[str, int], LatencyHistogram]]     # by (op, status)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str],
@@ -121,8 +124,9 @@ class NodeCollector(Collector):
         if self.raft is not None and service.engine.started:
             yield from self._raft(self.raft)
             yield from self._state()
-        yield from self._counters()
-        yield from self._histograms()
+        series = self.requests.histograms()      # once: the counts and histograms agree
+        yield from self._counters(series)
+        yield from self._histograms(series)
 
     def _raft(self, raft: "RaftStatus") -> Iterator[Metric]:
         engine = self.service.engine
@@ -158,7 +162,7 @@ class NodeCollector(Collector):
             yield GaugeMetricFamily(f"{PREFIX}_{name}", help_text,
                                     value=machine.keyspace.count_prefix(prefix))
 
-    def _counters(self) -> Iterator[Metric]:
+    def _counters(self, series: "Series") -> Iterator[Metric]:
         service = self.service
         yield GaugeMetricFamily(f"{PREFIX}_watchers", "Watch requests waiting on this node.",
                                 value=_count(getattr(service.watches, "watcher_count", 0)))
@@ -170,15 +174,15 @@ class NodeCollector(Collector):
                                       value=_count(getattr(messaging, name, 0)))
         requests = CounterMetricFamily(f"{PREFIX}_requests", "Client requests answered, by op "
                                        "and HTTP status (both ports).", labels=["op", "status"])
-        for (op, status), histogram in self.requests.histograms():
+        for (op, status), histogram in series:
             requests.add_metric([op, str(status)], histogram.total)
         yield requests
 
-    def _histograms(self) -> Iterator[Metric]:
+    def _histograms(self, series: "Series") -> Iterator[Metric]:
         latency = HistogramMetricFamily(f"{PREFIX}_request_duration_seconds",
                                         "Time from a request's arrival to its answer, by op and "
                                         "HTTP status.", labels=["op", "status"])
-        for (op, status), histogram in self.requests.histograms():
+        for (op, status), histogram in series:
             _histogram(latency, [op, str(status)], histogram)
         yield latency
         journal = self.service.engine.durable_journal

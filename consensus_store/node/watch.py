@@ -355,10 +355,6 @@ def without_prev(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for e in events]
 
 
-def event_revision(event: dict[str, Any]) -> int:
-    return event["kv"]["mod_revision"] if event["type"] == "put" else event["revision"]
-
-
 def _event_bytes(event: dict[str, Any]) -> int:
     prev = event.get("prev_kv")
     size = EVENT_OVERHEAD_BYTES + (value_bytes(prev["value"]) if prev else 0)

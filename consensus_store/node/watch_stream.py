@@ -30,10 +30,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
 from consensus_store import fast_json
-from consensus_store.config import ClientToken
-from consensus_store.errors import (AuthError, Compacted, ConsensusStoreError, Forbidden,
-                                    InvalidRequest)
-from consensus_store.node.api import forbidden_message
+from consensus_store.errors import Compacted, ConsensusStoreError, Forbidden, InvalidRequest
+from consensus_store.node.api import check_token, forbidden_message
 from consensus_store.node.watch import without_prev
 from consensus_store.protocol import OPS_ALLOWED
 
@@ -106,7 +104,7 @@ async def serve_watch_stream(service: "KVService", scope: dict[str, Any], receiv
     hub = service.watches
     authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
     try:
-        caller = _caller(service, authorization)
+        caller = check_token(service, authorization)
         if scope["method"] != "GET":
             await _refuse(service, send, 405, {"error": "method_not_allowed",
                                                "message": "use GET"}, allow=b"GET")
@@ -175,14 +173,6 @@ async def _stream(service: "KVService", query: StreamQuery, send: Send,
         started = time.perf_counter()
         chunk = encode_events(events, query.prev_kv) if events else _heartbeat(after)
     # the client left: nothing more to send to anyone
-
-
-def _caller(service: "KVService", authorization: bytes | None) -> ClientToken:
-    supplied = (authorization or b"").removeprefix(b"Bearer ")
-    caller = service.tokens.lookup(supplied if supplied.isascii() else b"")
-    if caller is None:
-        raise AuthError("missing or wrong client token (Authorization: Bearer <token>)")
-    return caller
 
 
 def _may_wait(send: Send) -> bool:
