@@ -37,6 +37,10 @@ def members_prefix(group: str) -> str:
     return f"{RESERVED_PREFIX}member/{name_part(group, 'group')}/"
 
 
+def member_key(group: str, member: str) -> str:
+    return members_prefix(group) + name_part(member, "member")
+
+
 def name_key(name: str) -> str:
     return f"{RESERVED_PREFIX}name/{name_part(name, 'name')}"
 
@@ -45,12 +49,20 @@ def lock_prefix(name: str) -> str:
     return f"{RESERVED_PREFIX}lock/{name_part(name, 'name')}/"
 
 
+def election_prefix(name: str) -> str:
+    return f"{RESERVED_PREFIX}election/{name_part(name, 'name')}/"
+
+
 def candidates_prefix(name: str) -> str:
-    return f"{RESERVED_PREFIX}election/{name_part(name, 'name')}/cand/"
+    return f"{election_prefix(name)}cand/"
+
+
+def candidate_key(name: str, member: str) -> str:
+    return candidates_prefix(name) + name_part(member, "member")
 
 
 def leader_key(name: str) -> str:
-    return f"{RESERVED_PREFIX}election/{name_part(name, 'name')}/leader"
+    return f"{election_prefix(name)}leader"
 
 
 def decode_name(quoted: str) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any, AsyncIterator
-from urllib.parse import quote
 
 from consensus_store.api.aio_lock import SessionFactory
 from consensus_store.api.aio_session import AsyncSession
 from consensus_store.api.aio_waiting import wait_for_change
+from consensus_store.coordination_keys import election_prefix
 from consensus_store.api.messaging import DEFAULT_CALL_TIMEOUT_S
 from consensus_store.api.messaging_async import call_one
 from consensus_store.api.requester import AsyncRequester, level_of
@@ -28,8 +28,6 @@ class AsyncElection:
         self._session_factory = session
         self.session: AsyncSession | None = None
         self.member: str | None = None
-        # Same quoting as the server's key layout (README, "Coordination").
-        self._prefix = f"_cs/election/{quote(name, safe='')}/"
 
     async def state(self, consistency: str | None = None) -> dict[str, Any]:
         """Leader and candidates (best first), as the node answers them."""
@@ -75,7 +73,8 @@ class AsyncElection:
         revision = state["header"]["applied_index"]
         while deadline is None or time.monotonic() < deadline:
             wait = 10.0 if deadline is None else max(0.0, min(10.0, deadline - time.monotonic()))
-            revision = await wait_for_change(self._api, self._prefix, revision, wait)
+            revision = await wait_for_change(self._api, election_prefix(self.name), revision,
+                                             wait)
             state = await self.state()
             revision = max(revision, state["header"]["applied_index"])
             leader = Leader.maybe(state["leader"])
@@ -89,7 +88,8 @@ class AsyncElection:
         revision = (await self.state())["header"]["applied_index"]
         yield
         while not stop.is_set():
-            revision = await wait_for_change(self._api, self._prefix, revision, poll_s)
+            revision = await wait_for_change(self._api, election_prefix(self.name), revision,
+                                             poll_s)
             yield
 
     async def resign(self) -> None:

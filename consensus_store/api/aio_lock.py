@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from consensus_store.api.aio_session import AsyncSession
 from consensus_store.api.aio_waiting import wait_for_change
+from consensus_store.coordination_keys import lock_prefix
 from consensus_store.api.requester import AsyncRequester, level_of
 from consensus_store.errors import ConsensusStoreError, Timeout
 
@@ -67,7 +68,7 @@ class AsyncLock:
                 return False
             await self.session.require_alive(deadline)
             wait = 10.0 if remaining is None else min(10.0, remaining)
-            revision = await wait_for_change(self._api, self._key.rsplit("/", 1)[0] + "/",
+            revision = await wait_for_change(self._api, lock_prefix(self.name),
                                              revision, wait, status["header"]["applied_index"])
 
     async def _give_up_quietly(self) -> None:

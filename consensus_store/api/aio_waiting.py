@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from consensus_store.api.requester import AsyncRequester
-from consensus_store.errors import ConsensusStoreError
+from consensus_store.api.watching import change_poll, wait_from
+from consensus_store.errors import Compacted
 
 
 async def wait_for_change(api: AsyncRequester, prefix: str, after_revision: int, wait: float,
@@ -10,15 +11,9 @@ async def wait_for_change(api: AsyncRequester, prefix: str, after_revision: int,
     """Return once something under ``prefix`` changed after ``after_revision`` (or ``wait``
     passed): the revision to wait from next time.  A compacted history counts as a change:
     callers re-read the state after every return anyway."""
-    body = {"prefix": prefix, "after_revision": after_revision, "wait": wait}
     try:
-        result = await api.request("watch", body, wait + 5.0)
-    except ConsensusStoreError as exc:
-        if exc.code == "compacted":
-            return max(after_revision, floor_hint)
-        raise
-    events = result["events"]
-    if not events:
-        return max(after_revision, result.get("through", after_revision))
-    last = events[-1]
-    return last["kv"]["mod_revision"] if last["type"] == "put" else last["revision"]
+        result = await api.request("watch", change_poll(prefix, after_revision, wait),
+                                   wait + 5.0)
+    except Compacted:
+        return max(after_revision, floor_hint)
+    return wait_from(result, after_revision)

@@ -14,6 +14,7 @@ from consensus_store.api.requester import Requester, level_of
 from consensus_store.api.messaging import call_one
 from consensus_store.api.session import Session
 from consensus_store.api.watching import wait_for_change
+from consensus_store.coordination_keys import election_prefix
 from consensus_store.errors import Timeout
 from consensus_store.models import Leader
 
@@ -25,7 +26,6 @@ class Election:
         self._session_factory = session
         self.session: Session | None = None
         self.member: str | None = None
-        self._prefix: str | None = None
 
     def state(self, consistency: str | None = None) -> dict[str, Any]:
         """Leader and candidates (best first), as the node answers them."""
@@ -70,7 +70,7 @@ class Election:
         current = Leader.maybe(state["leader"])
         yield current
         revision = state["header"]["applied_index"]
-        prefix = self._prefix or self._election_prefix()
+        prefix = election_prefix(self.name)
         while deadline is None or time.monotonic() < deadline:
             wait = 10.0 if deadline is None else max(0.0, min(10.0, deadline - time.monotonic()))
             revision = wait_for_change(self._api, prefix, revision, wait)
@@ -85,16 +85,10 @@ class Election:
         """Yield now, then after each change to the candidates (and every ``poll_s``)."""
         revision = self.state()["header"]["applied_index"]
         yield
-        prefix = self._prefix or self._election_prefix()
+        prefix = election_prefix(self.name)
         while not stop.is_set():
             revision = wait_for_change(self._api, prefix, revision, poll_s)
             yield
-
-    def _election_prefix(self) -> str:
-        # Same quoting as the server's key layout (README, "Coordination").
-        from urllib.parse import quote
-        self._prefix = f"_cs/election/{quote(self.name, safe='')}/"
-        return self._prefix
 
     def resign(self) -> None:
         if self.member is not None:

@@ -14,6 +14,7 @@ from typing import Any, Callable, TypeVar
 from consensus_store.api.requester import Requester, level_of
 from consensus_store.api.session import Session
 from consensus_store.api.watching import wait_for_change
+from consensus_store.coordination_keys import lock_prefix
 from consensus_store.errors import ConsensusStoreError, Timeout
 
 T = TypeVar("T")
@@ -68,7 +69,7 @@ class Lock:
                 return False
             self.session.require_alive(deadline)
             wait = 10.0 if remaining is None else min(10.0, remaining)
-            revision = wait_for_change(self._api, self._key.rsplit("/", 1)[0] + "/", revision,
+            revision = wait_for_change(self._api, lock_prefix(self.name), revision,
                                        wait, status["header"]["applied_index"])
 
     def _give_up_quietly(self) -> None:

@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any, AsyncIterator, Iterator
 
 from consensus_store.api.requester import AsyncRequester, Requester
-from consensus_store.errors import ConsensusStoreError, InvalidRequest
+from consensus_store.errors import Compacted, InvalidRequest
 from consensus_store.models import WatchEvent
 
 POLL_WAIT_S = 25.0        # one long-poll; well under the node's 60 s bound
@@ -29,13 +29,20 @@ def wait_for_change(api: Requester, prefix: str, after_revision: int, wait: floa
     """Block until something under ``prefix`` changed after ``after_revision`` (or ``wait``
     passed); returns the revision to wait from next time.  A compacted history counts as a
     change: callers re-read the state after every return anyway."""
-    body = {"prefix": prefix, "after_revision": after_revision, "wait": wait}
     try:
-        result = api.request("watch", body, wait + 5.0)
-    except ConsensusStoreError as exc:
-        if exc.code == "compacted":
-            return max(after_revision, floor_hint)
-        raise
+        result = api.request("watch", change_poll(prefix, after_revision, wait), wait + 5.0)
+    except Compacted:
+        return max(after_revision, floor_hint)
+    return wait_from(result, after_revision)
+
+
+def change_poll(prefix: str, after_revision: int, wait: float) -> dict[str, Any]:
+    """The body of ``wait_for_change``'s long-poll (blocking and asyncio)."""
+    return {"prefix": prefix, "after_revision": after_revision, "wait": wait}
+
+
+def wait_from(result: dict[str, Any], after_revision: int) -> int:
+    """The revision a ``wait_for_change`` waits from next, after this answer."""
     through = result.get("through")
     if type(through) is int:          # complete up to there: wait from there next time
         return max(after_revision, through)

@@ -5,12 +5,11 @@ session that owns it).  Pure look-ups of local memory; the caller settles the re
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from consensus_store.errors import InvalidRequest, NotFound
 from consensus_store.node.engine import Engine
-from consensus_store.coordination_keys import (MAX_NAME_CHARS, leader_key, members_prefix,
-                                               name_key)
+from consensus_store.coordination_keys import (MAX_NAME_CHARS, leader_key, member_key,
+                                               members_prefix, name_key)
 
 # (label, session): the label names the receiver in answers (member id, name, leader member).
 Target = tuple[str, int]
@@ -53,7 +52,7 @@ def group_members(engine: Engine, group: str) -> list[Target]:
 
 
 def member(engine: Engine, group: str, member_id: str) -> Target:
-    value = _record_value(engine, members_prefix(group) + quote(member_id, safe=""))
+    value = _record_value(engine, member_key(group, member_id))
     session = _session_of(value)
     if session is None:
         raise NotFound(f"no member {member_id!r:.80} in group {group!r:.80}")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
-from consensus_store.coordination_keys import (RESERVED_PREFIX, candidates_prefix, decode_name,
-                                               group_key, leader_key, lock_prefix,
-                                               members_prefix, name_key, name_part)
+from consensus_store.coordination_keys import (RESERVED_PREFIX, candidate_key, candidates_prefix,
+                                               decode_name, group_key, leader_key, lock_prefix,
+                                               member_key, members_prefix, name_key)
 from consensus_store.errors import InvalidRequest, NotFound
 from consensus_store.state import limits
 from consensus_store.state.commands import is_int
@@ -88,8 +88,8 @@ class Coordination:
     def group_delete(self, command: dict[str, Any], index: int) -> Result:
         key = group_key(command.get("group"))
         members = list(self._m.keyspace.keys_with_prefix(members_prefix(command["group"])))
-        for member_key in members:
-            self._m.delete_record(member_key, index)
+        for member in members:
+            self._m.delete_record(member, index)
         existed = self._m.delete_record(key, index) is not None
         return {"deleted": existed, "members": len(members)}
 
@@ -99,7 +99,7 @@ class Coordination:
             raise NotFound(f"no such group {group!r} (create it first, as with pg2)")
         session = self._session(command)
         member_id = command.get("member") or f"{session}.{index}"
-        key = members_prefix(group) + name_part(member_id, "member")
+        key = member_key(group, member_id)
         if self._m.keyspace.get(key) is None:   # a new member (a rejoin replaces its record)
             self._check_count(command, "max_members_per_group", members_prefix(group))
             self._check_count(command, "max_members", f"{RESERVED_PREFIX}member/")
@@ -109,12 +109,12 @@ class Coordination:
         return {"member": _member_json(value, record)}
 
     def group_leave(self, command: dict[str, Any], index: int) -> Result:
-        key = members_prefix(command.get("group")) + name_part(command.get("member"), "member")
+        key = member_key(command.get("group"), command.get("member"))
         self._m.authorize_owner(key, command)
         return {"left": self._m.delete_record(key, index) is not None}
 
     def group_update(self, command: dict[str, Any], index: int) -> Result:
-        key = members_prefix(command.get("group")) + name_part(command.get("member"), "member")
+        key = member_key(command.get("group"), command.get("member"))
         record = self._m.keyspace.get(key)
         if record is None:
             raise NotFound(f"no member {command['member']!r} in group {command['group']!r}")
@@ -173,7 +173,7 @@ class Coordination:
         if not is_int(priority):
             raise InvalidRequest("'priority' must be an integer")
         member = command.get("member")
-        key = candidates_prefix(name) + name_part(member, "member")
+        key = candidate_key(name, member)
         if self._m.keyspace.get(key) is None:
             self._check_count(command, "max_candidates_per_election", candidates_prefix(name))
         value = {"member": member, "priority": priority, "meta": command.get("meta"),
@@ -184,7 +184,7 @@ class Coordination:
 
     def election_resign(self, command: dict[str, Any], index: int) -> Result:
         name = command.get("name")
-        key = candidates_prefix(name) + name_part(command.get("member"), "member")
+        key = candidate_key(name, command.get("member"))
         self._m.authorize_owner(key, command)
         resigned = self._m.delete_record(key, index) is not None
         self.settle_election(name, index)

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-RESERVED_PREFIX = "_cs/"
+from consensus_store.coordination_keys import RESERVED_PREFIX, leader_key, lock_prefix
+
 MAX_EVENTS_PER_WATCH = 1000            # the node's cap on one watch answer (node/watch.py)
 
 
@@ -41,11 +42,10 @@ class CoordinationObserver:
 
     def __init__(self, endpoints: Iterable[str], token: str, lock_name: str,
                  election_name: str) -> None:
-        from urllib.parse import quote
         from consensus_store.client import Client
         self._client = Client(list(endpoints), token=token, timeout=5.0)
-        self.lock_prefix = f"{RESERVED_PREFIX}lock/{quote(lock_name, safe='')}/"
-        self.leader_key = f"{RESERVED_PREFIX}election/{quote(election_name, safe='')}/leader"
+        self.lock_prefix = lock_prefix(lock_name)
+        self.leader_key = leader_key(election_name)
         self.grants: list[Grant] = []
         self.leaderships: list[Leadership] = []
         self.gaps: list[str] = []
