@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from consensus_store import backup_file as backup
 from consensus_store.config import ClientToken
 from consensus_store.errors import InvalidRequest
 from consensus_store.node import validate
+from consensus_store.node.engine.heap import GcPause
 from consensus_store.node.engine.storage import fsync_directory_of, fsync_fd, open_private
 
 if TYPE_CHECKING:
@@ -30,22 +30,6 @@ if TYPE_CHECKING:
 CONTENT_TYPE = b"application/vnd.consensus-store.backup"
 CONSISTENCIES = ("linearizable", "local")
 SEND_BYTES = 256 * 1024      # bytes gathered per send
-
-
-class GcPause:
-    """The cyclic GC off while a copy of a large state is alive: its millions of new objects
-    would set off full collections, each holding the loop ~0.4 s at 1M keys (as for snapshots,
-    engine/snapshots.py).  Reference counting still frees what is dropped.  ``release`` is
-    idempotent; the GC comes back on only if it was on."""
-
-    def __init__(self) -> None:
-        self._resume = gc.isenabled()
-        gc.disable()
-
-    def release(self) -> None:
-        if self._resume:
-            self._resume = False
-            gc.enable()
 
 
 @dataclass

@@ -174,7 +174,7 @@ class _SnapshotStore:
     """What ``ReplicatedStore.snapshot_copy`` reads: the machine, its lock, the log (and the
     membership: the live member table, the voters, itself)."""
 
-    _after_apply = ReplicatedStore._after_apply
+    copy_lock = ReplicatedStore.copy_lock
     members = None
     _SyncObj__otherNodes: frozenset[object] = frozenset()
     selfNode = None

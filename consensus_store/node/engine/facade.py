@@ -139,10 +139,10 @@ class Engine:
 
     def plain_state(self) -> dict[str, Any]:
         """The machine's plain state, copied a chunk at a time (any thread; apply waits a
-        chunk at most)."""
+        chunk at most, and a copying thread lets a waiting apply go first)."""
         store = self.runner.store
         assert store is not None
-        return copy_in_chunks(lambda: store.state_lock, lambda: store.machine)
+        return copy_in_chunks(store.copy_lock, lambda: store.machine)
 
     # ---- who leads ------------------------------------------------------------------------------
     def is_leader(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from typing import Any
 
@@ -25,6 +26,35 @@ log = logging.getLogger("consensus_store.raft")
 LONG_COLLECTION_S = 0.25
 FREEZE_MIN_KEYS = 100_000          # below this a full collection takes well under 0.1 s
 FREEZE_AFTER_ENTRIES = 10_000
+
+
+class GcPause:
+    """The cyclic GC off while a copy of a large state is alive (a snapshot's, a backup's):
+    its millions of new objects would set off full collections, each holding the loop ~0.4 s at
+    1M keys.  Reference counting still frees what is dropped.  Pauses nest (a snapshot and a
+    backup at once): the GC comes back on when the last one is released, and only if it was
+    on before the first.  ``release`` is idempotent."""
+
+    _lock = threading.Lock()
+    _held = 0
+    _resume = False
+
+    def __init__(self) -> None:
+        with GcPause._lock:
+            if GcPause._held == 0:
+                GcPause._resume = gc.isenabled()
+                gc.disable()
+            GcPause._held += 1
+        self._released = False
+
+    def release(self) -> None:
+        with GcPause._lock:
+            if self._released:
+                return
+            self._released = True
+            GcPause._held -= 1
+            if GcPause._held == 0 and GcPause._resume:
+                gc.enable()
 
 
 class LargeHeap:

@@ -29,8 +29,8 @@ from typing import Any, Callable
 from consensus_store.config import NodeConfig
 from consensus_store.errors import InvalidRequest, NotLeader, Timeout, Unavailable
 from consensus_store.node.engine.failures import SUCCESS, error_for
+from consensus_store.node.engine.peer_messages import MEMBERSHIP
 
-MEMBERSHIP = 2                  # pysyncobj's _COMMAND_TYPE.MEMBERSHIP
 CHANGE_KINDS = ("add", "rem")
 MEMBER_KEYS = ("id", "raft_address", "api_address", "native_address", "membership")
 MEMBERSHIPS = ("voter", "replica")

@@ -235,7 +235,7 @@ class ReplicatedStore(SyncObj):
         (state, last entry, the one before, cluster) made consistent with a chunked copy of
         the machine, and the index pysyncobj may cut the journal before."""
         self_data, last, previous, cluster = data
-        state = copy_in_chunks(self._after_apply, lambda: self.machine)
+        state = copy_in_chunks(self.copy_lock, lambda: self.machine)
         copied = state["applied_index"]
         if copied > last[1]:
             # Entries applied meanwhile are in the copy: it ends at ``copied``.
@@ -252,10 +252,11 @@ class ReplicatedStore(SyncObj):
         return snapshot, previous[1]
 
     @contextlib.contextmanager
-    def _after_apply(self) -> Iterator[None]:
-        """``state_lock`` for the snapshot thread, never taken again while apply waits for it:
-        Python's lock is not fair, and the thread, holding the GIL, would otherwise take it
-        back chunk after chunk while the loop waits (apply stalled for seconds)."""
+    def copy_lock(self) -> Iterator[None]:
+        """``state_lock`` for a thread copying the state (snapshots, backups), never taken
+        again while apply waits for it: Python's lock is not fair, and the thread, holding
+        the GIL, would otherwise take it back chunk after chunk while the loop waits (apply
+        stalled for seconds)."""
         while self.apply_waiting:
             time.sleep(APPLY_FIRST_S)
         with self.state_lock:

@@ -24,13 +24,13 @@ from pysyncobj.node import TCPNode
 from consensus_store import backup_file as backup
 from consensus_store.config import NodeConfig
 from consensus_store.errors import ConfigError
+from consensus_store.node.engine.peer_messages import NO_OP
 from consensus_store.node.engine.snapshots import PlainMachine
 from consensus_store.node.engine.storage import (SNAPSHOT_NAME, describe_os_error,
                                                  encode_snapshot, prepare_data_dir,
                                                  replace_file)
 from consensus_store.state.machine import SNAPSHOT_FORMAT
 
-NO_OP = b"\x01"            # pysyncobj's _COMMAND_TYPE.NO_OP entry
 FIRST_TERM = 0             # the term of pysyncobj's first entry on a fresh node
 MIN_INDEX = 2              # the snapshot names two entries, the earlier at index >= 1
 
@@ -61,7 +61,8 @@ def restore_data_dir(backup_path: Path, config: NodeConfig,
     header, state = read_backup(backup_path)
     index = max(header.applied_index, MIN_INDEX)
     state.update(format=SNAPSHOT_FORMAT, applied_index=index)
-    previous, last = (NO_OP, index - 1, FIRST_TERM), (NO_OP, index, FIRST_TERM)
+    no_op = bytes([NO_OP])        # pysyncobj's no-op entry
+    previous, last = (no_op, index - 1, FIRST_TERM), (no_op, index, FIRST_TERM)
     # the voters, as a fresh node of this config starts with (a read replica is none of them)
     voters = [str(peer.raft_address) for peer in config.peers]
     if not config.is_replica:

@@ -17,7 +17,6 @@ Private pysyncobj names used: Serializer's ``_Serializer__pid``, ``_Serializer__
 from __future__ import annotations
 
 import copyreg
-import gc
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Callable
 
 from pysyncobj.config import SERIALIZER_STATE
 
+from consensus_store.node.engine.heap import GcPause
 from consensus_store.node.engine.storage import (CheckedSerializer, StorageFailure,
                                                  encode_snapshot, replace_file)
 from consensus_store.state import StateMachine
@@ -78,11 +78,7 @@ class BackgroundSerializer(CheckedSerializer):
     def _serialize(self, data: Any) -> None:
         assert self.copier is not None
         started = time.monotonic()
-        # The copy allocates millions of objects: the cyclic GC would run full collections
-        # over the whole state meanwhile, each holding the GIL (the loop) for ~0.4 s at 1M
-        # keys.  Reference counting still frees what the copy drops.
-        collecting = gc.isenabled()
-        gc.disable()
+        paused = GcPause()          # the copy's millions of objects: no full collections
         try:
             state, index = self.copier(data)
             copied = time.monotonic()
@@ -97,8 +93,7 @@ class BackgroundSerializer(CheckedSerializer):
             log.exception("cannot serialize the state for a snapshot")
             self._outcome = (-2, self._Serializer__currentID)
         finally:
-            if collecting:
-                gc.enable()
+            paused.release()
 
     def checkSerializing(self) -> tuple[int, Any]:
         if self._Serializer__pid == _IN_THREAD:
