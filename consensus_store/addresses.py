@@ -71,6 +71,12 @@ def parse_address(text: str, fail: Any) -> Address:
     return Address(host, int(port_text))
 
 
+def parse_raft_address(text: str, fail: Any) -> RaftAddress:
+    """``HOST:PORT`` -> the ``RaftAddress`` pysyncobj knows a node by (see ``RaftAddress``)."""
+    address = parse_address(text, fail)
+    return RaftAddress(address.host, address.port)
+
+
 def parse_host(host: str, fail: Any, text: str | None = None) -> str:
     """An IPv4 literal, an unbracketed IPv6 literal or a DNS name, in canonical form."""
     shown = repr(text if text is not None else host)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from consensus_store.addresses import Address, RaftAddress, parse_address
+from consensus_store.addresses import Address, RaftAddress, parse_address, parse_raft_address
 from consensus_store.errors import ConfigError
 
 MAX_KEY_BYTES = 4096
@@ -213,8 +213,7 @@ class _Reader:
         return parse_address(self.str(key), lambda msg: self.fail(key, msg))
 
     def raft_address(self, key: str) -> RaftAddress:
-        address = self.address(key)
-        return RaftAddress(address.host, address.port)
+        return parse_raft_address(self.str(key), lambda msg: self.fail(key, msg))
 
     def optional_address(self, key: str) -> Address | None:
         return self.address(key) if key in self.table else None

@@ -63,8 +63,9 @@ def add_body(member: Any) -> JsonObject:
     if not isinstance(fields["id"], str) or not fields["id"]:
         raise InvalidRequest("a new member needs an 'id'")
     for key in ADDRESS_FIELDS:
-        if fields[key] is not None:
-            fields[key] = str(fields[key])
+        value = fields[key]
+        if value is not None:      # an Address (from a config): as written, IPv6 in brackets
+            fields[key] = value.authority if hasattr(value, "authority") else str(value)
     if fields["raft_address"] is None or fields["api_address"] is None:
         raise InvalidRequest("a new member needs 'raft_address' and 'api_address'")
     body = {k: v for k, v in fields.items() if v is not None and k != "id"}

@@ -146,3 +146,18 @@ def test_the_config_mismatch_is_one_line_naming_both(tmp_path: Path) -> None:
     assert line is not None and "\n" not in line
     assert "n9=127.0.0.1:9" in line and "using the live membership" in line
     assert str(config.path) in line
+
+
+def test_an_ipv6_member_is_named_as_pysyncobj_and_the_configs_name_it() -> None:
+    from consensus_store.addresses import Address, RaftAddress
+    from consensus_store.api.membership import add_body
+    config = SimpleNamespace(id="n4", raft_address=RaftAddress("::1", 7104),
+                             api_address=Address("::1", 7204), native_address=None)
+    body = add_body(config)            # as written in a config: brackets
+    assert (body["raft_address"], body["api_address"]) == ("[::1]:7104", "[::1]:7204")
+    fields = {"id": body["member"], **{k: body[k] for k in ("raft_address", "api_address")}}
+    added = membership.check_new_member(fields, [])
+    assert added["raft_address"] == str(RaftAddress("::1", 7104)) == "::1:7104"
+    taken = [membership.member("n9", RaftAddress("::1", 7104), Address("::1", 7209), None)]
+    with pytest.raises(InvalidRequest, match="raft address"):
+        membership.check_new_member(fields, taken)

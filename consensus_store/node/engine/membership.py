@@ -98,7 +98,7 @@ def table_after(request: list[Any]) -> list[Member] | None:
 
 def check_new_member(fields: dict[str, Any], table: list[Member]) -> Member:
     """The member entry of an ``add`` request (InvalidRequest for bad or taken fields)."""
-    from consensus_store.addresses import parse_address
+    from consensus_store.addresses import parse_address, parse_raft_address
     member_id = fields.get("id")
     if not isinstance(member_id, str) or not member_id or len(member_id) > 128:
         raise InvalidRequest("'member' must be the new node's id (1-128 characters)")
@@ -110,8 +110,9 @@ def check_new_member(fields: dict[str, Any], table: list[Member]) -> Member:
             continue
         if not isinstance(value, str):
             raise InvalidRequest(f"'{key}' must be HOST:PORT")
-        addresses[key] = str(parse_address(value, lambda problem, k=key: InvalidRequest(
-            f"'{k}': {problem}")))
+        parse = parse_raft_address if key == "raft_address" else parse_address
+        addresses[key] = str(parse(value, lambda problem, k=key: InvalidRequest(
+            f"'{k}': {problem}")))      # the raft address as pysyncobj and the table name it
     for existing in table:
         if existing["id"] == member_id:
             raise InvalidRequest(f"a member named {member_id!r} exists already (remove it "
