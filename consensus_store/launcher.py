@@ -163,7 +163,8 @@ class LocalCluster:
                 leaders = {s.id for s in live if s.role is Role.LEADER} - set(exclude)
                 if len(leaders) == 1:
                     leader = leaders.pop()
-                    if sum(s.leader == leader for s in live) > self.voters // 2:
+                    voters = [s for s in live if s.membership != "replica"]
+                    if sum(s.leader == leader for s in voters) > self.voters // 2:
                         return leader
                 time.sleep(0.1)
         raise Timeout(f"no leader within {timeout:g}s")
@@ -204,11 +205,16 @@ def write_credentials(directory: Path, peer_secret: str | None = None,
     files = {"peer_secret": peer_secret + "\n",
              "tokens.toml": f'[[tokens]]\nname = "admin"\ntoken = "{token}"\nrole = "admin"\n'}
     for name, text in files.items():
-        descriptor = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as out:
-            out.write(text)
-        os.chmod(directory / name, 0o600)
+        write_private(directory / name, text)
     return ['peer_secret_file = "peer_secret"', 'tokens_file = "tokens.toml"']
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` into a file only its owner may read (mode 0600, also when it existed)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(path, 0o600)            # an existing file keeps its mode otherwise
 
 
 def write_tls_files(directory: Path, node_ids: list[str], client_certs: bool = False

@@ -16,7 +16,7 @@ from pathlib import Path
 from consensus_store.addresses import Address, parse_host
 from consensus_store.config import load_config
 from consensus_store.errors import ConfigError
-from consensus_store.launcher import write_credentials
+from consensus_store.launcher import write_credentials, write_private
 
 DEFAULT_RAFT_PORT, DEFAULT_API_PORT, DEFAULT_NATIVE_PORT = 7101, 7201, 7301
 DEFAULT_DATA_ROOT = Path("/var/lib/consensus-store")
@@ -116,13 +116,6 @@ def config_text(node: PlannedNode, nodes: list[PlannedNode], ports: Ports,
                       f'api_address = "{peer.address(ports.api)}"',
                       f'native_address = "{peer.address(ports.native)}"', ""]
     return "\n".join(lines)
-
-
-def write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(path, 0o600)            # an existing file (--force) keeps its mode otherwise
 
 
 def run_init(spec: str, out: Path, *, ports: Ports = Ports(),

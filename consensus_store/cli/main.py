@@ -275,26 +275,30 @@ def _run_client_command(args: argparse.Namespace) -> int:
         elif args.command in COORDINATION_COMMANDS:
             body, render = COORDINATION_COMMANDS[args.command](client, args)
             print(json.dumps(body)) if args.json else console.print(render)
-        elif args.command == "dashboard" or (args.command == "status" and args.watch):
-            from consensus_store.cli import dashboard
-            from consensus_store.cli.member import learn_members
-            learn_members(client)            # added nodes and read replicas are shown too
-            if args.command == "status" and args.json:
-                return dashboard.watch_statuses_json(client, args.interval)
-            return dashboard.run_dashboard(client, console, interval_s=args.interval,
-                                           once=getattr(args, "once", False),
-                                           json_output=args.json)
-        elif args.command == "status":
-            from consensus_store.cli.member import learn_members
-            learn_members(client)            # nodes added since the config was written
-            statuses = client.cluster_status()
-            if args.json:
-                print(json.dumps([s.to_json() for s in statuses]))
-            else:
-                if not console.is_terminal and "COLUMNS" not in os.environ:
-                    console = Console(width=120)    # a pipe: not rich's 80 columns
-                console.print(views.status_table(statuses))
-                console.print(views.addresses_table(statuses))
+        elif args.command in ("dashboard", "status"):
+            return _status_or_dashboard(client, args, console)
+    return 0
+
+
+def _status_or_dashboard(client: Any, args: argparse.Namespace, console: Any) -> int:
+    from rich.console import Console
+    from consensus_store.cli import views
+    from consensus_store.cli.member import learn_members
+    learn_members(client)        # nodes added since the config was written, read replicas
+    if args.command == "dashboard" or args.watch:
+        from consensus_store.cli import dashboard
+        if args.command == "status" and args.json:
+            return dashboard.watch_statuses_json(client, args.interval)
+        return dashboard.run_dashboard(client, console, interval_s=args.interval,
+                                       once=getattr(args, "once", False), json_output=args.json)
+    statuses = client.cluster_status()
+    if args.json:
+        print(json.dumps([s.to_json() for s in statuses]))
+    else:
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=120)    # a pipe: not rich's 80 columns
+        console.print(views.status_table(statuses))
+        console.print(views.addresses_table(statuses))
     return 0
 
 

@@ -3,8 +3,6 @@ running by a supervisor (``supervisor.py``): a node that exits is reported and r
 the others keep serving."""
 from __future__ import annotations
 
-import os
-import secrets
 import signal
 import socket
 import threading
@@ -17,7 +15,7 @@ from rich.console import Console
 from consensus_store.cli.supervisor import Supervisor
 from consensus_store.config import load_config
 from consensus_store.errors import ConfigError
-from consensus_store.launcher import LocalCluster
+from consensus_store.launcher import LocalCluster, write_credentials
 
 CLUSTER_SIZES = (1, 3, 5)
 MAX_REPLICAS = 5                  # read replicas beside the voters (docs/replicas.md)
@@ -91,11 +89,7 @@ def generated_configs(data_root: Path, size: int, base_port: int) -> Path:
     directory = data_root / "config"
     if (directory / "node1.toml").is_file():
         return directory
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_urlsafe(32)
-    _write_private(directory / "peer_secret", secrets.token_urlsafe(32) + "\n")
-    _write_private(directory / "tokens.toml",
-                   f'[[tokens]]\nname = "admin"\ntoken = "{token}"\nrole = "admin"\n')
+    credential_lines = write_credentials(directory)     # a fresh secret and admin token
     ids = [f"node{i + 1}" for i in range(size)]
 
     def addresses(i: int) -> list[str]:
@@ -105,8 +99,7 @@ def generated_configs(data_root: Path, size: int, base_port: int) -> Path:
     for i, node_id in enumerate(ids):
         lines = [f"# Node {i + 1} of a {size}-node local cluster written by `consensus-store up "
                  f"--nodes {size}`.", f'id = "{node_id}"', *addresses(i),
-                 f'data_dir = "{data_root / node_id}"', 'peer_secret_file = "peer_secret"',
-                 'tokens_file = "tokens.toml"', ""]
+                 f'data_dir = "{data_root / node_id}"', *credential_lines, ""]
         for j, peer_id in enumerate(ids):
             if peer_id != node_id:
                 lines += ["[[peers]]", f'id = "{peer_id}"', *addresses(j), ""]
@@ -145,12 +138,6 @@ def replica_configs(directory: Path, data_root: Path, size: int, count: int,
                   "election_timeout_max_s = 1.2"]
         path.write_text("\n".join(lines) + "\n")
     return paths
-
-
-def _write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as out:
-        out.write(text)
 
 
 def node_config_paths(config_dir: Path) -> list[Path]:
